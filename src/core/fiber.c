@@ -1,0 +1,630 @@
+/*
+ * Fiber descriptors and the fiber API: spawn, join, detach, identity, fiber-local storage.
+ *
+ * Descriptors are type-stable: they live in slabs of 1024 that are never freed, indexed by a table, and
+ * a handle is (generation << 32 | index). Freeing a descriptor bumps its generation, so a stale handle
+ * (a fiber joined twice, a detached fiber that finished) is recognised by a mismatch and gets -ESRCH,
+ * and reading it never touches unmapped memory.
+ *
+ * Who frees a descriptor: the joiner (after it collected the result), or the fiber itself when it was
+ * detached. The join word (internal.h) decides between a finishing fiber and its joiner with one
+ * exchange: JW_DONE set by the fiber, a joiner's descriptor set by the joiner, JW_DETACHED by detach.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "obs/sanitize.h"
+
+#define SLAB_SHIFT 10
+#define SLAB_N (1u << SLAB_SHIFT)
+#define SLABS_MAX (1u << 16) /* 64M descriptors */
+#define WORKER_DESC_MAX 256u
+#define ID_BLOCK 256u
+
+#define JW_CLAIMED ((uintptr_t)3) /* a joiner or detach took the finished fiber */
+
+static weft__fiber *_Atomic slabs[SLABS_MAX];
+
+static struct {
+    pthread_mutex_t lock;
+    weft__fiber *free;
+    uint32_t nslabs;
+    _Atomic uint64_t next_id;
+} P = {.lock = PTHREAD_MUTEX_INITIALIZER, .next_id = 1};
+
+static int slab_new(void)
+{
+    if (P.nslabs >= SLABS_MAX)
+        return -ENOMEM;
+    weft__fiber *s = aligned_alloc(WEFT__CACHELINE, SLAB_N * sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    memset(s, 0, SLAB_N * sizeof *s);
+    for (uint32_t i = SLAB_N; i-- > 0;) {
+        weft__fiber *f = &s[i];
+        f->index = (P.nslabs << SLAB_SHIFT) | i;
+        atomic_store_explicit(&f->gen, 1, memory_order_relaxed);
+        f->timer_idx = TIMER_NONE;
+        f->link = P.free;
+        P.free = f;
+    }
+    atomic_store_explicit(&slabs[P.nslabs], s, memory_order_release);
+    P.nslabs++;
+    return 0;
+}
+
+/* Take up to n descriptors from the global pool as a list; returns how many. */
+static uint32_t pool_take(weft__fiber **list, uint32_t n)
+{
+    pthread_mutex_lock(&P.lock);
+    uint32_t got = 0;
+    weft__fiber *head = NULL;
+    while (got < n) {
+        if (!P.free && slab_new() != 0)
+            break;
+        weft__fiber *f = P.free;
+        P.free = f->link;
+        f->link = head;
+        head = f;
+        got++;
+    }
+    pthread_mutex_unlock(&P.lock);
+    *list = head;
+    return got;
+}
+
+static weft__fiber *desc_alloc(weft__worker *w)
+{
+    weft__fiber *f;
+    if (w) {
+        if (WEFT__UNLIKELY(!w->desc_free))
+            w->desc_nfree = pool_take(&w->desc_free, 64);
+        f = w->desc_free;
+        if (!f)
+            return NULL;
+        w->desc_free = f->link;
+        w->desc_nfree--;
+    } else if (pool_take(&f, 1) == 0) {
+        return NULL;
+    }
+    /* reset everything but identity (index, gen) and the park word's sequence */
+    f->sp = NULL;
+    f->worker = NULL;
+    f->link = NULL;
+    f->stack = NULL;
+    f->detached_at_spawn = 0;
+    f->wait_reason = WEFT__WAIT_NONE;
+    f->timer_idx = TIMER_NONE;
+    f->wait_obj = NULL;
+    f->result = NULL;
+    f->start_err = 0;
+    atomic_store_explicit(&f->join, 0, memory_order_relaxed);
+    f->locals = NULL;
+    f->asan_fake_stack = NULL;
+    f->tsan_fiber = NULL;
+    f->name[0] = '\0';
+    uint32_t pw = atomic_load_explicit(&f->park, memory_order_relaxed);
+    atomic_store_explicit(&f->park, PW_WORD(PW_SEQ(pw), PW_OK, PW_RUNNING), memory_order_relaxed);
+    return f;
+}
+
+weft__fiber *weft__desc_alloc(weft__worker *w)
+{
+    weft__tsan_internal_begin();
+    weft__fiber *f = desc_alloc(w);
+    weft__tsan_internal_end();
+    return f;
+}
+
+static void desc_free(weft__worker *w, weft__fiber *f)
+{
+    uint32_t g = atomic_load_explicit(&f->gen, memory_order_relaxed) + 1;
+    atomic_store_explicit(&f->gen, g ? g : 1, memory_order_release);
+    if (w && w->desc_nfree < WORKER_DESC_MAX) {
+        f->link = w->desc_free;
+        w->desc_free = f;
+        w->desc_nfree++;
+        return;
+    }
+    pthread_mutex_lock(&P.lock);
+    f->link = P.free;
+    P.free = f;
+    pthread_mutex_unlock(&P.lock);
+}
+
+void weft__desc_free(weft__worker *w, weft__fiber *f)
+{
+    weft__tsan_internal_begin();
+    desc_free(w, f);
+    weft__tsan_internal_end();
+}
+
+void weft__desc_cache_flush(weft__worker *w)
+{
+    if (!w->desc_free)
+        return;
+    weft__fiber *tail = w->desc_free;
+    while (tail->link)
+        tail = tail->link;
+    pthread_mutex_lock(&P.lock);
+    tail->link = P.free;
+    P.free = w->desc_free;
+    pthread_mutex_unlock(&P.lock);
+    w->desc_free = NULL;
+    w->desc_nfree = 0;
+}
+
+weft_fiber_t weft__handle(const weft__fiber *f)
+{
+    uint64_t g = atomic_load_explicit(&((weft__fiber *)f)->gen, memory_order_relaxed);
+    return (weft_fiber_t){(g << 32) | f->index};
+}
+
+weft__fiber *weft__desc_lookup(weft_fiber_t h)
+{
+    uint32_t idx = (uint32_t)h.handle_, gen = (uint32_t)(h.handle_ >> 32);
+    if (gen == 0 || (idx >> SLAB_SHIFT) >= SLABS_MAX)
+        return NULL;
+    weft__fiber *s = atomic_load_explicit(&slabs[idx >> SLAB_SHIFT], memory_order_acquire);
+    if (!s)
+        return NULL;
+    weft__fiber *f = &s[idx & (SLAB_N - 1)];
+    if (atomic_load_explicit(&f->gen, memory_order_acquire) != gen)
+        return NULL;
+    weft__tsan_internal_begin();
+    int kind = f->kind;
+    weft__tsan_internal_end();
+    return kind == WEFT__KIND_FIBER || kind == WEFT__KIND_THREAD ? f : NULL;
+}
+
+uint64_t weft__next_id(weft__worker *w)
+{
+    if (!w)
+        return atomic_fetch_add_explicit(&P.next_id, 1, memory_order_relaxed);
+    if (WEFT__UNLIKELY(w->id_next == w->id_end)) {
+        w->id_next = atomic_fetch_add_explicit(&P.next_id, ID_BLOCK, memory_order_relaxed);
+        w->id_end = w->id_next + ID_BLOCK;
+    }
+    return w->id_next++;
+}
+
+static void set_name(weft__fiber *f, const char *name)
+{
+    if (!name) {
+        f->name[0] = '\0';
+        return;
+    }
+    size_t n = strnlen(name, sizeof f->name - 1);
+    memcpy(f->name, name, n);
+    f->name[n] = '\0';
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Finishing and joining                                                                             */
+
+void weft__fiber_publish_done(weft__worker *w, weft__fiber *f)
+{
+    weft__tsan_internal_begin();
+    atomic_store_explicit(&f->state, WEFT_DONE, memory_order_relaxed);
+    bool fiber = f->kind == WEFT__KIND_FIBER;
+    uintptr_t j = atomic_exchange_explicit(&f->join, JW_DONE, memory_order_acq_rel);
+    if (j == JW_DETACHED) {
+        desc_free(w, f);
+    } else if (j != 0) {
+        weft__fiber *joiner = (weft__fiber *)j;
+        weft__unpark(joiner, f->joiner_tok, PW_OK);
+    }
+    if (fiber) {
+        atomic_store_explicit(&w->nexited, atomic_load_explicit(&w->nexited, memory_order_relaxed) + 1,
+                              memory_order_seq_cst);
+        if (WEFT__UNLIKELY(atomic_load_explicit(&weft__rt_g.quiesce_wanted, memory_order_seq_cst)))
+            weft__quiesce_check();
+    }
+    weft__tsan_internal_end();
+}
+
+static int collect(weft__fiber *f, void **result)
+{
+    uintptr_t exp = JW_DONE;
+    if (!atomic_compare_exchange_strong_explicit(&f->join, &exp, JW_CLAIMED, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return -EINVAL; /* a concurrent detach or join took it */
+    weft__tsan_acquire(f); /* everything the fiber did happens before its join returns */
+    weft__tsan_internal_begin();
+    void *res = f->result;
+    int err = f->start_err;
+    desc_free(weft__tls_worker, f);
+    weft__tsan_internal_end();
+    if (result)
+        *result = err ? NULL : res;
+    return err;
+}
+
+int weft_join_until(weft_fiber_t h, void **result, int64_t deadline)
+{
+    weft__fiber *f = weft__desc_lookup(h);
+    if (!f)
+        return -ESRCH;
+    weft__fiber *self = weft__self();
+    if (!self)
+        return -ENOMEM;
+    if (self == f)
+        return -EDEADLK;
+    for (;;) {
+        uintptr_t j = atomic_load_explicit(&f->join, memory_order_acquire);
+        if (j == JW_DONE)
+            return collect(f, result);
+        if (j == JW_DETACHED || j == JW_CLAIMED || j != 0)
+            return atomic_load_explicit(&f->gen, memory_order_acquire) != (uint32_t)(h.handle_ >> 32)
+                       ? -ESRCH
+                       : -EINVAL;
+        if (deadline == WEFT_NOWAIT)
+            return -ETIMEDOUT;
+        uint32_t tok = weft__park_prepare(self, WEFT__WAIT_JOIN, f);
+        weft__tsan_internal_begin();
+        f->joiner_tok = tok; /* published by the CAS below */
+        weft__tsan_internal_end();
+        uintptr_t zero = 0;
+        if (!atomic_compare_exchange_strong_explicit(&f->join, &zero, (uintptr_t)self, memory_order_acq_rel,
+                                                     memory_order_acquire)) {
+            /* it finished (or was detached) meanwhile: undo the wait and look again */
+            weft__park_cancel(self, tok);
+            continue;
+        }
+        int r = weft__park(self, tok, deadline);
+        if (r == 0)
+            return collect(f, result);
+        /* timed out: take our name back, unless the fiber finished and is waking us right now */
+        uintptr_t me = (uintptr_t)self;
+        if (atomic_compare_exchange_strong_explicit(&f->join, &me, 0, memory_order_acq_rel, memory_order_acquire))
+            return r;
+        return collect(f, result);
+    }
+}
+
+int weft_join(weft_fiber_t h, void **result)
+{
+    return weft_join_until(h, result, WEFT_FOREVER);
+}
+
+int weft_detach(weft_fiber_t h)
+{
+    weft__fiber *f = weft__desc_lookup(h);
+    if (!f)
+        return -ESRCH;
+    uintptr_t j = 0;
+    if (atomic_compare_exchange_strong_explicit(&f->join, &j, JW_DETACHED, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return 0;
+    if (j == JW_DONE) {
+        if (!atomic_compare_exchange_strong_explicit(&f->join, &j, JW_CLAIMED, memory_order_acq_rel,
+                                                     memory_order_acquire))
+            return -EINVAL;
+        weft__desc_free(weft__here(), f);
+        return 0;
+    }
+    return -EINVAL; /* detached already, or being joined */
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Spawning                                                                                          */
+
+int weft_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg)
+{
+    if (!fn)
+        return -EINVAL;
+    unsigned flags = attr ? attr->flags : 0;
+    if (flags & ~(unsigned)WEFT_DETACHED)
+        return -EINVAL;
+    bool detached = (flags & WEFT_DETACHED) || !out;
+    if (attr && attr->stack_size > ((size_t)1 << 30))
+        return -EINVAL;
+    int r = weft__ensure_running();
+    if (r < 0)
+        return r;
+    weft__tsan_internal_begin();
+    size_t size = attr && attr->stack_size ? weft__stack_round(attr->stack_size * WEFT_SAN_STACK_FACTOR)
+                                           : weft__rt_g.stack_size;
+    weft__worker *w = weft__tls_worker;
+    weft__fiber *f = desc_alloc(w);
+    if (!f) {
+        weft__tsan_internal_end();
+        return -ENOMEM;
+    }
+    f->kind = WEFT__KIND_FIBER;
+    f->fn = fn;
+    f->arg = arg;
+    f->stack_size = (uint32_t)size;
+    f->detached_at_spawn = detached;
+    f->id = weft__next_id(w);
+    set_name(f, attr ? attr->name : NULL);
+    atomic_store_explicit(&f->join, detached ? JW_DETACHED : 0, memory_order_relaxed);
+    atomic_store_explicit(&f->state, WEFT_NEW, memory_order_relaxed);
+    weft_fiber_t h = weft__handle(f);
+    weft__tsan_internal_end();
+    weft__tsan_release(f); /* the spawner's past happens before the fiber */
+    if (out)
+        *out = h;
+    weft__tsan_internal_begin();
+    if (w)
+        atomic_store_explicit(&w->nspawned, atomic_load_explicit(&w->nspawned, memory_order_relaxed) + 1,
+                              memory_order_release);
+    else
+        atomic_fetch_add_explicit(&weft__rt_g.foreign_spawned, 1, memory_order_seq_cst);
+    weft__submit_new(w, f);
+    weft__tsan_internal_end();
+    return 0;
+}
+
+int weft_go(weft_fn fn, void *arg)
+{
+    weft_attr_t a = {.flags = WEFT_DETACHED};
+    return weft_spawn(NULL, &a, fn, arg);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Identity                                                                                          */
+
+static pthread_key_t foreign_key;
+static pthread_once_t foreign_once = PTHREAD_ONCE_INIT;
+
+static void foreign_exit(void *p)
+{
+    weft__fiber *f = p;
+    weft__locals_destroy(f);
+    if (weft__tls_self == f)
+        weft__tls_self = NULL;
+    weft__desc_free(NULL, f);
+}
+
+static void foreign_key_init(void)
+{
+    pthread_key_create(&foreign_key, foreign_exit);
+}
+
+static weft__fiber *self_if_any(void)
+{
+    weft__worker *w = weft__tls_worker;
+    if (w)
+        return w->cur;
+    return weft__tls_self;
+}
+
+weft__fiber *weft__self_if_any(void)
+{
+    weft__tsan_internal_begin();
+    weft__fiber *f = self_if_any();
+    weft__tsan_internal_end();
+    return f;
+}
+
+weft__fiber *weft__self(void)
+{
+    weft__tsan_internal_begin();
+    weft__fiber *f = self_if_any();
+    if (WEFT__UNLIKELY(!f)) {
+        pthread_once(&foreign_once, foreign_key_init);
+        f = desc_alloc(NULL);
+        if (f) {
+            f->kind = WEFT__KIND_FOREIGN;
+            atomic_store_explicit(&f->state, WEFT_RUNNING, memory_order_relaxed);
+            weft__tls_self = f;
+            pthread_setspecific(foreign_key, f);
+        }
+    }
+    weft__tsan_internal_end();
+    return f;
+}
+
+/* The caller's descriptor if it is a fiber or a weft thread. Call inside a hidden stretch. */
+static weft__fiber *self_named(void)
+{
+    weft__fiber *f = self_if_any();
+    if (!f || (f->kind != WEFT__KIND_FIBER && f->kind != WEFT__KIND_THREAD))
+        return NULL;
+    return f;
+}
+
+weft_fiber_t weft_self(void)
+{
+    weft__tsan_internal_begin();
+    const weft__fiber *f = self_named();
+    weft_fiber_t h = f ? weft__handle(f) : WEFT_FIBER_NONE;
+    weft__tsan_internal_end();
+    return h;
+}
+
+uint64_t weft_self_id(void)
+{
+    weft__tsan_internal_begin();
+    const weft__fiber *f = self_named();
+    uint64_t id = f ? f->id : 0;
+    weft__tsan_internal_end();
+    return id;
+}
+
+const char *weft_self_name(void)
+{
+    weft__tsan_internal_begin();
+    const weft__fiber *f = self_named();
+    const char *n = f ? f->name : "";
+    weft__tsan_internal_end();
+    return n;
+}
+
+int weft_set_name(const char *name)
+{
+    weft__tsan_internal_begin();
+    weft__fiber *f = self_named();
+    if (f) {
+        set_name(f, name);
+        if (f->tsan_fiber && f->name[0])
+            weft__tsan_set_name(f->tsan_fiber, f->name);
+    }
+    weft__tsan_internal_end();
+    return f ? 0 : -EPERM;
+}
+
+int weft_in_fiber(void)
+{
+    weft__tsan_internal_begin();
+    weft__worker *w = weft__tls_worker;
+    int r = w && w->cur && w->cur->kind == WEFT__KIND_FIBER;
+    weft__tsan_internal_end();
+    return r;
+}
+
+int weft_fiber_state(weft_fiber_t h)
+{
+    weft__fiber *f = weft__desc_lookup(h);
+    if (!f)
+        return -ESRCH;
+    int s = (int)atomic_load_explicit(&f->state, memory_order_relaxed);
+    return atomic_load_explicit(&f->gen, memory_order_acquire) == (uint32_t)(h.handle_ >> 32) ? s : -ESRCH;
+}
+
+uint64_t weft_fiber_id(weft_fiber_t h)
+{
+    weft__fiber *f = weft__desc_lookup(h);
+    if (!f)
+        return 0;
+    weft__tsan_internal_begin();
+    uint64_t id = f->id;
+    weft__tsan_internal_end();
+    return atomic_load_explicit(&f->gen, memory_order_acquire) == (uint32_t)(h.handle_ >> 32) ? id : 0;
+}
+
+int weft_fiber_name(weft_fiber_t h, char *buf, size_t len)
+{
+    weft__fiber *f = weft__desc_lookup(h);
+    if (!f)
+        return -ESRCH;
+    char tmp[sizeof f->name];
+    weft__tsan_internal_begin();
+    memcpy(tmp, f->name, sizeof tmp);
+    weft__tsan_internal_end();
+    tmp[sizeof tmp - 1] = '\0';
+    if (atomic_load_explicit(&f->gen, memory_order_acquire) != (uint32_t)(h.handle_ >> 32))
+        return -ESRCH;
+    size_t n = strlen(tmp);
+    if (buf && len) {
+        size_t c = n < len - 1 ? n : len - 1;
+        memcpy(buf, tmp, c);
+        buf[c] = '\0';
+    }
+    return (int)n;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Fiber-local storage                                                                               */
+
+struct weft__local {
+    uint64_t gen;
+    void *value;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    struct {
+        _Atomic uint64_t gen; /* odd: in use */
+        void (*destructor)(void *);
+    } keys[WEFT_KEYS_MAX];
+} K = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+int weft_key_create(weft_key_t *key, void (*destructor)(void *))
+{
+    if (!key)
+        return -EINVAL;
+    pthread_mutex_lock(&K.lock);
+    for (unsigned i = 0; i < WEFT_KEYS_MAX; i++) {
+        uint64_t g = atomic_load_explicit(&K.keys[i].gen, memory_order_relaxed);
+        if (g & 1)
+            continue;
+        K.keys[i].destructor = destructor;
+        atomic_store_explicit(&K.keys[i].gen, g + 1, memory_order_release);
+        pthread_mutex_unlock(&K.lock);
+        *key = i;
+        return 0;
+    }
+    pthread_mutex_unlock(&K.lock);
+    return -ENOSPC;
+}
+
+int weft_key_delete(weft_key_t key)
+{
+    if (key >= WEFT_KEYS_MAX)
+        return -EINVAL;
+    pthread_mutex_lock(&K.lock);
+    uint64_t g = atomic_load_explicit(&K.keys[key].gen, memory_order_relaxed);
+    if (!(g & 1)) {
+        pthread_mutex_unlock(&K.lock);
+        return -EINVAL;
+    }
+    atomic_store_explicit(&K.keys[key].gen, g + 1, memory_order_release);
+    K.keys[key].destructor = NULL;
+    pthread_mutex_unlock(&K.lock);
+    return 0;
+}
+
+int weft_local_set(weft_key_t key, void *value)
+{
+    if (key >= WEFT_KEYS_MAX)
+        return -EINVAL;
+    uint64_t g = atomic_load_explicit(&K.keys[key].gen, memory_order_acquire);
+    if (!(g & 1))
+        return -EINVAL;
+    weft__fiber *f = weft__self();
+    if (!f)
+        return -ENOMEM;
+    if (!f->locals) {
+        if (!value)
+            return 0;
+        f->locals = calloc(WEFT_KEYS_MAX, sizeof *f->locals);
+        if (!f->locals)
+            return -ENOMEM;
+    }
+    f->locals[key].gen = g;
+    f->locals[key].value = value;
+    return 0;
+}
+
+void *weft_local_get(weft_key_t key)
+{
+    if (key >= WEFT_KEYS_MAX)
+        return NULL;
+    weft__fiber *f = weft__self_if_any();
+    if (!f || !f->locals)
+        return NULL;
+    uint64_t g = atomic_load_explicit(&K.keys[key].gen, memory_order_acquire);
+    return f->locals[key].gen == g && (g & 1) ? f->locals[key].value : NULL;
+}
+
+void weft__locals_destroy(weft__fiber *f)
+{
+    if (!f->locals)
+        return;
+    /* destructors may set values again: repeat a few rounds, as pthreads does */
+    for (int round = 0; round < 4; round++) {
+        bool any = false;
+        for (unsigned i = 0; i < WEFT_KEYS_MAX; i++) {
+            struct weft__local *l = &f->locals[i];
+            if (!l->value)
+                continue;
+            uint64_t g = atomic_load_explicit(&K.keys[i].gen, memory_order_acquire);
+            void (*d)(void *) = K.keys[i].destructor;
+            void *v = l->value;
+            l->value = NULL;
+            if (l->gen == g && (g & 1) && d) {
+                d(v);
+                any = true;
+            }
+        }
+        if (!any)
+            break;
+    }
+    free(f->locals);
+    f->locals = NULL;
+}

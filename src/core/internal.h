@@ -1,0 +1,332 @@
+/*
+ * The runtime's internal structures, shared by src/core, src/sync and src/obs. Nothing here is public.
+ * Every shared field says who may touch it; "owner" means the worker the structure belongs to, running
+ * any of its fibers or its scheduler context (they never run at the same time).
+ */
+#ifndef WEFT_CORE_INTERNAL_H
+#define WEFT_CORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "obs/sanitize.h"
+#include "weft.h"
+
+#define WEFT__CACHELINE 64
+#define WEFT__LIKELY(x) __builtin_expect(!!(x), 1)
+#define WEFT__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define WEFT__NOINLINE __attribute__((noinline))
+
+#ifndef WEFT_DEBUG
+#define WEFT_DEBUG 0
+#endif
+
+/* A broken invariant: print what and where, then abort (Go's throw). Never for caller errors. */
+_Noreturn void weft__panic(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define weft__assert(cond)                                                                          \
+    do {                                                                                            \
+        if (WEFT__UNLIKELY(!(cond)))                                                                \
+            weft__panic("weft: assertion failed: %s (%s:%d)", #cond, __FILE__, __LINE__);          \
+    } while (0)
+#if WEFT_DEBUG >= 2
+#define weft__dassert(cond) weft__assert(cond)
+#else
+#define weft__dassert(cond) ((void)0)
+#endif
+
+static inline void weft__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Fiber descriptors                                                                                 */
+
+enum weft__kind {
+    WEFT__KIND_FIBER = 0,   /* a fiber on a worker */
+    WEFT__KIND_THREAD = 1,  /* a kernel thread from weft_thread_spawn */
+    WEFT__KIND_FOREIGN = 2, /* any other thread, when it needs to wait on something weft owns */
+    WEFT__KIND_SCHED = 3,   /* a worker's own thread context: runs the idle loop, never user code */
+};
+
+/* Why a fiber waits: shown in dumps and traces. */
+enum weft__wait_reason {
+    WEFT__WAIT_NONE = 0,
+    WEFT__WAIT_SLEEP,
+    WEFT__WAIT_JOIN,
+    WEFT__WAIT_WAITGROUP,
+    WEFT__WAIT_SHUTDOWN,
+    WEFT__WAIT_REASONS_
+};
+const char *weft__wait_reason_name(unsigned reason);
+
+/*
+ * The park word: one atomic uint32 per descriptor that decides every wakeup race.
+ *   bits 0-1: PW_RUNNING (not waiting), PW_WAITING, PW_WOKEN
+ *   bits 2-3: why it was woken (PW_OK, PW_TIMEOUT, PW_CANCELED)
+ *   bits 4-31: a sequence number, new for every wait.
+ * A waiter publishes the token (the sequence) of its wait; a waker wins the wakeup with one CAS from
+ * (token, WAITING) to (token, WOKEN, why). A token from an earlier wait never matches, so a late waker
+ * cannot wake an unrelated later wait, even of a reused descriptor.
+ */
+enum { PW_RUNNING = 0, PW_WAITING = 1, PW_WOKEN = 2 };
+enum { PW_OK = 0, PW_TIMEOUT = 1, PW_CANCELED = 2 };
+#define PW_WORD(seq, why, st) (((uint32_t)(seq) << 4) | ((uint32_t)(why) << 2) | (uint32_t)(st))
+#define PW_SEQ(w) ((w) >> 4)
+#define PW_WHY(w) (((w) >> 2) & 3u)
+#define PW_STATE(w) ((w)&3u)
+
+/* The join word: who finishes first, the fiber or its joiner, decides with one exchange. */
+#define JW_DONE ((uintptr_t)1)     /* the fiber has finished and published its result */
+#define JW_DETACHED ((uintptr_t)2) /* nobody will join: the fiber frees itself */
+/* any other non-zero value: the descriptor of the joiner (aligned, so its low bits are zero) */
+
+struct weft__worker;
+struct weft__stack;
+
+typedef struct weft__fiber {
+    /* -- switching and queueing: owner worker (the fiber's own worker once it started) -- */
+    void *sp;                     /* saved stack pointer while suspended */
+    struct weft__worker *worker;  /* worker it runs on; set when it starts, fixed after */
+    struct weft__fiber *link;     /* intrusive link: ready queue, global queue, inbox, free lists */
+    struct weft__stack *stack;    /* NULL until it starts (stacks are allocated lazily) */
+    _Atomic uint32_t state;       /* weft_state_t, for observers; written by owner and wakers */
+    uint8_t kind;                 /* enum weft__kind; fixed */
+    uint8_t detached_at_spawn;    /* spawned with WEFT_DETACHED */
+    uint16_t wait_reason;         /* enum weft__wait_reason; written by the fiber itself */
+    _Atomic uint32_t park;        /* the park word (above); futex word for thread kinds */
+    uint32_t timer_idx;           /* index in the owner's timer heap, or TIMER_NONE */
+    int64_t timer_when;           /* deadline of the current wait; owner */
+    _Atomic uint64_t enq_seq;     /* owner's enqueue stamp: picks the older of two queues */
+    const void *wait_obj;         /* what it waits on (for dumps) */
+
+    /* -- what to run and what came back -- */
+    weft_fn fn;
+    void *arg;
+    void *result;       /* written by the fiber before it publishes JW_DONE */
+    int start_err;      /* < 0 when it could not start (no stack): joiners get it */
+    uint32_t joiner_tok;/* the joiner's park token, written before it publishes itself in `join` */
+    uint32_t stack_size;
+
+    /* -- identity: handle = (gen << 32) | index; gen changes when the descriptor is freed -- */
+    _Atomic uint32_t gen;
+    uint32_t index;
+    uint64_t id;
+    _Atomic uintptr_t join;   /* the join word (above) */
+
+    /* -- fiber-local storage: lazily allocated, the fiber only -- */
+    struct weft__local *locals;
+
+    /* -- tools -- */
+    void *asan_fake_stack; /* ASan's fake stack while suspended */
+    void *tsan_fiber;      /* TSan's fiber, created when it starts */
+
+    char name[32];
+} weft__fiber;
+
+#define TIMER_NONE UINT32_MAX
+
+/* Descriptor pool (fiber.c). Descriptors are type-stable: their memory is never returned, so a stale
+ * handle always reads a descriptor whose gen has moved on. */
+weft__fiber *weft__desc_alloc(struct weft__worker *w);
+void weft__desc_free(struct weft__worker *w, weft__fiber *f);
+weft__fiber *weft__desc_lookup(weft_fiber_t h); /* NULL for stale or invalid */
+weft_fiber_t weft__handle(const weft__fiber *f);
+void weft__desc_cache_flush(struct weft__worker *w);
+uint64_t weft__next_id(struct weft__worker *w);
+void weft__locals_destroy(weft__fiber *f);
+/* Publish that f finished (result or start_err set) and wake its joiner, or free it if detached. */
+void weft__fiber_publish_done(struct weft__worker *w, weft__fiber *f);
+/* The descriptor of the calling thread context: current fiber, weft thread, or a foreign descriptor
+ * created on first use. NULL only when out of memory. */
+weft__fiber *weft__self(void);
+weft__fiber *weft__self_if_any(void); /* never allocates; NULL on plain foreign threads */
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Parking (sched.c): the primitive every blocking call is built on.                                */
+/*
+ *   uint32_t tok = weft__park_prepare(self, reason, obj);  // now WAITING
+ *   ... publish (self, tok) where a waker finds it, release your lock ...
+ *   int r = weft__park(self, tok, deadline);               // 0, -ETIMEDOUT or -ECANCELED
+ *
+ *   waker: weft__unpark(f, tok, PW_OK) -> true if this call won the wakeup.
+ *
+ * Works for every kind: a fiber gives its worker to other fibers, a thread sleeps on a futex.
+ */
+uint32_t weft__park_prepare(weft__fiber *self, unsigned reason, const void *obj);
+int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline);
+bool weft__unpark(weft__fiber *f, uint32_t tok, unsigned why);
+/* Undo a prepared wait that was never published (so nobody can have woken it). */
+void weft__park_cancel(weft__fiber *self, uint32_t tok);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Stacks (stack.c)                                                                                  */
+
+typedef struct weft__stack {
+    /* lives at the very top of its own stack memory */
+    struct weft__stack *next; /* free-list link */
+    char *lo;                 /* lowest usable byte; the guard lies just below */
+    uint32_t cls;             /* the page-rounded size it was asked for: its pool */
+    uint32_t vg_id;           /* Valgrind's id for the registration */
+} weft__stack;
+
+int weft__stack_global_init(void);
+void weft__stack_global_fini(void);
+weft__stack *weft__stack_get(struct weft__worker *w, size_t size);
+void weft__stack_put(struct weft__worker *w, weft__stack *s);
+void weft__stack_cache_flush(struct weft__worker *w);
+size_t weft__stack_round(size_t size);
+int weft__stack_guard_install_works(void); /* 1: MADV_GUARD_INSTALL, 0: mprotect guards */
+/* Per-thread alternate signal stack, so that an overflow can be reported. */
+int weft__altstack_install(void **mem);
+void weft__altstack_remove(void *mem);
+/* Note the bounds of a kernel thread's own stack for overflow reports. */
+void weft__thread_stack_note(weft__fiber *f);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Workers and the scheduler (sched.c)                                                               */
+
+/* Work-stealing deque of fibers that have not started (Chase-Lev). Owner pushes and pops at the bottom
+ * (LIFO: depth-first, small working set); thieves take from the top (FIFO: the oldest, the biggest). */
+#define WEFT__DEQUE_CAP 256
+typedef struct weft__deque {
+    _Alignas(WEFT__CACHELINE) _Atomic int64_t top;       /* thieves CAS it */
+    _Alignas(WEFT__CACHELINE) _Atomic int64_t bottom;    /* owner writes */
+    _Atomic(weft__fiber *) buf[WEFT__DEQUE_CAP];
+} weft__deque;
+
+typedef struct weft__worker {
+    /* -- owner only -- */
+    weft__fiber *cur;                    /* running fiber, or &sched */
+    weft__fiber *runnext;                /* fiber just woken here: runs next (hand-off latency) */
+    weft__fiber *ready_head, *ready_tail;/* started fibers ready to run, FIFO */
+    weft__fiber *dead;                   /* fiber that just finished; reaped after the switch */
+    void *dead_sp;                       /* where a finishing fiber's last switch saves its sp */
+    uint32_t tick;                       /* schedules so far: paces the fairness checks */
+    uint32_t runnext_streak;             /* consecutive runnext picks */
+    uint64_t enq_seq;
+    bool spinning;                       /* counted in rt.nspinning */
+    uint32_t rng;
+    int index;
+    weft__stack *stack_free;             /* cache of default-size stacks */
+    uint32_t stack_nfree;
+    weft__fiber *desc_free;              /* cache of free descriptors */
+    uint32_t desc_nfree;
+    uint64_t id_next, id_end;            /* block of fiber ids */
+    weft__fiber **heap;                  /* timers: min-heap on timer_when */
+    uint32_t heap_len, heap_cap;
+    void *altstack;
+    pthread_t thread;
+    const void *sched_stack_lo;          /* the worker thread's own stack, for ASan */
+    size_t sched_stack_size;
+
+    weft__fiber sched;                   /* the worker thread's own context */
+
+    /* -- written by the owner, read by anyone (shutdown accounting) -- */
+    _Alignas(WEFT__CACHELINE) _Atomic uint64_t nspawned;
+    _Atomic uint64_t nexited;
+
+    weft__deque dq;
+
+    /* -- wakeups from other threads: MPSC stack, the owner takes all at once -- */
+    _Alignas(WEFT__CACHELINE) _Atomic(weft__fiber *) inbox;
+
+    /* -- sleeping -- */
+    _Alignas(WEFT__CACHELINE) _Atomic uint32_t sleeping; /* 1 while parked or about to park */
+    _Atomic uint32_t futex;  /* 0 asleep; 1 woken for its inbox or a stop; 2 woken to look for work */
+} weft__worker;
+
+extern __thread weft__worker *weft__tls_worker; /* set on worker threads only */
+extern __thread weft__fiber *weft__tls_self;    /* weft threads and foreign threads */
+
+/* The worker running the caller, or NULL, from code that runs outside the runtime's hidden stretches
+ * (obs/sanitize.h: under TSan, runtime state may only be read inside them). */
+static inline weft__worker *weft__here(void)
+{
+    weft__tsan_internal_begin();
+    weft__worker *w = weft__tls_worker;
+    weft__tsan_internal_end();
+    return w;
+}
+
+/* The runtime, one per process. */
+enum { RT_STOPPED = 0, RT_RUNNING = 1, RT_STOPPING = 2 };
+typedef struct weft__rt {
+    _Atomic int state;
+    int nworkers;
+    weft__worker **workers;
+    size_t stack_size;        /* default fiber stack (usable bytes, page-rounded) */
+    int64_t spin_ns;
+
+    /* global queue: spawns from outside the runtime, overflow of full deques */
+    _Alignas(WEFT__CACHELINE) pthread_mutex_t gq_lock;
+    weft__fiber *gq_head, *gq_tail;
+    _Atomic int64_t gq_len;
+
+    _Alignas(WEFT__CACHELINE) _Atomic int nspinning;
+    _Atomic int nsleeping;
+
+    _Alignas(WEFT__CACHELINE) _Atomic uint64_t foreign_spawned;
+    _Atomic uint32_t quiesce_futex;  /* bumped when the last fiber may have finished */
+    _Atomic int quiesce_wanted;      /* weft_shutdown is waiting */
+    _Atomic int stop;                /* workers: leave your loop */
+} weft__rt;
+
+extern weft__rt weft__rt_g;
+
+int weft__sched_start(int nworkers);
+void weft__sched_stop(void);
+int64_t weft__live_fibers(void);
+void weft__quiesce_check(void);
+int weft__ensure_running(void);
+
+/* Make a waiting fiber runnable again (after its park word says WOKEN). */
+void weft__ready(weft__fiber *f);
+/* Queue a fiber that has not started yet (spawn). */
+void weft__submit_new(weft__worker *w, weft__fiber *f);
+
+/* Timers (timer.c): a min-heap per worker, owner only. */
+int weft__timer_add(weft__worker *w, weft__fiber *f);
+void weft__timer_del(weft__worker *w, weft__fiber *f);
+int weft__timer_run(weft__worker *w, int64_t now); /* fires what is due; returns how many */
+static inline int64_t weft__timer_next(const weft__worker *w)
+{
+    return w->heap_len ? w->heap[0]->timer_when : -1;
+}
+void weft__timer_fini(weft__worker *w);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Platform (src/platform)                                                                           */
+
+int64_t weft__clock_ns(void);
+int weft__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline);
+void weft__futex_wake(_Atomic uint32_t *addr, int n);
+int weft__cpu_count(void);   /* CPUs this process may use: affinity, capped by the cgroup quota */
+size_t weft__page_size(void);
+/* Parse a size like "256k", "1M", "65536"; 0 on error. */
+size_t weft__parse_size(const char *s);
+
+/* Internal spinlock for short critical sections that never park. */
+typedef struct {
+    _Atomic uint32_t v;
+} weft__spinlock;
+void weft__spin_lock_slow(weft__spinlock *l);
+static inline void weft__spin_lock(weft__spinlock *l)
+{
+    if (WEFT__LIKELY(!atomic_exchange_explicit(&l->v, 1, memory_order_acquire)))
+        return;
+    weft__spin_lock_slow(l);
+}
+static inline void weft__spin_unlock(weft__spinlock *l)
+{
+    atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+
+#endif /* WEFT_CORE_INTERNAL_H */

@@ -1,0 +1,204 @@
+/*
+ * Runtime start and stop, configuration, errors.
+ *
+ * Start resolves the configuration (explicit config, else WEFT_* environment, else what the machine
+ * says), installs the overflow handler and starts the workers. Shutdown waits until every fiber has
+ * finished, then stops the workers and gives back every stack; the runtime can start again after.
+ *
+ * Counting live fibers without a shared counter (which every spawn and exit on every worker would
+ * bounce between caches): each worker counts the fibers it spawned and the fibers that finished on it,
+ * foreign threads count their spawns in one atomic. weft__live_fibers sums the exits first, then the
+ * spawns: a fiber that finished was spawned before it finished, and a fiber spawned after the sums
+ * were read was spawned by a fiber that was still alive then, so the difference never reads zero
+ * while any fiber lives. Shutdown waits on a futex that the last finishing fiber bumps, and re-checks
+ * every 10 ms as a safety net.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+#include "obs/sanitize.h"
+
+#define DEFAULT_STACK ((size_t)128 << 10)
+#define DEFAULT_SPIN_US 50
+#define MAX_WORKERS 1024
+
+static pthread_mutex_t rt_lock = PTHREAD_MUTEX_INITIALIZER;
+
+_Noreturn void weft__panic(const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof buf - 2)
+        n = (int)sizeof buf - 2;
+    buf[n++] = '\n';
+    ssize_t r = write(STDERR_FILENO, buf, (size_t)n);
+    (void)r;
+    abort();
+}
+
+static long env_long(const char *name, long dflt)
+{
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return dflt;
+    char *end;
+    long v = strtol(s, &end, 10);
+    return *end == '\0' ? v : dflt;
+}
+
+int weft_start(const weft_config_t *cfg)
+{
+    weft_config_t c = {0};
+    if (cfg)
+        c = *cfg;
+    if (c.workers < 0 || c.workers > MAX_WORKERS)
+        return -EINVAL;
+    if (c.stack_size > ((size_t)1 << 30))
+        return -EINVAL;
+
+    int workers = c.workers;
+    if (!workers) {
+        long e = env_long("WEFT_WORKERS", 0);
+        workers = e > 0 && e <= MAX_WORKERS ? (int)e : weft__cpu_count();
+    }
+    size_t stack = c.stack_size;
+    if (!stack)
+        stack = weft__parse_size(getenv("WEFT_STACK_SIZE"));
+    if (!stack || stack > ((size_t)1 << 30))
+        stack = DEFAULT_STACK;
+    long spin_us = c.spin_us ? c.spin_us : env_long("WEFT_SPIN_US", DEFAULT_SPIN_US);
+
+    pthread_mutex_lock(&rt_lock);
+    if (atomic_load(&weft__rt_g.state) != RT_STOPPED) {
+        pthread_mutex_unlock(&rt_lock);
+        return -EALREADY;
+    }
+    weft__rt_g.stack_size = weft__stack_round(stack * WEFT_SAN_STACK_FACTOR);
+    weft__rt_g.spin_ns = spin_us > 0 ? (int64_t)spin_us * 1000 : 0;
+    atomic_store(&weft__rt_g.quiesce_wanted, 0);
+    int r = weft__stack_global_init();
+    if (r == 0)
+        r = weft__sched_start(workers);
+    if (r == 0)
+        atomic_store_explicit(&weft__rt_g.state, RT_RUNNING, memory_order_release);
+    pthread_mutex_unlock(&rt_lock);
+    return r;
+}
+
+int weft__ensure_running(void)
+{
+    int s = atomic_load_explicit(&weft__rt_g.state, memory_order_acquire);
+    if (WEFT__LIKELY(s == RT_RUNNING))
+        return 0;
+    if (s == RT_STOPPING)
+        return weft__here() ? 0 : -ESHUTDOWN;
+    int r = weft_start(NULL);
+    return r == -EALREADY ? weft__ensure_running() : r;
+}
+
+int weft_shutdown(void)
+{
+    if (weft__here())
+        return -EDEADLK;
+    pthread_mutex_lock(&rt_lock);
+    if (atomic_load(&weft__rt_g.state) != RT_RUNNING) {
+        pthread_mutex_unlock(&rt_lock);
+        return 0;
+    }
+    atomic_store_explicit(&weft__rt_g.state, RT_STOPPING, memory_order_seq_cst);
+    atomic_store_explicit(&weft__rt_g.quiesce_wanted, 1, memory_order_seq_cst);
+    for (;;) {
+        uint32_t v = atomic_load_explicit(&weft__rt_g.quiesce_futex, memory_order_seq_cst);
+        if (weft__live_fibers() == 0)
+            break;
+        weft__futex_wait(&weft__rt_g.quiesce_futex, v, weft__clock_ns() + 10 * 1000 * 1000);
+    }
+    weft__sched_stop();
+    weft__stack_global_fini();
+    atomic_store_explicit(&weft__rt_g.quiesce_wanted, 0, memory_order_seq_cst);
+    atomic_store_explicit(&weft__rt_g.state, RT_STOPPED, memory_order_release);
+    pthread_mutex_unlock(&rt_lock);
+    return 0;
+}
+
+int weft_run(const weft_config_t *cfg, void *(*fn)(void *), void *arg, void **result)
+{
+    if (!fn)
+        return -EINVAL;
+    int r = weft_start(cfg);
+    if (r < 0)
+        return r;
+    weft_fiber_t f;
+    weft_attr_t a = {.name = "main"};
+    r = weft_spawn(&f, &a, fn, arg);
+    if (r == 0)
+        r = weft_join(f, result);
+    int s = weft_shutdown();
+    return r < 0 ? r : s;
+}
+
+int weft_workers(void)
+{
+    return atomic_load_explicit(&weft__rt_g.state, memory_order_acquire) == RT_STOPPED ? 0
+                                                                                       : weft__rt_g.nworkers;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Errors                                                                                            */
+
+const char *weft_strerror(int err)
+{
+    switch (-err) {
+#define XX(code, text)                                                                              \
+    case code:                                                                                      \
+        return text;
+        WEFT_ERRNO_MAP(XX)
+#undef XX
+    default: break;
+    }
+    if (err == 0)
+        return "success";
+    if (err > 0)
+        return "not an error code (weft errors are negative)";
+    static __thread char buf[128];
+    return strerror_r(-err, buf, sizeof buf);
+}
+
+const char *weft_err_name(int err)
+{
+    switch (-err) {
+#define XX(code, text)                                                                              \
+    case code:                                                                                      \
+        return #code;
+        WEFT_ERRNO_MAP(XX)
+#undef XX
+    default: break;
+    }
+    if (err == 0)
+        return "OK";
+    const char *n = err < 0 ? strerrorname_np(-err) : NULL;
+    return n ? n : "UNKNOWN";
+}
+
+const char *weft__wait_reason_name(unsigned reason)
+{
+    static const char *const names[WEFT__WAIT_REASONS_] = {
+        [WEFT__WAIT_NONE] = "",
+        [WEFT__WAIT_SLEEP] = "sleep",
+        [WEFT__WAIT_JOIN] = "join",
+        [WEFT__WAIT_WAITGROUP] = "wait group",
+        [WEFT__WAIT_SHUTDOWN] = "shutdown",
+    };
+    return reason < WEFT__WAIT_REASONS_ && names[reason] ? names[reason] : "?";
+}

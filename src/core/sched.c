@@ -1,0 +1,911 @@
+/*
+ * The scheduler: fibers M:N over worker threads, with work stealing.
+ *
+ * THE JOB
+ * Run any number of fibers on one OS thread per usable CPU ("workers"), so that: a switch between two
+ * fibers costs about as much as the hand-written register swap itself; spawning and finishing a fiber
+ * costs no syscall and no lock; every worker stays busy while there is work anywhere; an idle runtime
+ * uses no CPU; and a runnable fiber never waits while a worker sleeps.
+ *
+ * GLOSSARY
+ *   worker      an OS thread running fibers, with its own queues (weft__worker). Go's M and P in one.
+ *   sched ctx   the worker thread's own stack and context; it runs the idle loop, never user code.
+ *   owner       the worker a structure belongs to. Owner-only fields need no atomics.
+ *   new fiber   spawned, not started: it has no stack yet and may run on any worker.
+ *   started     has run at least once: it stays on its worker for good (DESIGN.md, decision 3), so the
+ *               thread-local storage it sees (errno, libc state) never changes under it.
+ *   runnext     one slot for the fiber just woken on this worker: it runs next (hand-off latency).
+ *   ready queue owner-only FIFO of started fibers that are ready (yielded, or woken and bumped out of
+ *               runnext).
+ *   deque       Chase-Lev work-stealing deque of new fibers: the owner pushes and pops at the bottom
+ *               (LIFO: depth-first, so fork/join trees stay small and hot in cache); thieves take from
+ *               the top (the oldest, usually the biggest piece of work).
+ *   inbox       MPSC stack where other threads put fibers of this worker that they woke.
+ *   global q    mutex-protected FIFO: spawns from outside the runtime, and half of a deque that overflows.
+ *   spinning    an idle worker looking for work before it sleeps (Go's spinning M).
+ *
+ * THE APPROACH
+ *  - Switches go straight from fiber to fiber: a fiber that yields, parks or finishes picks the next
+ *    fiber itself (weft__schedule) and switches to it, one register swap. Only when nothing is runnable
+ *    locally does it switch to the sched ctx, which steals, spins and sleeps.
+ *  - A finishing fiber cannot free the stack it is running on, so it leaves itself in w->dead and the
+ *    next context, having arrived on its own stack, reaps it (after_switch): stack back to the cache,
+ *    result published, joiner woken.
+ *  - Picking order: every 61st tick the global queue (so it never starves); runnext (at most 32 times in
+ *    a row, so two fibers waking each other cannot monopolise a worker); the inbox; then the older of the
+ *    ready queue's head and the deque's bottom (every 61st tick the deque's top instead, so the oldest new
+ *    fiber is never starved by newer ones); then the global queue.
+ *  - Stacks are allocated when a fiber starts, from a per-worker cache: spawning a million fibers that
+ *    have not run costs only their descriptors, and a spawn/run/finish cycle reuses one hot stack.
+ *  - Idle: steal half of a random victim's deque; spin (bounded, at most half the workers at once) so a
+ *    hand-off between busy workers costs a cache miss, not a futex round trip; then sleep on a futex
+ *    until the earliest timer.
+ *  - Waking: new work (a spawn) wakes one sleeping worker only when nobody is spinning; that worker
+ *    starts out spinning, and a spinner that finds work wakes the next one only if it was the last
+ *    spinner (Go's protocol: wakeups spread without a thundering herd). A fiber woken for a sleeping
+ *    worker wakes that worker, since only it may run the fiber.
+ *
+ * REJECTED, AND WHY
+ *  - Switching through the sched ctx on every yield (two switches instead of one): doubles the cost of
+ *    the most frequent operation.
+ *  - Stealing started fibers (Go, Tokio): their thread-local storage would change under them, and C
+ *    code caches the address of errno and of other thread-locals across calls (decision 3).
+ *  - One FIFO queue for new fibers (Go): fork/join recursion then goes breadth-first and keeps a stack
+ *    alive for every pending join.
+ *  - Signal-based preemption: C code is not preemption-safe (locks, errno, async-signal-safety).
+ *
+ * MEMORY ORDERING PROTOCOL
+ *  - Deque: push stores the slot (relaxed) then bottom (release); thieves load top then bottom
+ *    (seq_cst) and CAS top; the owner's pop stores bottom and then loads top, both seq_cst, the
+ *    store-load order Chase-Lev needs (Lê et al., PPoPP 2013).
+ *  - Inbox: producers CAS the head (seq_cst) and then load the target's `sleeping` (seq_cst); a worker
+ *    about to sleep stores `sleeping` (seq_cst) and then loads the inbox. One of the two sees the other.
+ *  - New work: the producer publishes (deque bottom release store, or the global queue's mutex), then a
+ *    seq_cst fence, then loads nsleeping/nspinning. A worker going to sleep first gives up spinning
+ *    (seq_cst RMW), increments nsleeping (seq_cst RMW) and then checks every queue. Either the producer
+ *    sees a sleeper and wakes it, or the sleeper sees the work.
+ *  - Wakeup words (w->futex): the waker CASes 0 -> reason, the sleeper claims it back with an exchange
+ *    to AWAKE when it leaves, so a late waker never counts a wakeup for a worker that is already up.
+ *  - The park word (internal.h) decides every race between wakers, timers and the parking fiber with one
+ *    CAS; the winner alone enqueues the fiber.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arch/switch.h"
+#include "core/internal.h"
+#include "obs/sanitize.h"
+
+weft__rt weft__rt_g = {.gq_lock = PTHREAD_MUTEX_INITIALIZER};
+#define rt (&weft__rt_g)
+
+__thread weft__worker *weft__tls_worker __attribute__((tls_model("initial-exec")));
+__thread weft__fiber *weft__tls_self __attribute__((tls_model("initial-exec")));
+
+enum { S_YIELD, S_PARK, S_EXIT };
+enum { WAKE_NONE = 0, WAKE_INBOX = 1, WAKE_SPIN = 2, WAKE_AWAKE = 3 };
+
+#define FAIR_TICKS 61
+#define RUNNEXT_STREAK_MAX 32
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Deque of new fibers (Chase-Lev)                                                                   */
+
+#define DQ_MASK (WEFT__DEQUE_CAP - 1)
+
+static inline int64_t dq_size(weft__deque *q)
+{
+    int64_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
+    int64_t t = atomic_load_explicit(&q->top, memory_order_relaxed);
+    return b - t;
+}
+
+static inline bool dq_push(weft__deque *q, weft__fiber *f)
+{
+    int64_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
+    int64_t t = atomic_load_explicit(&q->top, memory_order_acquire);
+    if (b - t >= WEFT__DEQUE_CAP)
+        return false;
+    atomic_store_explicit(&q->buf[b & DQ_MASK], f, memory_order_relaxed);
+    atomic_store_explicit(&q->bottom, b + 1, memory_order_release);
+    return true;
+}
+
+/* Owner only: the newest. */
+static inline weft__fiber *dq_pop(weft__deque *q)
+{
+    int64_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
+    if (b <= atomic_load_explicit(&q->top, memory_order_relaxed))
+        return NULL; /* cheap check first: the common idle case needs no fence */
+    b--;
+    atomic_store_explicit(&q->bottom, b, memory_order_seq_cst);
+    int64_t t = atomic_load_explicit(&q->top, memory_order_seq_cst);
+    weft__fiber *f = NULL;
+    if (t <= b) {
+        f = atomic_load_explicit(&q->buf[b & DQ_MASK], memory_order_relaxed);
+        if (t == b) {
+            /* the last one: race the thieves for it */
+            if (!atomic_compare_exchange_strong_explicit(&q->top, &t, t + 1, memory_order_seq_cst,
+                                                         memory_order_relaxed))
+                f = NULL;
+            atomic_store_explicit(&q->bottom, b + 1, memory_order_relaxed);
+        }
+    } else {
+        atomic_store_explicit(&q->bottom, b + 1, memory_order_relaxed);
+    }
+    return f;
+}
+
+/* Anyone (the owner too): the oldest. */
+static inline weft__fiber *dq_steal(weft__deque *q)
+{
+    for (;;) {
+        int64_t t = atomic_load_explicit(&q->top, memory_order_seq_cst);
+        int64_t b = atomic_load_explicit(&q->bottom, memory_order_seq_cst);
+        if (t >= b)
+            return NULL;
+        weft__fiber *f = atomic_load_explicit(&q->buf[t & DQ_MASK], memory_order_relaxed);
+        if (atomic_compare_exchange_strong_explicit(&q->top, &t, t + 1, memory_order_seq_cst,
+                                                    memory_order_relaxed))
+            return f;
+        /* lost to another thief or the owner: look again */
+    }
+}
+
+static inline weft__fiber *dq_peek_bottom(weft__deque *q)
+{
+    int64_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
+    return atomic_load_explicit(&q->buf[(b - 1) & DQ_MASK], memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Ready queue and runnext (owner only)                                                              */
+
+static inline void stamp(weft__worker *w, weft__fiber *f)
+{
+    atomic_store_explicit(&f->enq_seq, ++w->enq_seq, memory_order_relaxed);
+}
+
+static inline void readyq_push(weft__worker *w, weft__fiber *f)
+{
+    stamp(w, f);
+    f->link = NULL;
+    if (w->ready_tail)
+        w->ready_tail->link = f;
+    else
+        w->ready_head = f;
+    w->ready_tail = f;
+}
+
+static inline weft__fiber *readyq_pop(weft__worker *w)
+{
+    weft__fiber *f = w->ready_head;
+    if (f) {
+        w->ready_head = f->link;
+        if (!w->ready_head)
+            w->ready_tail = NULL;
+        f->link = NULL;
+    }
+    return f;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Global queue                                                                                      */
+
+static void gq_push_list(weft__fiber *head, weft__fiber *tail, int64_t n)
+{
+    pthread_mutex_lock(&rt->gq_lock);
+    tail->link = NULL;
+    if (rt->gq_tail)
+        rt->gq_tail->link = head;
+    else
+        rt->gq_head = head;
+    rt->gq_tail = tail;
+    atomic_fetch_add_explicit(&rt->gq_len, n, memory_order_relaxed);
+    pthread_mutex_unlock(&rt->gq_lock);
+}
+
+/* Take a fair share of the global queue: one to run, the rest into w's deque. */
+static weft__fiber *gq_get(weft__worker *w)
+{
+    if (atomic_load_explicit(&rt->gq_len, memory_order_relaxed) == 0)
+        return NULL;
+    pthread_mutex_lock(&rt->gq_lock);
+    int64_t len = atomic_load_explicit(&rt->gq_len, memory_order_relaxed);
+    int64_t n = len / rt->nworkers + 1;
+    if (n > len)
+        n = len;
+    if (n > WEFT__DEQUE_CAP / 2)
+        n = WEFT__DEQUE_CAP / 2;
+    weft__fiber *first = NULL;
+    for (int64_t i = 0; i < n; i++) {
+        weft__fiber *f = rt->gq_head;
+        rt->gq_head = f->link;
+        if (!rt->gq_head)
+            rt->gq_tail = NULL;
+        f->link = NULL;
+        if (!first) {
+            first = f;
+        } else {
+            stamp(w, f);
+            if (!dq_push(&w->dq, f)) { /* cannot happen: n <= half the capacity... unless full */
+                f->link = rt->gq_head;
+                rt->gq_head = f;
+                if (!rt->gq_tail)
+                    rt->gq_tail = f;
+                n = i;
+                break;
+            }
+        }
+    }
+    atomic_fetch_sub_explicit(&rt->gq_len, n, memory_order_relaxed);
+    pthread_mutex_unlock(&rt->gq_lock);
+    return first;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Waking workers                                                                                    */
+
+static void worker_wake(weft__worker *w, uint32_t why)
+{
+    uint32_t exp = WAKE_NONE;
+    if (atomic_compare_exchange_strong_explicit(&w->futex, &exp, why, memory_order_seq_cst,
+                                                memory_order_relaxed))
+        weft__futex_wake(&w->futex, 1);
+}
+
+/* New work exists and may be stolen: make sure some worker is looking. Call after a seq_cst fence. */
+static void wake_idle(void)
+{
+    if (atomic_load_explicit(&rt->nsleeping, memory_order_seq_cst) == 0)
+        return;
+    if (atomic_load_explicit(&rt->nspinning, memory_order_seq_cst) != 0)
+        return;
+    int zero = 0;
+    if (!atomic_compare_exchange_strong_explicit(&rt->nspinning, &zero, 1, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return;
+    /* we now hold a spinner's count on behalf of the worker we wake */
+    int n = rt->nworkers;
+    weft__worker *self = weft__tls_worker;
+    unsigned start = self ? (unsigned)self->index + 1 : 0;
+    for (int i = 0; i < n; i++) {
+        weft__worker *v = rt->workers[(start + (unsigned)i) % (unsigned)n];
+        if (v == self || !atomic_load_explicit(&v->sleeping, memory_order_seq_cst))
+            continue;
+        uint32_t exp = WAKE_NONE;
+        if (atomic_compare_exchange_strong_explicit(&v->futex, &exp, WAKE_SPIN, memory_order_seq_cst,
+                                                    memory_order_relaxed)) {
+            weft__futex_wake(&v->futex, 1);
+            return;
+        }
+    }
+    atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
+}
+
+static void inbox_push(weft__worker *w, weft__fiber *f)
+{
+    weft__fiber *old = atomic_load_explicit(&w->inbox, memory_order_relaxed);
+    do {
+        f->link = old;
+    } while (!atomic_compare_exchange_weak_explicit(&w->inbox, &old, f, memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    if (atomic_load_explicit(&w->sleeping, memory_order_seq_cst))
+        worker_wake(w, WAKE_INBOX);
+}
+
+static inline void inbox_drain(weft__worker *w)
+{
+    if (!atomic_load_explicit(&w->inbox, memory_order_relaxed))
+        return;
+    weft__fiber *f = atomic_exchange_explicit(&w->inbox, NULL, memory_order_acquire);
+    /* the stack is newest-first: reverse it so wakeups run in the order they happened */
+    weft__fiber *rev = NULL;
+    while (f) {
+        weft__fiber *n = f->link;
+        f->link = rev;
+        rev = f;
+        f = n;
+    }
+    while (rev) {
+        weft__fiber *n = rev->link;
+        readyq_push(w, rev);
+        rev = n;
+    }
+}
+
+void weft__ready(weft__fiber *f)
+{
+    weft__worker *w = f->worker;
+    atomic_store_explicit(&f->state, WEFT_READY, memory_order_relaxed);
+    if (w == weft__tls_worker) {
+        if (w->runnext)
+            readyq_push(w, w->runnext);
+        w->runnext = f;
+    } else {
+        inbox_push(w, f);
+    }
+}
+
+void weft__submit_new(weft__worker *w, weft__fiber *f)
+{
+    atomic_store_explicit(&f->state, WEFT_NEW, memory_order_relaxed);
+    if (w) {
+        stamp(w, f);
+        if (WEFT__UNLIKELY(!dq_push(&w->dq, f))) {
+            /* full: move the older half to the global queue, where other workers find it */
+            weft__fiber *head = NULL, *tail = NULL;
+            int64_t n = 0;
+            for (int i = 0; i < WEFT__DEQUE_CAP / 2; i++) {
+                weft__fiber *g = dq_steal(&w->dq);
+                if (!g)
+                    break;
+                g->link = NULL;
+                if (tail)
+                    tail->link = g;
+                else
+                    head = g;
+                tail = g;
+                n++;
+            }
+            if (!dq_push(&w->dq, f)) {
+                f->link = NULL;
+                if (tail)
+                    tail->link = f;
+                else
+                    head = f;
+                tail = f;
+                n++;
+            }
+            if (n)
+                gq_push_list(head, tail, n);
+        }
+    } else {
+        gq_push_list(f, f, 1);
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+    wake_idle();
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Switching                                                                                         */
+
+static void fiber_entry(void *arg);
+
+static inline void san_stack(weft__worker *w, weft__fiber *f, const void **lo, size_t *size)
+{
+    if (f->kind == WEFT__KIND_SCHED) {
+        *lo = w->sched_stack_lo;
+        *size = w->sched_stack_size;
+    } else {
+        *lo = f->stack->lo;
+        *size = (size_t)((char *)f->stack - f->stack->lo);
+    }
+}
+
+static inline void switch_to(weft__worker *w, weft__fiber *from, weft__fiber *to, bool dying)
+{
+    w->cur = to;
+    atomic_store_explicit(&to->state, WEFT_RUNNING, memory_order_relaxed);
+#if WEFT_ASAN
+    const void *lo;
+    size_t size;
+    san_stack(w, to, &lo, &size);
+    weft__asan_start_switch(dying ? NULL : &from->asan_fake_stack, lo, size);
+#else
+    (void)san_stack;
+#endif
+    void **save = dying ? &w->dead_sp : &from->sp;
+    void *sp = to->sp, *tsan_fiber = to->tsan_fiber;
+    if (dying)
+        weft__tsan_internal_end(); /* TSan checks that a fiber it destroys hides nothing */
+    weft__tsan_switch(tsan_fiber);
+    weft__ctx_switch(save, sp);
+}
+
+/* The fiber that just finished on this worker: its stack is free now that we are off it. */
+static void reap(weft__worker *w)
+{
+    weft__fiber *d = w->dead;
+    w->dead = NULL;
+    weft__stack_put(w, d->stack);
+    d->stack = NULL;
+    weft__tsan_destroy(d->tsan_fiber);
+    d->tsan_fiber = NULL;
+    weft__fiber_publish_done(w, d);
+}
+
+/* First thing a context does when it runs again. */
+static inline void after_switch(weft__worker *w, weft__fiber *self)
+{
+    weft__asan_finish_switch(self->asan_fake_stack, NULL, NULL);
+    if (w->dead)
+        reap(w);
+}
+
+/* Give a new fiber its stack and first frame. false: no memory for a stack; it was finished with
+ * -ENOMEM instead (its joiner gets the error). */
+static bool start_prepare(weft__worker *w, weft__fiber *f)
+{
+    weft__stack *s = weft__stack_get(w, f->stack_size);
+    f->worker = w;
+    if (WEFT__UNLIKELY(!s)) {
+        f->start_err = -ENOMEM;
+        if (atomic_load_explicit(&f->join, memory_order_relaxed) == JW_DETACHED) {
+            char msg[160];
+            int n = snprintf(msg, sizeof msg, "weft: fiber \"%s\" (id %llu) could not start: no memory for "
+                             "its %u KiB stack\n", f->name, (unsigned long long)f->id, f->stack_size >> 10);
+            if (n > 0)
+                fwrite(msg, 1, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1, stderr);
+        }
+        weft__fiber_publish_done(w, f);
+        return false;
+    }
+    f->stack = s;
+    f->sp = weft__ctx_make((char *)s, fiber_entry, f);
+    f->tsan_fiber = weft__tsan_create();
+    if (WEFT_TSAN && f->name[0])
+        weft__tsan_set_name(f->tsan_fiber, f->name);
+    return true;
+}
+
+static inline weft__fiber *runnable(weft__worker *w, weft__fiber *f)
+{
+    while (f && !f->stack && f->kind == WEFT__KIND_FIBER) {
+        if (start_prepare(w, f))
+            return f;
+        f = NULL;
+    }
+    return f;
+}
+
+static void timers_check(weft__worker *w)
+{
+    if (w->heap_len && weft__timer_next(w) <= weft__clock_ns())
+        weft__timer_run(w, weft__clock_ns());
+}
+
+/* The next fiber to run from what this worker has at hand, or NULL. */
+static weft__fiber *pick_local(weft__worker *w)
+{
+    uint32_t tick = ++w->tick;
+    weft__fiber *f;
+    if (WEFT__UNLIKELY(tick % FAIR_TICKS == 0)) {
+        if ((f = gq_get(w)))
+            return f;
+    }
+    if (w->heap_len)
+        timers_check(w);
+    if (w->runnext) {
+        f = w->runnext;
+        w->runnext = NULL;
+        if (w->runnext_streak++ < RUNNEXT_STREAK_MAX)
+            return f;
+        readyq_push(w, f);
+    }
+    w->runnext_streak = 0;
+    inbox_drain(w);
+    weft__fiber *r = w->ready_head;
+    if (dq_size(&w->dq) > 0) {
+        if (WEFT__UNLIKELY(tick % FAIR_TICKS == FAIR_TICKS / 2)) {
+            if ((f = dq_steal(&w->dq)))
+                return f;
+        }
+        if (r && atomic_load_explicit(&r->enq_seq, memory_order_relaxed) <
+                     atomic_load_explicit(&dq_peek_bottom(&w->dq)->enq_seq, memory_order_relaxed))
+            return readyq_pop(w);
+        if ((f = dq_pop(&w->dq)))
+            return f;
+    }
+    if (r)
+        return readyq_pop(w);
+    return gq_get(w);
+}
+
+/* Called on the stack of `self`, which gives up its worker (yield, park or exit). */
+static void schedule(weft__worker *w, weft__fiber *self, int why)
+{
+    if (why == S_YIELD) {
+        atomic_store_explicit(&self->state, WEFT_READY, memory_order_relaxed);
+        readyq_push(w, self);
+    }
+    weft__fiber *next = runnable(w, pick_local(w));
+    while (!next && (w->runnext || w->ready_head || dq_size(&w->dq) > 0))
+        next = runnable(w, pick_local(w)); /* a fiber that could not start: try the next */
+    if (!next)
+        next = &w->sched;
+    if (next == self) {
+        atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
+        return;
+    }
+    switch_to(w, self, next, why == S_EXIT);
+    /* resumed: the same worker (a started fiber never moves) */
+    w = self->worker;
+    after_switch(w, self);
+}
+
+static void fiber_entry(void *arg)
+{
+    weft__fiber *f = arg;
+    weft__worker *w = f->worker;
+    weft__tsan_internal_begin(); /* a new TSan fiber starts with nothing hidden */
+    after_switch(w, f);
+    weft_fn fn = f->fn;
+    void *fn_arg = f->arg;
+    weft__tsan_internal_end();
+    weft__tsan_acquire(f); /* everything before the spawn happens before the fiber */
+    void *result = fn(fn_arg);
+    weft__locals_destroy(f);
+    weft__tsan_release(f); /* ... and everything in the fiber before its join returns */
+    weft__tsan_internal_begin();
+    f->result = result;
+    w = f->worker;
+    w->dead = f;
+    schedule(w, f, S_EXIT);
+    weft__panic("weft: a finished fiber was resumed");
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Parking                                                                                           */
+
+uint32_t weft__park_prepare(weft__fiber *self, unsigned reason, const void *obj)
+{
+    weft__tsan_internal_begin();
+    uint32_t pw = atomic_load_explicit(&self->park, memory_order_relaxed);
+    uint32_t seq = (PW_SEQ(pw) + 1) & 0x0fffffffu;
+    self->wait_reason = (uint16_t)reason;
+    self->wait_obj = obj;
+    atomic_store_explicit(&self->state, WEFT_WAITING, memory_order_relaxed);
+    atomic_store_explicit(&self->park, PW_WORD(seq, PW_OK, PW_WAITING), memory_order_relaxed);
+    weft__tsan_internal_end();
+    return seq;
+}
+
+bool weft__unpark(weft__fiber *f, uint32_t tok, unsigned why)
+{
+    uint32_t exp = PW_WORD(tok, PW_OK, PW_WAITING);
+    if (!atomic_compare_exchange_strong_explicit(&f->park, &exp, PW_WORD(tok, why, PW_WOKEN),
+                                                 memory_order_acq_rel, memory_order_relaxed))
+        return false;
+    weft__tsan_internal_begin();
+    if (f->kind == WEFT__KIND_FIBER)
+        weft__ready(f);
+    else
+        weft__futex_wake(&f->park, 1);
+    weft__tsan_internal_end();
+    return true;
+}
+
+void weft__park_cancel(weft__fiber *self, uint32_t tok)
+{
+    uint32_t exp = PW_WORD(tok, PW_OK, PW_WAITING);
+    if (!atomic_compare_exchange_strong_explicit(&self->park, &exp, PW_WORD(tok, PW_OK, PW_RUNNING),
+                                                 memory_order_relaxed, memory_order_relaxed))
+        weft__panic("weft: a wait that was never published was woken (park word %#x)", exp);
+    weft__tsan_internal_begin();
+    atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
+    self->wait_reason = WEFT__WAIT_NONE;
+    self->wait_obj = NULL;
+    weft__tsan_internal_end();
+}
+
+int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline)
+{
+    uint32_t waiting = PW_WORD(tok, PW_OK, PW_WAITING);
+    if (deadline == WEFT_NOWAIT)
+        weft__unpark(self, tok, PW_TIMEOUT); /* fails if a waker got there first: then it counts */
+    weft__tsan_internal_begin();
+    bool fiber = self->kind == WEFT__KIND_FIBER;
+    weft__tsan_internal_end();
+    if (fiber) {
+        weft__tsan_internal_begin();
+        weft__worker *w = self->worker;
+        if (deadline > 0 && atomic_load_explicit(&self->park, memory_order_relaxed) == waiting) {
+            self->timer_when = deadline;
+            if (WEFT__UNLIKELY(weft__timer_add(w, self) != 0)) {
+                /* no memory for the timer: call the wait off, unless a waker already won it */
+                uint32_t exp = waiting;
+                if (atomic_compare_exchange_strong_explicit(&self->park, &exp, PW_WORD(tok, PW_OK, PW_RUNNING),
+                                                            memory_order_relaxed, memory_order_relaxed)) {
+                    atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
+                    self->wait_reason = WEFT__WAIT_NONE;
+                    weft__tsan_internal_end();
+                    return -ENOMEM;
+                }
+            }
+        }
+        schedule(w, self, S_PARK);
+        w = self->worker;
+        if (self->timer_idx != TIMER_NONE)
+            weft__timer_del(w, self);
+        weft__tsan_internal_end();
+    } else {
+        for (;;) {
+            uint32_t pw = atomic_load_explicit(&self->park, memory_order_acquire);
+            if (pw != waiting)
+                break;
+            if (weft__futex_wait(&self->park, pw, deadline) == -ETIMEDOUT && deadline > 0 &&
+                weft__clock_ns() >= deadline)
+                weft__unpark(self, tok, PW_TIMEOUT);
+        }
+    }
+    /* outside the hidden stretch: this acquire is what orders the waker's writes before our return */
+    uint32_t pw = atomic_load_explicit(&self->park, memory_order_acquire);
+    weft__tsan_internal_begin();
+    if (WEFT__UNLIKELY(PW_STATE(pw) != PW_WOKEN || PW_SEQ(pw) != tok))
+        weft__panic("weft: fiber %llu resumed from a wait it was not woken from (park word %#x, token %#x)",
+                    (unsigned long long)self->id, pw, tok);
+    atomic_store_explicit(&self->park, PW_WORD(tok, PW_OK, PW_RUNNING), memory_order_relaxed);
+    atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
+    self->wait_reason = WEFT__WAIT_NONE;
+    self->wait_obj = NULL;
+    weft__tsan_internal_end();
+    switch (PW_WHY(pw)) {
+    case PW_OK: return 0;
+    case PW_TIMEOUT: return -ETIMEDOUT;
+    default: return -ECANCELED;
+    }
+}
+
+int weft_yield(void)
+{
+    weft__tsan_internal_begin();
+    weft__worker *w = weft__tls_worker;
+    if (w)
+        schedule(w, w->cur, S_YIELD);
+    weft__tsan_internal_end();
+    if (!w)
+        sched_yield();
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The idle loop, on the worker thread's own stack                                                   */
+
+static weft__fiber *steal(weft__worker *w)
+{
+    int n = rt->nworkers;
+    if (n < 2)
+        return NULL;
+    w->rng = w->rng * 1103515245u + 12345u;
+    unsigned start = (w->rng >> 16) % (unsigned)n;
+    for (int i = 0; i < n; i++) {
+        weft__worker *v = rt->workers[(start + (unsigned)i) % (unsigned)n];
+        if (v == w || dq_size(&v->dq) <= 0)
+            continue;
+        weft__fiber *f = dq_steal(&v->dq);
+        if (!f)
+            continue;
+        /* take up to half of what is left, so the next few picks need no more stealing */
+        int64_t more = dq_size(&v->dq) / 2;
+        while (more-- > 0) {
+            weft__fiber *g = dq_steal(&v->dq);
+            if (!g)
+                break;
+            stamp(w, g);
+            if (!dq_push(&w->dq, g)) {
+                gq_push_list(g, g, 1);
+                break;
+            }
+        }
+        return f;
+    }
+    return NULL;
+}
+
+/* Anything this worker could run or steal right now? Used just before sleeping. */
+static bool work_visible(weft__worker *w)
+{
+    if (atomic_load_explicit(&w->inbox, memory_order_seq_cst) ||
+        atomic_load_explicit(&rt->gq_len, memory_order_seq_cst) > 0 || dq_size(&w->dq) > 0 ||
+        w->runnext || w->ready_head)
+        return true;
+    for (int i = 0; i < rt->nworkers; i++) {
+        weft__worker *v = rt->workers[i];
+        if (v != w && atomic_load_explicit(&v->dq.bottom, memory_order_seq_cst) >
+                          atomic_load_explicit(&v->dq.top, memory_order_seq_cst))
+            return true;
+    }
+    return w->heap_len && weft__timer_next(w) <= weft__clock_ns();
+}
+
+static void stop_spinning(weft__worker *w, bool found)
+{
+    if (!w->spinning)
+        return;
+    w->spinning = false;
+    if (atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst) == 1 && found)
+        wake_idle(); /* we were the last one looking and found work: there may be more */
+}
+
+static weft__fiber *find_local_or_steal(weft__worker *w)
+{
+    weft__fiber *f = runnable(w, pick_local(w));
+    if (!f && (f = steal(w)))
+        f = runnable(w, f);
+    return f;
+}
+
+static weft__fiber *find_work(weft__worker *w)
+{
+    for (;;) {
+        if (atomic_load_explicit(&rt->stop, memory_order_acquire))
+            return NULL;
+        weft__fiber *f = find_local_or_steal(w);
+        if (f) {
+            stop_spinning(w, true);
+            return f;
+        }
+
+        /* spin: at most half the busy workers, for a bounded time */
+        if (!w->spinning && rt->spin_ns > 0) {
+            int ns = atomic_load_explicit(&rt->nspinning, memory_order_relaxed);
+            int nsl = atomic_load_explicit(&rt->nsleeping, memory_order_relaxed);
+            if (2 * ns < rt->nworkers - nsl) {
+                w->spinning = true;
+                atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
+            }
+        }
+        if (w->spinning) {
+            int64_t until = weft__clock_ns() + rt->spin_ns;
+            bool seen = false;
+            do {
+                for (int i = 0; i < 64; i++)
+                    weft__cpu_relax();
+                if (work_visible(w) || atomic_load_explicit(&rt->stop, memory_order_relaxed)) {
+                    seen = true;
+                    break;
+                }
+            } while (weft__clock_ns() < until);
+            if (seen)
+                continue;
+        }
+
+        /* sleep: give up spinning, announce, look once more, then wait on the futex */
+        stop_spinning(w, false);
+        atomic_store_explicit(&w->futex, WAKE_NONE, memory_order_relaxed);
+        atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
+        atomic_fetch_add_explicit(&rt->nsleeping, 1, memory_order_seq_cst);
+        if (!work_visible(w) && !atomic_load_explicit(&rt->stop, memory_order_seq_cst)) {
+            int64_t deadline = weft__timer_next(w);
+            while (atomic_load_explicit(&w->futex, memory_order_acquire) == WAKE_NONE) {
+                if (weft__futex_wait(&w->futex, WAKE_NONE, deadline) == -ETIMEDOUT && deadline > 0 &&
+                    weft__clock_ns() >= deadline)
+                    break;
+            }
+        }
+        uint32_t why = atomic_exchange_explicit(&w->futex, WAKE_AWAKE, memory_order_seq_cst);
+        atomic_store_explicit(&w->sleeping, 0, memory_order_seq_cst);
+        atomic_fetch_sub_explicit(&rt->nsleeping, 1, memory_order_seq_cst);
+        if (why == WAKE_SPIN)
+            w->spinning = true; /* the waker counted us as a spinner already */
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    weft__worker *w = arg;
+    weft__tls_worker = w;
+    weft__altstack_install(&w->altstack);
+    pthread_attr_t a;
+    if (pthread_getattr_np(pthread_self(), &a) == 0) {
+        void *lo;
+        size_t size;
+        if (pthread_attr_getstack(&a, &lo, &size) == 0) {
+            w->sched_stack_lo = lo;
+            w->sched_stack_size = size;
+        }
+        pthread_attr_destroy(&a);
+    }
+    char name[16];
+    snprintf(name, sizeof name, "weft-w%d", w->index);
+    pthread_setname_np(pthread_self(), name);
+
+    w->sched.kind = WEFT__KIND_SCHED;
+    w->sched.worker = w;
+    w->sched.tsan_fiber = weft__tsan_current();
+    w->sched.timer_idx = TIMER_NONE;
+    w->cur = &w->sched;
+
+    weft__tsan_internal_begin();
+    for (;;) {
+        weft__fiber *f = find_work(w);
+        if (!f)
+            break;
+        switch_to(w, &w->sched, f, false);
+        after_switch(w, &w->sched);
+    }
+    stop_spinning(w, false);
+    weft__stack_cache_flush(w);
+    weft__desc_cache_flush(w);
+    weft__timer_fini(w);
+    weft__tsan_internal_end();
+    weft__altstack_remove(w->altstack);
+    w->altstack = NULL;
+    weft__tls_worker = NULL;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Start and stop                                                                                    */
+
+int weft__sched_start(int nworkers)
+{
+    rt->workers = calloc((size_t)nworkers, sizeof *rt->workers);
+    if (!rt->workers)
+        return -ENOMEM;
+    rt->nworkers = nworkers;
+    atomic_store(&rt->stop, 0);
+    atomic_store(&rt->nspinning, 0);
+    atomic_store(&rt->nsleeping, 0);
+    atomic_store(&rt->gq_len, 0);
+    atomic_store(&rt->foreign_spawned, 0);
+    rt->gq_head = rt->gq_tail = NULL;
+    for (int i = 0; i < nworkers; i++) {
+        weft__worker *w = aligned_alloc(WEFT__CACHELINE, sizeof *w);
+        if (!w) {
+            rt->nworkers = i;
+            weft__sched_stop();
+            return -ENOMEM;
+        }
+        memset(w, 0, sizeof *w);
+        w->index = i;
+        w->rng = (uint32_t)i * 2654435761u + 1;
+        w->futex = WAKE_AWAKE;
+        rt->workers[i] = w;
+    }
+    for (int i = 0; i < nworkers; i++) {
+        weft__worker *w = rt->workers[i];
+        int r = pthread_create(&w->thread, NULL, worker_main, w);
+        if (r != 0) {
+            rt->nworkers = i; /* stop the ones that did start */
+            weft__sched_stop();
+            for (int j = i; j < nworkers; j++)
+                free(rt->workers[j]);
+            return -r;
+        }
+    }
+    return 0;
+}
+
+void weft__sched_stop(void)
+{
+    atomic_store_explicit(&rt->stop, 1, memory_order_seq_cst);
+    for (int i = 0; i < rt->nworkers; i++) {
+        weft__worker *w = rt->workers[i];
+        atomic_store_explicit(&w->futex, WAKE_INBOX, memory_order_seq_cst);
+        weft__futex_wake(&w->futex, 1);
+    }
+    for (int i = 0; i < rt->nworkers; i++)
+        pthread_join(rt->workers[i]->thread, NULL);
+    for (int i = 0; i < rt->nworkers; i++)
+        free(rt->workers[i]);
+    free(rt->workers);
+    rt->workers = NULL;
+    rt->nworkers = 0;
+}
+
+int64_t weft__live_fibers(void)
+{
+    /* exits first, then spawns: a fiber counted as exited was counted as spawned, so the difference
+     * never reads 0 while a fiber lives (see sched_stop in the essay of runtime.c) */
+    uint64_t exited = 0, spawned = 0;
+    for (int i = 0; i < rt->nworkers; i++)
+        exited += atomic_load_explicit(&rt->workers[i]->nexited, memory_order_seq_cst);
+    for (int i = 0; i < rt->nworkers; i++)
+        spawned += atomic_load_explicit(&rt->workers[i]->nspawned, memory_order_seq_cst);
+    spawned += atomic_load_explicit(&rt->foreign_spawned, memory_order_seq_cst);
+    return (int64_t)(spawned - exited);
+}
+
+void weft__quiesce_check(void)
+{
+    if (weft__live_fibers() == 0) {
+        atomic_fetch_add_explicit(&rt->quiesce_futex, 1, memory_order_seq_cst);
+        weft__futex_wake(&rt->quiesce_futex, 1);
+    }
+}

@@ -1,0 +1,529 @@
+/*
+ * Fiber stacks (DESIGN.md, decision 4).
+ *
+ * The job: give a fiber that starts a stack of at least the size it asked for, fast, with a guard below
+ * it that turns an overflow into a clear report instead of silent corruption of a neighbour, and keep a
+ * million of them cheap.
+ *
+ * The approach:
+ *  - Stacks are carved from chunks of about 2 MiB, reserved with one mmap (MAP_NORESERVE): memory is
+ *    committed by the kernel page by page as a fiber touches it, so a fiber that never goes deeper than
+ *    a few frames costs one page. A stack is handed out only when its fiber first runs, so a million
+ *    fibers spawned and not yet started cost no stack at all.
+ *  - Each stack has a guard region below it (64 KiB, so that a function with a large frame still lands
+ *    in it). Linux 6.13+ installs guards with madvise(MADV_GUARD_INSTALL): no extra mapping, so the
+ *    default vm.max_map_count (65530) does not cap the fiber count. Older kernels get mprotect(PROT_NONE),
+ *    which splits the mapping: two mappings per stack, about 32,000 stacks at the default limit.
+ *  - Freed stacks go to a small per-worker cache (default size only, no lock), then to a global pool per
+ *    size. Past a bound, a pooled stack's memory is given back with MADV_DONTNEED (the address range
+ *    stays reserved for reuse); chunks are unmapped when the runtime shuts down.
+ *  - The stack's header (weft__stack) lives at the top of its own memory, in the page the fiber's first
+ *    frames use anyway.
+ *
+ * Rejected: one mmap per stack (a syscall per fiber start, and mappings run out at 65530 without guard
+ * installs); malloc'd stacks (no guard, no lazy commit); growing or copying stacks (C code keeps pointers
+ * into its stack; a copied stack breaks them).
+ *
+ * An overflow faults in the guard; the SIGSEGV handler runs on a per-thread alternate stack, finds the
+ * current fiber, and prints its name, id and stack size, with how to raise it, then aborts. A fault
+ * anywhere else is passed on to the handler that was installed before weft's.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+#include "obs/sanitize.h"
+
+#if WEFT_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+#define GUARD_SIZE ((size_t)64 << 10)
+#define CHUNK_BYTES ((size_t)2 << 20)
+#define WORKER_CACHE_MAX 32u  /* default-size stacks a worker keeps hot */
+#define POOL_HOT_MAX 256u     /* stacks of one size the global pool keeps committed */
+#define STACK_MIN ((size_t)16 << 10)
+#define STACK_MAX ((size_t)1 << 30)
+
+typedef struct chunk {
+    struct chunk *next;
+    char *base;
+    size_t len;
+} chunk;
+
+typedef struct pool {
+    struct pool *next;
+    size_t size;           /* usable bytes */
+    weft__stack *hot;      /* committed, header valid */
+    uint32_t nhot;
+    char **cold;           /* slot bases whose memory was given back */
+    size_t ncold, capcold;
+    char *fresh;           /* next never-used slot in the newest chunk */
+    size_t nfresh;
+} pool;
+
+static struct {
+    pthread_mutex_t lock;
+    int guard_install;     /* 1: MADV_GUARD_INSTALL works; 0: mprotect */
+    pool *pools;
+    chunk *chunks;
+    int handlers;
+    struct sigaction old_segv, old_bus;
+} S = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Bounds of a weft kernel thread's own stack, for overflow reports. */
+static __thread struct {
+    char *lo;
+    size_t size, guard;
+} tls_thread_stack __attribute__((tls_model("initial-exec")));
+
+size_t weft__stack_round(size_t size)
+{
+    size_t page = weft__page_size();
+    if (size < STACK_MIN)
+        size = STACK_MIN;
+    if (size > STACK_MAX)
+        size = STACK_MAX;
+    return (size + page - 1) & ~(page - 1);
+}
+
+static size_t slot_bytes(size_t size)
+{
+    return GUARD_SIZE + size;
+}
+
+static int guard(char *slot)
+{
+    if (S.guard_install) {
+        if (madvise(slot, GUARD_SIZE, MADV_GUARD_INSTALL) == 0)
+            return 0;
+        if (errno != EINVAL)
+            return -errno;
+        S.guard_install = 0; /* kernel without guard installs after all */
+    }
+    return mprotect(slot, GUARD_SIZE, PROT_NONE) == 0 ? 0 : -errno;
+}
+
+static weft__stack *header_init(char *slot, size_t size)
+{
+    char *lo = slot + GUARD_SIZE;
+    weft__stack *s = (weft__stack *)(((uintptr_t)(lo + size) - sizeof(weft__stack)) & ~(uintptr_t)63);
+    s->next = NULL;
+    s->lo = lo;
+    s->cls = (uint32_t)size;
+    s->vg_id = weft__vg_stack_register(lo, s);
+    return s;
+}
+
+static int pool_grow(pool *p)
+{
+    size_t slot = slot_bytes(p->size);
+    size_t n = CHUNK_BYTES / slot;
+    if (n == 0)
+        n = 1;
+    chunk *c = malloc(sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->len = n * slot;
+    c->base = mmap(NULL, c->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (c->base == MAP_FAILED) {
+        free(c);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int r = guard(c->base + i * slot);
+        if (r < 0) {
+            munmap(c->base, c->len);
+            free(c);
+            return r == -EPERM ? -EPERM : -ENOMEM;
+        }
+    }
+    c->next = S.chunks;
+    S.chunks = c;
+    p->fresh = c->base;
+    p->nfresh = n;
+    return 0;
+}
+
+static pool *pool_for(size_t size)
+{
+    for (pool *p = S.pools; p; p = p->next)
+        if (p->size == size)
+            return p;
+    pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->size = size;
+    p->next = S.pools;
+    S.pools = p;
+    return p;
+}
+
+static weft__stack *pool_get(size_t size)
+{
+    weft__stack *s = NULL;
+    pthread_mutex_lock(&S.lock);
+    pool *p = pool_for(size);
+    if (!p)
+        goto out;
+    if (p->hot) {
+        s = p->hot;
+        p->hot = s->next;
+        p->nhot--;
+    } else if (p->ncold) {
+        char *slot = p->cold[--p->ncold];
+        s = header_init(slot, size);
+    } else {
+        if (!p->nfresh && pool_grow(p) != 0)
+            goto out;
+        char *slot = p->fresh;
+        p->fresh += slot_bytes(size);
+        p->nfresh--;
+        s = header_init(slot, size);
+    }
+out:
+    pthread_mutex_unlock(&S.lock);
+    return s;
+}
+
+static void pool_put(weft__stack *s, size_t size)
+{
+    pthread_mutex_lock(&S.lock);
+    pool *p = pool_for(size);
+    if (!p) {
+        /* cannot happen: a stack of this size came from this pool */
+        pthread_mutex_unlock(&S.lock);
+        return;
+    }
+    if (p->nhot < POOL_HOT_MAX) {
+        s->next = p->hot;
+        p->hot = s;
+        p->nhot++;
+    } else {
+        char *slot = s->lo - GUARD_SIZE;
+        weft__vg_stack_deregister(s->vg_id);
+        if (p->ncold == p->capcold) {
+            size_t cap = p->capcold ? p->capcold * 2 : 1024;
+            char **n = realloc(p->cold, cap * sizeof *n);
+            if (!n) { /* keep it hot rather than lose it */
+                s->vg_id = weft__vg_stack_register(s->lo, s);
+                s->next = p->hot;
+                p->hot = s;
+                p->nhot++;
+                pthread_mutex_unlock(&S.lock);
+                return;
+            }
+            p->cold = n;
+            p->capcold = cap;
+        }
+        madvise(slot + GUARD_SIZE, size, MADV_DONTNEED);
+        p->cold[p->ncold++] = slot;
+    }
+    pthread_mutex_unlock(&S.lock);
+}
+
+weft__stack *weft__stack_get(weft__worker *w, size_t size)
+{
+    weft__stack *s;
+    if (w && size == weft__rt_g.stack_size && w->stack_free) {
+        s = w->stack_free;
+        w->stack_free = s->next;
+        w->stack_nfree--;
+    } else {
+        s = pool_get(size);
+        if (!s)
+            return NULL;
+    }
+#if WEFT_TSAN
+    /* TSan would see the last fiber's frames and this one's as a race: give the stack fresh memory,
+     * which also makes TSan forget what it knew of it */
+    {
+        char *lo = s->lo;
+        uint32_t cls = s->cls;
+        weft__vg_stack_deregister(s->vg_id);
+        if (mmap(lo, cls, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) !=
+            MAP_FAILED)
+            s = header_init(lo - GUARD_SIZE, cls);
+    }
+#endif
+#if WEFT_ASAN
+    /* frames of the stack's last fiber left their redzones poisoned */
+    ASAN_UNPOISON_MEMORY_REGION(s->lo, (size_t)((char *)s - s->lo));
+#endif
+    return s;
+}
+
+void weft__stack_put(weft__worker *w, weft__stack *s)
+{
+    if (w && s->cls == weft__rt_g.stack_size && w->stack_nfree < WORKER_CACHE_MAX) {
+        s->next = w->stack_free;
+        w->stack_free = s;
+        w->stack_nfree++;
+        return;
+    }
+    pool_put(s, s->cls);
+}
+
+void weft__stack_cache_flush(weft__worker *w)
+{
+    while (w->stack_free) {
+        weft__stack *s = w->stack_free;
+        w->stack_free = s->next;
+        pool_put(s, weft__rt_g.stack_size);
+    }
+    w->stack_nfree = 0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Overflow reports                                                                                  */
+
+static size_t fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static size_t fmt_hex(char *buf, uintptr_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    buf[0] = '0';
+    buf[1] = 'x';
+    for (size_t i = 0; i < n; i++)
+        buf[2 + i] = tmp[n - 1 - i];
+    return n + 2;
+}
+
+typedef struct {
+    char buf[1024];
+    size_t len;
+} msgbuf;
+
+static void put(msgbuf *m, const char *s)
+{
+    while (*s && m->len < sizeof m->buf)
+        m->buf[m->len++] = *s++;
+}
+
+static void put_u64(msgbuf *m, uint64_t v)
+{
+    char t[24];
+    size_t n = fmt_u64(t, v);
+    for (size_t i = 0; i < n && m->len < sizeof m->buf; i++)
+        m->buf[m->len++] = t[i];
+}
+
+static void put_hex(msgbuf *m, uintptr_t v)
+{
+    char t[24];
+    size_t n = fmt_hex(t, v);
+    for (size_t i = 0; i < n && m->len < sizeof m->buf; i++)
+        m->buf[m->len++] = t[i];
+}
+
+static void put_size(msgbuf *m, size_t bytes)
+{
+    if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) {
+        put_u64(m, bytes >> 20);
+        put(m, " MiB");
+    } else if (bytes >= 1024 && bytes % 1024 == 0) {
+        put_u64(m, bytes >> 10);
+        put(m, " KiB");
+    } else {
+        put_u64(m, bytes);
+        put(m, " bytes");
+    }
+}
+
+static _Noreturn void report_overflow(const weft__fiber *f, const char *what, char *lo, size_t size,
+                                      char *addr)
+{
+    msgbuf m = {.len = 0};
+    put(&m, "weft: ");
+    put(&m, what);
+    put(&m, " ");
+    if (f && f->name[0]) {
+        put(&m, "\"");
+        put(&m, f->name);
+        put(&m, "\" ");
+    }
+    if (f) {
+        put(&m, "(id ");
+        put_u64(&m, f->id);
+        put(&m, ") ");
+    }
+    put(&m, "overflowed its stack of ");
+    put_size(&m, size);
+    put(&m, " (fault at ");
+    put_hex(&m, (uintptr_t)addr);
+    put(&m, ", ");
+    put_u64(&m, (uint64_t)(lo - addr));
+    put(&m, " bytes below the stack).\n");
+    if (f && f->kind == WEFT__KIND_FIBER)
+        put(&m, "weft: give it a bigger stack: weft_attr_t.stack_size for this fiber, or "
+                "weft_config_t.stack_size / WEFT_STACK_SIZE=<bytes, e.g. 1M> for every fiber.\n");
+    else
+        put(&m, "weft: give it a bigger stack with weft_attr_t.stack_size.\n");
+    ssize_t r = write(STDERR_FILENO, m.buf, m.len);
+    (void)r;
+    abort();
+}
+
+static void chain(int sig, siginfo_t *si, void *uc)
+{
+    struct sigaction *old = sig == SIGBUS ? &S.old_bus : &S.old_segv;
+    if (old->sa_flags & SA_SIGINFO) {
+        old->sa_sigaction(sig, si, uc);
+    } else if (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN) {
+        /* the default action: returning re-runs the faulting instruction, which now kills us */
+        signal(sig, SIG_DFL);
+    } else {
+        old->sa_handler(sig);
+    }
+}
+
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+    int saved = errno;
+    char *addr = si->si_addr;
+    weft__worker *w = weft__tls_worker;
+    weft__fiber *f = w ? w->cur : NULL;
+    if (f && f->kind == WEFT__KIND_FIBER && f->stack) {
+        char *lo = f->stack->lo;
+        if (addr < lo && addr >= lo - GUARD_SIZE)
+            report_overflow(f, "fiber", lo, f->stack->cls, addr);
+    }
+    if (!w && tls_thread_stack.lo) {
+        char *lo = tls_thread_stack.lo;
+        if (addr < lo && addr >= lo - tls_thread_stack.guard)
+            report_overflow(weft__tls_self, "thread", lo, tls_thread_stack.size, addr);
+    }
+    errno = saved;
+    chain(sig, si, uc);
+}
+
+void weft__thread_stack_note(weft__fiber *f)
+{
+    (void)f;
+    pthread_attr_t a;
+    if (pthread_getattr_np(pthread_self(), &a) != 0)
+        return;
+    void *lo;
+    size_t size, guard_size = 0;
+    if (pthread_attr_getstack(&a, &lo, &size) == 0) {
+        pthread_attr_getguardsize(&a, &guard_size);
+        tls_thread_stack.lo = lo;
+        tls_thread_stack.size = size;
+        tls_thread_stack.guard = guard_size ? guard_size : weft__page_size();
+    }
+    pthread_attr_destroy(&a);
+}
+
+int weft__altstack_install(void **mem)
+{
+    size_t size = 64 << 10;
+    if ((size_t)SIGSTKSZ > size)
+        size = SIGSTKSZ;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return -ENOMEM;
+    stack_t ss = {.ss_sp = p, .ss_size = size, .ss_flags = 0};
+    if (sigaltstack(&ss, NULL) != 0) {
+        munmap(p, size);
+        return -errno;
+    }
+    *mem = p;
+    return 0;
+}
+
+void weft__altstack_remove(void *mem)
+{
+    if (!mem)
+        return;
+    stack_t ss = {.ss_flags = SS_DISABLE};
+    sigaltstack(&ss, NULL);
+    size_t size = 64 << 10;
+    if ((size_t)SIGSTKSZ > size)
+        size = SIGSTKSZ;
+    munmap(mem, size);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+
+static void probe_guard_install(void)
+{
+    size_t page = weft__page_size();
+    char *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        S.guard_install = 0;
+        return;
+    }
+    S.guard_install = madvise(p, page, MADV_GUARD_INSTALL) == 0;
+    munmap(p, 2 * page);
+}
+
+int weft__stack_global_init(void)
+{
+    pthread_mutex_lock(&S.lock);
+    if (!S.handlers) {
+        probe_guard_install();
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &S.old_segv);
+        sigaction(SIGBUS, &sa, &S.old_bus);
+        S.handlers = 1;
+    }
+    pthread_mutex_unlock(&S.lock);
+    return 0;
+}
+
+int weft__stack_guard_install_works(void)
+{
+    return S.guard_install;
+}
+
+/* All stacks are back (every fiber finished, every worker flushed its cache): unmap everything. */
+void weft__stack_global_fini(void)
+{
+    pthread_mutex_lock(&S.lock);
+    for (pool *p = S.pools, *n; p; p = n) {
+        n = p->next;
+        for (weft__stack *s = p->hot; s; s = s->next)
+            weft__vg_stack_deregister(s->vg_id);
+        free(p->cold);
+        free(p);
+    }
+    S.pools = NULL;
+    for (chunk *c = S.chunks, *n; c; c = n) {
+        n = c->next;
+        munmap(c->base, c->len);
+        free(c);
+    }
+    S.chunks = NULL;
+    pthread_mutex_unlock(&S.lock);
+}
