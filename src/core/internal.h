@@ -209,7 +209,7 @@ typedef struct weft__worker {
     weft__fiber *ready_head, *ready_tail;/* started fibers ready to run, FIFO */
     weft__fiber *dead;                   /* fiber that just finished; reaped after the switch */
     void *dead_sp;                       /* where a finishing fiber's last switch saves its sp */
-    uint32_t tick;                       /* schedules so far: paces the fairness checks */
+    uint32_t fair_countdown;             /* picks until the next look at the global queue */
     uint32_t runnext_streak;             /* consecutive runnext picks */
     uint64_t enq_seq;
     bool spinning;                       /* counted in rt.nspinning */

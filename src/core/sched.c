@@ -31,10 +31,13 @@
  *  - A finishing fiber cannot free the stack it is running on, so it leaves itself in w->dead and the
  *    next context, having arrived on its own stack, reaps it (after_switch): stack back to the cache,
  *    result published, joiner woken.
- *  - Picking order: every 61st tick the global queue (so it never starves); runnext (at most 32 times in
- *    a row, so two fibers waking each other cannot monopolise a worker); the inbox; then the older of the
- *    ready queue's head and the deque's bottom (every 61st tick the deque's top instead, so the oldest new
- *    fiber is never starved by newer ones); then the global queue.
+ *  - Picking order: every 61st pick the global queue (so it never starves); runnext (at most 256 times
+ *    in a row, so two fibers waking each other cannot monopolise a worker); the inbox; then the older of
+ *    the ready queue's head and the deque's bottom; then the global queue. A fiber woken by a join goes
+ *    to runnext, so fork/join recursion stays depth-first (the pending join resumes before any new fiber
+ *    starts) and needs about one stack per level per worker.
+ *  - Yield has a fast path: when only the ready queue holds work, it rotates that queue and switches,
+ *    without the full pick.
  *  - Stacks are allocated when a fiber starts, from a per-worker cache: spawning a million fibers that
  *    have not run costs only their descriptors, and a spawn/run/finish cycle reuses one hot stack.
  *  - Idle: steal half of a random victim's deque; spin (bounded, at most half the workers at once) so a
@@ -90,7 +93,7 @@ enum { S_YIELD, S_PARK, S_EXIT };
 enum { WAKE_NONE = 0, WAKE_INBOX = 1, WAKE_SPIN = 2, WAKE_AWAKE = 3 };
 
 #define FAIR_TICKS 61
-#define RUNNEXT_STREAK_MAX 32
+#define RUNNEXT_STREAK_MAX 256
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Deque of new fibers (Chase-Lev)                                                                   */
@@ -472,9 +475,9 @@ static void timers_check(weft__worker *w)
 /* The next fiber to run from what this worker has at hand, or NULL. */
 static weft__fiber *pick_local(weft__worker *w)
 {
-    uint32_t tick = ++w->tick;
     weft__fiber *f;
-    if (WEFT__UNLIKELY(tick % FAIR_TICKS == 0)) {
+    if (WEFT__UNLIKELY(--w->fair_countdown == 0)) {
+        w->fair_countdown = FAIR_TICKS;
         if ((f = gq_get(w)))
             return f;
     }
@@ -491,10 +494,6 @@ static weft__fiber *pick_local(weft__worker *w)
     inbox_drain(w);
     weft__fiber *r = w->ready_head;
     if (dq_size(&w->dq) > 0) {
-        if (WEFT__UNLIKELY(tick % FAIR_TICKS == FAIR_TICKS / 2)) {
-            if ((f = dq_steal(&w->dq)))
-                return f;
-        }
         if (r && atomic_load_explicit(&r->enq_seq, memory_order_relaxed) <
                      atomic_load_explicit(&dq_peek_bottom(&w->dq)->enq_seq, memory_order_relaxed))
             return readyq_pop(w);
@@ -651,12 +650,35 @@ int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline)
     }
 }
 
+/* Nothing but the ready queue needs a look: no wakeup waiting in runnext or the inbox, no timer, no new
+ * fiber, no fairness check due. */
+static inline bool yield_fast_ok(weft__worker *w)
+{
+    return !w->runnext && !w->heap_len && w->fair_countdown > 1 &&
+           !atomic_load_explicit(&w->inbox, memory_order_relaxed) && dq_size(&w->dq) <= 0;
+}
+
 int weft_yield(void)
 {
     weft__tsan_internal_begin();
     weft__worker *w = weft__tls_worker;
-    if (w)
-        schedule(w, w->cur, S_YIELD);
+    if (WEFT__LIKELY(w)) {
+        weft__fiber *self = w->cur;
+        weft__fiber *next = w->ready_head;
+        if (WEFT__LIKELY(next && yield_fast_ok(w))) {
+            w->fair_countdown--;
+            w->runnext_streak = 0;
+            w->ready_head = next->link;
+            if (!w->ready_head)
+                w->ready_tail = NULL;
+            atomic_store_explicit(&self->state, WEFT_READY, memory_order_relaxed);
+            readyq_push(w, self);
+            switch_to(w, self, next, false);
+            after_switch(self->worker, self);
+        } else {
+            schedule(w, self, S_YIELD);
+        }
+    }
     weft__tsan_internal_end();
     if (!w)
         sched_yield();
@@ -855,6 +877,7 @@ int weft__sched_start(int nworkers)
         memset(w, 0, sizeof *w);
         w->index = i;
         w->rng = (uint32_t)i * 2654435761u + 1;
+        w->fair_countdown = FAIR_TICKS;
         w->futex = WAKE_AWAKE;
         rt->workers[i] = w;
     }

@@ -49,37 +49,42 @@
 #endif
 
 #define GUARD_SIZE ((size_t)64 << 10)
-#define CHUNK_BYTES ((size_t)2 << 20)
+#define CHUNK_BYTES ((size_t)32 << 20)
 #define WORKER_CACHE_MAX 32u  /* default-size stacks a worker keeps hot */
 #define POOL_HOT_MAX 256u     /* stacks of one size the global pool keeps committed */
 #define STACK_MIN ((size_t)16 << 10)
 #define STACK_MAX ((size_t)1 << 30)
 
 typedef struct chunk {
-    struct chunk *next;
+    struct chunk *next;      /* all chunks, for shutdown */
+    struct chunk *fresh_next;/* chunks that still have never-used slots */
     char *base;
-    size_t len;
+    size_t len, slot;
+    uint32_t n, used;
 } chunk;
 
 typedef struct pool {
     struct pool *next;
-    size_t size;           /* usable bytes */
-    weft__stack *hot;      /* committed, header valid */
+    size_t size;             /* usable bytes */
+    weft__stack *hot;        /* committed, header valid */
     uint32_t nhot;
-    char **cold;           /* slot bases whose memory was given back */
+    char **cold;             /* slot bases whose memory was given back */
     size_t ncold, capcold;
-    char *fresh;           /* next never-used slot in the newest chunk */
-    size_t nfresh;
+    size_t reserved;         /* room in `cold` promised to trims under way */
+    chunk *fresh;            /* chunks with never-used slots */
 } pool;
 
 static struct {
     pthread_mutex_t lock;
-    int guard_install;     /* 1: MADV_GUARD_INSTALL works; 0: mprotect */
+    int guard_install;       /* 1: MADV_GUARD_INSTALL works; 0: mprotect */
     pool *pools;
     chunk *chunks;
     int handlers;
     struct sigaction old_segv, old_bus;
 } S = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+#define BATCH 16u            /* stacks moved at once between a worker's cache and the pool */
+#define TRIM_BATCH 256u      /* stacks given back to the kernel at once */
 
 /* Bounds of a weft kernel thread's own stack, for overflow reports. */
 static __thread struct {
@@ -114,6 +119,7 @@ static int guard(char *slot)
     return mprotect(slot, GUARD_SIZE, PROT_NONE) == 0 ? 0 : -errno;
 }
 
+/* Write the header of a slot's stack: the first touch of its top page. Never under the lock. */
 static weft__stack *header_init(char *slot, size_t size)
 {
     char *lo = slot + GUARD_SIZE;
@@ -125,36 +131,35 @@ static weft__stack *header_init(char *slot, size_t size)
     return s;
 }
 
-static int pool_grow(pool *p)
+/* A new chunk of slots with their guards, made without the lock (mmap and madvise are slow). */
+static chunk *chunk_new(size_t size)
 {
-    size_t slot = slot_bytes(p->size);
+    size_t slot = slot_bytes(size);
     size_t n = CHUNK_BYTES / slot;
     if (n == 0)
         n = 1;
-    chunk *c = malloc(sizeof *c);
+    chunk *c = calloc(1, sizeof *c);
     if (!c)
-        return -ENOMEM;
+        return NULL;
+    c->slot = slot;
+    c->n = (uint32_t)n;
     c->len = n * slot;
     c->base = mmap(NULL, c->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (c->base == MAP_FAILED) {
         free(c);
-        return -ENOMEM;
+        return NULL;
     }
     for (size_t i = 0; i < n; i++) {
-        int r = guard(c->base + i * slot);
-        if (r < 0) {
+        if (guard(c->base + i * slot) < 0) {
             munmap(c->base, c->len);
             free(c);
-            return r == -EPERM ? -EPERM : -ENOMEM;
+            return NULL;
         }
     }
-    c->next = S.chunks;
-    S.chunks = c;
-    p->fresh = c->base;
-    p->nfresh = n;
-    return 0;
+    return c;
 }
 
+/* Under the lock. */
 static pool *pool_for(size_t size)
 {
     for (pool *p = S.pools; p; p = p->next)
@@ -169,78 +174,141 @@ static pool *pool_for(size_t size)
     return p;
 }
 
-static weft__stack *pool_get(size_t size)
+/* Take up to n stacks of one size as a list (at least one, or NULL when out of memory). Slots that were
+ * cold or never used get their header outside the lock. */
+static weft__stack *pool_take(size_t size, unsigned n)
 {
-    weft__stack *s = NULL;
-    pthread_mutex_lock(&S.lock);
-    pool *p = pool_for(size);
-    if (!p)
-        goto out;
-    if (p->hot) {
-        s = p->hot;
-        p->hot = s->next;
-        p->nhot--;
-    } else if (p->ncold) {
-        char *slot = p->cold[--p->ncold];
-        s = header_init(slot, size);
-    } else {
-        if (!p->nfresh && pool_grow(p) != 0)
-            goto out;
-        char *slot = p->fresh;
-        p->fresh += slot_bytes(size);
-        p->nfresh--;
-        s = header_init(slot, size);
+    char *slots[BATCH];
+    unsigned nslots = 0, got = 0;
+    weft__stack *list = NULL;
+    chunk *grown = NULL;
+    if (n > BATCH)
+        n = BATCH;
+    for (;;) {
+        pthread_mutex_lock(&S.lock);
+        pool *p = pool_for(size);
+        if (!p) {
+            pthread_mutex_unlock(&S.lock);
+            break;
+        }
+        if (grown) {
+            grown->next = S.chunks;
+            S.chunks = grown;
+            grown->fresh_next = p->fresh;
+            p->fresh = grown;
+            grown = NULL;
+        }
+        while (got + nslots < n) {
+            if (p->hot) {
+                weft__stack *s = p->hot;
+                p->hot = s->next;
+                p->nhot--;
+                s->next = list;
+                list = s;
+                got++;
+            } else if (p->ncold) {
+                slots[nslots++] = p->cold[--p->ncold];
+            } else if (p->fresh) {
+                chunk *c = p->fresh;
+                slots[nslots++] = c->base + (size_t)c->used * c->slot;
+                if (++c->used == c->n)
+                    p->fresh = c->fresh_next;
+            } else {
+                break;
+            }
+        }
+        pthread_mutex_unlock(&S.lock);
+        if (got + nslots > 0 || !(grown = chunk_new(size)))
+            break;
     }
-out:
-    pthread_mutex_unlock(&S.lock);
-    return s;
+    for (unsigned i = 0; i < nslots; i++) {
+        weft__stack *s = header_init(slots[i], size);
+        s->next = list;
+        list = s;
+    }
+    return list;
 }
 
-static void pool_put(weft__stack *s, size_t size)
+static int cmp_ptr(const void *a, const void *b)
 {
-    pthread_mutex_lock(&S.lock);
-    pool *p = pool_for(size);
-    if (!p) {
-        /* cannot happen: a stack of this size came from this pool */
-        pthread_mutex_unlock(&S.lock);
-        return;
+    uintptr_t x = (uintptr_t) * (char *const *)a, y = (uintptr_t) * (char *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Give the memory of these slots back to the kernel, one madvise per run of neighbours (a guard in the
+ * middle of a run keeps its marker: guards survive MADV_DONTNEED). Without the lock. */
+static void trim(char **slots, unsigned n, size_t size)
+{
+    qsort(slots, n, sizeof *slots, cmp_ptr);
+    size_t slot = slot_bytes(size);
+    for (unsigned i = 0; i < n;) {
+        unsigned j = i + 1;
+        while (j < n && slots[j] == slots[j - 1] + slot)
+            j++;
+        madvise(slots[i] + GUARD_SIZE, (size_t)(slots[j - 1] - slots[i]) + size, MADV_DONTNEED);
+        i = j;
     }
-    if (p->nhot < POOL_HOT_MAX) {
+}
+
+/* Return a list of stacks of one size. Past the bound on committed stacks, a batch goes back to the
+ * kernel. */
+static void pool_put(weft__stack *list, size_t size)
+{
+    char *slots[TRIM_BATCH];
+    unsigned ntrim = 0;
+    pthread_mutex_lock(&S.lock);
+    pool *p = pool_for(size); /* found: the stacks came from it */
+    while (list) {
+        weft__stack *s = list;
+        list = s->next;
         s->next = p->hot;
         p->hot = s;
         p->nhot++;
-    } else {
-        char *slot = s->lo - GUARD_SIZE;
-        weft__vg_stack_deregister(s->vg_id);
-        if (p->ncold == p->capcold) {
-            size_t cap = p->capcold ? p->capcold * 2 : 1024;
-            char **n = realloc(p->cold, cap * sizeof *n);
-            if (!n) { /* keep it hot rather than lose it */
-                s->vg_id = weft__vg_stack_register(s->lo, s);
-                s->next = p->hot;
-                p->hot = s;
-                p->nhot++;
-                pthread_mutex_unlock(&S.lock);
-                return;
-            }
-            p->cold = n;
+    }
+    if (p->nhot >= POOL_HOT_MAX + TRIM_BATCH && p->capcold - p->ncold - p->reserved >= TRIM_BATCH) {
+        p->reserved += TRIM_BATCH;
+        while (ntrim < TRIM_BATCH) {
+            weft__stack *s = p->hot;
+            p->hot = s->next;
+            p->nhot--;
+            weft__vg_stack_deregister(s->vg_id);
+            slots[ntrim++] = s->lo - GUARD_SIZE;
+        }
+    } else if (p->nhot >= POOL_HOT_MAX + TRIM_BATCH) {
+        size_t cap = p->capcold ? p->capcold * 2 : 4096;
+        char **c = realloc(p->cold, cap * sizeof *c);
+        if (c) { /* trimmed on the next return */
+            p->cold = c;
             p->capcold = cap;
         }
-        madvise(slot + GUARD_SIZE, size, MADV_DONTNEED);
-        p->cold[p->ncold++] = slot;
     }
+    pthread_mutex_unlock(&S.lock);
+    if (!ntrim)
+        return;
+    trim(slots, ntrim, size);
+    pthread_mutex_lock(&S.lock);
+    memcpy(p->cold + p->ncold, slots, ntrim * sizeof *slots); /* room was reserved above */
+    p->ncold += ntrim;
+    p->reserved -= ntrim;
     pthread_mutex_unlock(&S.lock);
 }
 
 weft__stack *weft__stack_get(weft__worker *w, size_t size)
 {
     weft__stack *s;
-    if (w && size == weft__rt_g.stack_size && w->stack_free) {
+    if (w && size == weft__rt_g.stack_size) {
+        if (WEFT__UNLIKELY(!w->stack_free)) {
+            w->stack_free = pool_take(size, BATCH);
+            for (weft__stack *t = w->stack_free; t; t = t->next)
+                w->stack_nfree++;
+        }
         s = w->stack_free;
+        if (!s)
+            return NULL;
         w->stack_free = s->next;
         w->stack_nfree--;
     } else {
-        s = pool_get(size);
+        s = pool_take(size, 1);
         if (!s)
             return NULL;
     }
@@ -265,22 +333,30 @@ weft__stack *weft__stack_get(weft__worker *w, size_t size)
 
 void weft__stack_put(weft__worker *w, weft__stack *s)
 {
-    if (w && s->cls == weft__rt_g.stack_size && w->stack_nfree < WORKER_CACHE_MAX) {
+    if (w && s->cls == weft__rt_g.stack_size) {
         s->next = w->stack_free;
         w->stack_free = s;
-        w->stack_nfree++;
+        if (++w->stack_nfree < WORKER_CACHE_MAX)
+            return;
+        /* full: hand the older half to the pool in one go */
+        weft__stack *keep = w->stack_free;
+        for (unsigned i = 1; i < WORKER_CACHE_MAX - BATCH; i++)
+            keep = keep->next;
+        weft__stack *give = keep->next;
+        keep->next = NULL;
+        w->stack_nfree = WORKER_CACHE_MAX - BATCH;
+        pool_put(give, s->cls);
         return;
     }
+    s->next = NULL;
     pool_put(s, s->cls);
 }
 
 void weft__stack_cache_flush(weft__worker *w)
 {
-    while (w->stack_free) {
-        weft__stack *s = w->stack_free;
-        w->stack_free = s->next;
-        pool_put(s, weft__rt_g.stack_size);
-    }
+    if (w->stack_free)
+        pool_put(w->stack_free, weft__rt_g.stack_size);
+    w->stack_free = NULL;
     w->stack_nfree = 0;
 }
 
