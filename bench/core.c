@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <weft.h>
 
@@ -236,6 +238,22 @@ double bench_unit_thread(long n)
         if (r < 0)
             return r;
         weft_join(t, NULL);
+    }
+    return (double)(weft_now() - t0) / (double)n;
+}
+
+double bench_unit_fork(long n)
+{
+    int64_t t0 = weft_now();
+    for (long i = 0; i < n; i++) {
+        pid_t p = fork();
+        if (p < 0)
+            return -errno;
+        if (p == 0)
+            _exit(0);
+        int st;
+        while (waitpid(p, &st, 0) < 0 && errno == EINTR)
+            ;
     }
     return (double)(weft_now() - t0) / (double)n;
 }

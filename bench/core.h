@@ -22,5 +22,7 @@ double bench_fib(int n, long *result);
 double bench_unit_fiber(long n);
 /* ns per kernel thread started with weft_thread_spawn and joined, one at a time */
 double bench_unit_thread(long n);
+/* ns per process made with fork() that exits at once, reaped with waitpid, one at a time */
+double bench_unit_fork(long n);
 
 #endif

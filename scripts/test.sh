@@ -49,6 +49,44 @@ flavour_release() {
   note "release (gcc)"
   configure_build build-test || { cat build-test.build.log build-test.configure.log | tail -40; return 1; }
   run_programs release "" build-test/test/test-* build-test/test/stress/stress-* build-test/test/tools/test-tools
+  check_install
+}
+
+# The installed library works from both pkg-config and CMake's find_package, shared and static.
+check_install() {
+  local prefix out rc=0
+  prefix=$(mktemp -d /tmp/weft-install.XXXXXX)
+  out=$prefix/check
+  mkdir -p "$out/cmake"
+  cmake --install build-test --prefix "$prefix" >"$out/install.log" 2>&1 || rc=1
+  if [ $rc -eq 0 ] && command -v pkg-config >/dev/null; then
+    # shellcheck disable=SC2046
+    cc -o "$out/hello-pc" examples/hello.c $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs weft) \
+      -Wl,-rpath,"$prefix/lib" >>"$out/install.log" 2>&1 && "$out/hello-pc" >>"$out/install.log" 2>&1 || rc=1
+  fi
+  cat >"$out/cmake/CMakeLists.txt" <<CMAKE
+cmake_minimum_required(VERSION 3.16)
+project(weft_consumer C)
+find_package(weft REQUIRED)
+add_executable(hello-shared $PWD/examples/hello.c)
+target_link_libraries(hello-shared weft::weft)
+add_executable(hello-static $PWD/examples/hello.c)
+target_link_libraries(hello-static weft::weft_static)
+CMAKE
+  if [ $rc -eq 0 ]; then
+    { cmake -S "$out/cmake" -B "$out/cmake/build" -DCMAKE_PREFIX_PATH="$prefix" &&
+      cmake --build "$out/cmake/build" &&
+      LD_LIBRARY_PATH="$prefix/lib" "$out/cmake/build/hello-shared" &&
+      "$out/cmake/build/hello-static"; } >>"$out/install.log" 2>&1 || rc=1
+  fi
+  if [ $rc -eq 0 ]; then
+    summary+=("ok    release  install (pkg-config, find_package, shared and static)")
+    rm -rf "$prefix"
+  else
+    summary+=("FAIL  release  install (see $out/install.log)")
+    tail -20 "$out/install.log"
+    failed=1
+  fi
 }
 
 flavour_clang() {
@@ -90,7 +128,7 @@ flavour_aarch64() {
     -DWEFT_BUILD_EXAMPLES=OFF || { tail -40 build-aarch64.build.log; return 1; }
   WEFT_TEST_SCALE=0.05 WEFT_TEST_TIMEOUT_SCALE=6 QEMU_LD_PREFIX=/usr/aarch64-linux-gnu \
     run_programs aarch64 "qemu-aarch64 -L /usr/aarch64-linux-gnu" build-aarch64/test/test-* \
-    build-aarch64/test/stress/stress-*
+    build-aarch64/test/stress/stress-* build-aarch64/test/tools/test-tools
 }
 
 for f in "${flavours[@]}"; do

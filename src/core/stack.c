@@ -29,6 +29,7 @@
  * anywhere else is passed on to the handler that was installed before weft's.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -548,15 +549,22 @@ void weft__altstack_remove(void *mem)
 
 /* ------------------------------------------------------------------------------------------------ */
 
+/* Does MADV_GUARD_INSTALL work here? The call succeeding is not proof (an emulator may accept and ignore
+ * it): check that the kernel now refuses to read the page, with a write() from it into a pipe, which
+ * fails with EFAULT instead of faulting. */
 static void probe_guard_install(void)
 {
+    S.guard_install = 0;
     size_t page = weft__page_size();
     char *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) {
-        S.guard_install = 0;
+    if (p == MAP_FAILED)
         return;
+    int fds[2];
+    if (madvise(p, page, MADV_GUARD_INSTALL) == 0 && pipe2(fds, O_CLOEXEC) == 0) {
+        S.guard_install = write(fds[1], p, 1) < 0 && errno == EFAULT;
+        close(fds[0]);
+        close(fds[1]);
     }
-    S.guard_install = madvise(p, page, MADV_GUARD_INSTALL) == 0;
     munmap(p, 2 * page);
 }
 
