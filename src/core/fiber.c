@@ -29,49 +29,61 @@
 static weft__fiber *_Atomic slabs[SLABS_MAX];
 
 static struct {
-    pthread_mutex_t lock;
+    weft__spinlock lock; /* short sections only: a slab is made outside it */
     weft__fiber *free;
-    uint32_t nslabs;
+    uint32_t nslabs;     /* slab numbers handed out (under lock); slabs[] fills in after */
     _Atomic uint64_t next_id;
-} P = {.lock = PTHREAD_MUTEX_INITIALIZER, .next_id = 1};
+} P = {.next_id = 1};
 
-static int slab_new(void)
+/* A new slab of descriptors, linked as a list; made outside the lock (it faults in 192 KiB). */
+static weft__fiber *slab_new(weft__fiber **tail)
 {
-    if (P.nslabs >= SLABS_MAX)
-        return -ENOMEM;
+    weft__spin_lock(&P.lock);
+    uint32_t n = P.nslabs < SLABS_MAX ? P.nslabs++ : SLABS_MAX;
+    weft__spin_unlock(&P.lock);
+    if (n == SLABS_MAX)
+        return NULL;
     weft__fiber *s = aligned_alloc(WEFT__CACHELINE, SLAB_N * sizeof *s);
     if (!s)
-        return -ENOMEM;
+        return NULL; /* the slab number stays unused: harmless */
     memset(s, 0, SLAB_N * sizeof *s);
-    for (uint32_t i = SLAB_N; i-- > 0;) {
+    for (uint32_t i = 0; i < SLAB_N; i++) {
         weft__fiber *f = &s[i];
-        f->index = (P.nslabs << SLAB_SHIFT) | i;
+        f->index = (n << SLAB_SHIFT) | i;
         atomic_store_explicit(&f->gen, 1, memory_order_relaxed);
         f->timer_idx = TIMER_NONE;
-        f->link = P.free;
-        P.free = f;
+        f->link = i + 1 < SLAB_N ? &s[i + 1] : NULL;
     }
-    atomic_store_explicit(&slabs[P.nslabs], s, memory_order_release);
-    P.nslabs++;
-    return 0;
+    atomic_store_explicit(&slabs[n], s, memory_order_release);
+    *tail = &s[SLAB_N - 1];
+    return s;
 }
 
 /* Take up to n descriptors from the global pool as a list; returns how many. */
 static uint32_t pool_take(weft__fiber **list, uint32_t n)
 {
-    pthread_mutex_lock(&P.lock);
     uint32_t got = 0;
     weft__fiber *head = NULL;
-    while (got < n) {
-        if (!P.free && slab_new() != 0)
+    for (;;) {
+        weft__spin_lock(&P.lock);
+        while (got < n && P.free) {
+            weft__fiber *f = P.free;
+            P.free = f->link;
+            f->link = head;
+            head = f;
+            got++;
+        }
+        weft__spin_unlock(&P.lock);
+        if (got == n)
             break;
-        weft__fiber *f = P.free;
-        P.free = f->link;
-        f->link = head;
-        head = f;
-        got++;
+        weft__fiber *tail, *slab = slab_new(&tail);
+        if (!slab)
+            break;
+        weft__spin_lock(&P.lock);
+        tail->link = P.free;
+        P.free = slab;
+        weft__spin_unlock(&P.lock);
     }
-    pthread_mutex_unlock(&P.lock);
     *list = head;
     return got;
 }
@@ -90,24 +102,11 @@ static weft__fiber *desc_alloc(weft__worker *w)
     } else if (pool_take(&f, 1) == 0) {
         return NULL;
     }
-    /* reset everything but identity (index, gen) and the park word's sequence */
-    f->sp = NULL;
-    f->worker = NULL;
-    f->link = NULL;
-    f->stack = NULL;
-    f->detached_at_spawn = 0;
-    f->wait_reason = WEFT__WAIT_NONE;
-    f->timer_idx = TIMER_NONE;
-    f->wait_obj = NULL;
-    f->result = NULL;
-    f->start_err = 0;
-    atomic_store_explicit(&f->join, 0, memory_order_relaxed);
-    f->locals = NULL;
-    f->asan_fake_stack = NULL;
-    f->tsan_fiber = NULL;
-    f->name[0] = '\0';
-    uint32_t pw = atomic_load_explicit(&f->park, memory_order_relaxed);
-    atomic_store_explicit(&f->park, PW_WORD(PW_SEQ(pw), PW_OK, PW_RUNNING), memory_order_relaxed);
+    /* No reset here: a descriptor is freed clean. Its stack and TSan fiber were cleared when it finished,
+     * its fiber-local storage destroyed, its park word left RUNNING, its timer off the heap, its wait
+     * reason cleared; the fields a new user needs (kind, function, join word, name...) it sets itself. */
+    weft__dassert(!f->stack && !f->tsan_fiber && !f->locals && f->timer_idx == TIMER_NONE &&
+                  PW_STATE(atomic_load_explicit(&f->park, memory_order_relaxed)) == PW_RUNNING);
     return f;
 }
 
@@ -123,16 +122,30 @@ static void desc_free(weft__worker *w, weft__fiber *f)
 {
     uint32_t g = atomic_load_explicit(&f->gen, memory_order_relaxed) + 1;
     atomic_store_explicit(&f->gen, g ? g : 1, memory_order_release);
-    if (w && w->desc_nfree < WORKER_DESC_MAX) {
+    if (WEFT__LIKELY(w != NULL)) {
         f->link = w->desc_free;
         w->desc_free = f;
-        w->desc_nfree++;
+        if (WEFT__LIKELY(++w->desc_nfree < WORKER_DESC_MAX))
+            return;
+        /* full (this worker frees what others spawn): hand half to the pool under one lock */
+        weft__fiber *keep = w->desc_free;
+        for (unsigned i = 1; i < WORKER_DESC_MAX / 2; i++)
+            keep = keep->link;
+        weft__fiber *give = keep->link, *tail = give;
+        while (tail->link)
+            tail = tail->link;
+        keep->link = NULL;
+        w->desc_nfree = WORKER_DESC_MAX / 2;
+        weft__spin_lock(&P.lock);
+        tail->link = P.free;
+        P.free = give;
+        weft__spin_unlock(&P.lock);
         return;
     }
-    pthread_mutex_lock(&P.lock);
+    weft__spin_lock(&P.lock);
     f->link = P.free;
     P.free = f;
-    pthread_mutex_unlock(&P.lock);
+    weft__spin_unlock(&P.lock);
 }
 
 void weft__desc_free(weft__worker *w, weft__fiber *f)
@@ -149,10 +162,10 @@ void weft__desc_cache_flush(weft__worker *w)
     weft__fiber *tail = w->desc_free;
     while (tail->link)
         tail = tail->link;
-    pthread_mutex_lock(&P.lock);
+    weft__spin_lock(&P.lock);
     tail->link = P.free;
     P.free = w->desc_free;
-    pthread_mutex_unlock(&P.lock);
+    weft__spin_unlock(&P.lock);
     w->desc_free = NULL;
     w->desc_nfree = 0;
 }
@@ -191,15 +204,23 @@ uint64_t weft__next_id(weft__worker *w)
     return w->id_next++;
 }
 
+static inline uint64_t next_id(weft__worker *w)
+{
+    if (WEFT__LIKELY(w && w->id_next != w->id_end))
+        return w->id_next++;
+    return weft__next_id(w);
+}
+
 static void set_name(weft__fiber *f, const char *name)
 {
-    if (!name) {
-        f->name[0] = '\0';
+    if (!name || !*name) {
+        f->flags &= (uint8_t)~WEFT__F_NAMED;
         return;
     }
     size_t n = strnlen(name, sizeof f->name - 1);
     memcpy(f->name, name, n);
     f->name[n] = '\0';
+    f->flags |= WEFT__F_NAMED;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -218,9 +239,11 @@ void weft__fiber_publish_done(weft__worker *w, weft__fiber *f)
         weft__unpark(joiner, f->joiner_tok, PW_OK);
     }
     if (fiber) {
+        /* release, not seq_cst: shutdown re-reads the counts every 10 ms, so it cannot miss the last
+         * exit for long, and a full fence on every exit would cost more than it saves */
         atomic_store_explicit(&w->nexited, atomic_load_explicit(&w->nexited, memory_order_relaxed) + 1,
-                              memory_order_seq_cst);
-        if (WEFT__UNLIKELY(atomic_load_explicit(&weft__rt_g.quiesce_wanted, memory_order_seq_cst)))
+                              memory_order_release);
+        if (WEFT__UNLIKELY(atomic_load_explicit(&weft__rt_g.quiesce_wanted, memory_order_relaxed)))
             weft__quiesce_check();
     }
     weft__tsan_internal_end();
@@ -248,8 +271,11 @@ int weft_join_until(weft_fiber_t h, void **result, int64_t deadline)
     weft__fiber *f = weft__desc_lookup(h);
     if (!f)
         return -ESRCH;
-    weft__fiber *self = weft__self();
-    if (!self)
+    weft__tsan_internal_begin();
+    weft__worker *w = weft__tls_worker;
+    weft__fiber *self = w ? w->cur : NULL;
+    weft__tsan_internal_end();
+    if (!self && !(self = weft__self()))
         return -ENOMEM;
     if (self == f)
         return -EDEADLK;
@@ -314,35 +340,47 @@ int weft_detach(weft_fiber_t h)
 
 int weft_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg)
 {
-    if (!fn)
-        return -EINVAL;
-    unsigned flags = attr ? attr->flags : 0;
-    if (flags & ~(unsigned)WEFT_DETACHED)
+    unsigned flags = 0;
+    size_t stack = 0;
+    const char *name = NULL;
+    if (attr) {
+        flags = attr->flags;
+        stack = attr->stack_size;
+        name = attr->name;
+    }
+    if (!fn || (flags & ~(unsigned)WEFT_DETACHED) || stack > ((size_t)1 << 30))
         return -EINVAL;
     bool detached = (flags & WEFT_DETACHED) || !out;
-    if (attr && attr->stack_size > ((size_t)1 << 30))
-        return -EINVAL;
-    int r = weft__ensure_running();
-    if (r < 0)
-        return r;
     weft__tsan_internal_begin();
-    size_t size = attr && attr->stack_size ? weft__stack_round(attr->stack_size * WEFT_SAN_STACK_FACTOR)
-                                           : weft__rt_g.stack_size;
     weft__worker *w = weft__tls_worker;
-    weft__fiber *f = desc_alloc(w);
-    if (!f) {
+    weft__tsan_internal_end();
+    if (WEFT__UNLIKELY(!w)) {
+        /* from outside the runtime: start it if need be (a fiber's runtime is running, or stopping
+         * and still taking its fibers' spawns) */
+        int r = weft__ensure_running();
+        if (r < 0)
+            return r;
+    }
+    weft__tsan_internal_begin();
+    weft__fiber *f;
+    if (WEFT__LIKELY(w && w->desc_free)) {
+        f = w->desc_free;
+        w->desc_free = f->link;
+        w->desc_nfree--;
+    } else if (!(f = desc_alloc(w))) {
         weft__tsan_internal_end();
         return -ENOMEM;
     }
     f->kind = WEFT__KIND_FIBER;
     f->fn = fn;
     f->arg = arg;
-    f->stack_size = (uint32_t)size;
-    f->detached_at_spawn = detached;
-    f->id = weft__next_id(w);
-    set_name(f, attr ? attr->name : NULL);
+    f->stack_size = (uint32_t)(stack ? weft__stack_round(stack * WEFT_SAN_STACK_FACTOR) : weft__rt_g.stack_size);
+    f->start_err = 0;
+    f->flags = detached ? WEFT__F_DETACHED : 0;
+    f->id = next_id(w);
+    if (WEFT__UNLIKELY(name != NULL))
+        set_name(f, name);
     atomic_store_explicit(&f->join, detached ? JW_DETACHED : 0, memory_order_relaxed);
-    atomic_store_explicit(&f->state, WEFT_NEW, memory_order_relaxed);
     weft_fiber_t h = weft__handle(f);
     weft__tsan_internal_end();
     weft__tsan_release(f); /* the spawner's past happens before the fiber */
@@ -410,6 +448,7 @@ weft__fiber *weft__self(void)
         f = desc_alloc(NULL);
         if (f) {
             f->kind = WEFT__KIND_FOREIGN;
+            f->flags = 0;
             atomic_store_explicit(&f->state, WEFT_RUNNING, memory_order_relaxed);
             weft__tls_self = f;
             pthread_setspecific(foreign_key, f);
@@ -450,7 +489,7 @@ const char *weft_self_name(void)
 {
     weft__tsan_internal_begin();
     const weft__fiber *f = self_named();
-    const char *n = f ? f->name : "";
+    const char *n = f ? weft__name(f) : "";
     weft__tsan_internal_end();
     return n;
 }
@@ -461,7 +500,7 @@ int weft_set_name(const char *name)
     weft__fiber *f = self_named();
     if (f) {
         set_name(f, name);
-        if (f->tsan_fiber && f->name[0])
+        if (f->tsan_fiber && (f->flags & WEFT__F_NAMED))
             weft__tsan_set_name(f->tsan_fiber, f->name);
     }
     weft__tsan_internal_end();
@@ -504,7 +543,7 @@ int weft_fiber_name(weft_fiber_t h, char *buf, size_t len)
         return -ESRCH;
     char tmp[sizeof f->name];
     weft__tsan_internal_begin();
-    memcpy(tmp, f->name, sizeof tmp);
+    memcpy(tmp, weft__name(f), f->flags & WEFT__F_NAMED ? sizeof tmp : 1);
     weft__tsan_internal_end();
     tmp[sizeof tmp - 1] = '\0';
     if (atomic_load_explicit(&f->gen, memory_order_acquire) != (uint32_t)(h.handle_ >> 32))

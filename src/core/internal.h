@@ -46,6 +46,22 @@ static inline void weft__cpu_relax(void)
 #endif
 }
 
+/* Internal spinlock for short critical sections that never park. */
+typedef struct {
+    _Atomic uint32_t v;
+} weft__spinlock;
+void weft__spin_lock_slow(weft__spinlock *l);
+static inline void weft__spin_lock(weft__spinlock *l)
+{
+    if (WEFT__LIKELY(!atomic_exchange_explicit(&l->v, 1, memory_order_acquire)))
+        return;
+    weft__spin_lock_slow(l);
+}
+static inline void weft__spin_unlock(weft__spinlock *l)
+{
+    atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Fiber descriptors                                                                                 */
 
@@ -91,45 +107,56 @@ enum { PW_OK = 0, PW_TIMEOUT = 1, PW_CANCELED = 2 };
 struct weft__worker;
 struct weft__stack;
 
-typedef struct weft__fiber {
-    /* -- switching and queueing: owner worker (the fiber's own worker once it started) -- */
-    void *sp;                     /* saved stack pointer while suspended */
-    struct weft__worker *worker;  /* worker it runs on; set when it starts, fixed after */
-    struct weft__fiber *link;     /* intrusive link: ready queue, global queue, inbox, free lists */
-    struct weft__stack *stack;    /* NULL until it starts (stacks are allocated lazily) */
-    _Atomic uint32_t state;       /* weft_state_t, for observers; written by owner and wakers */
-    uint8_t kind;                 /* enum weft__kind; fixed */
-    uint8_t detached_at_spawn;    /* spawned with WEFT_DETACHED */
-    uint16_t wait_reason;         /* enum weft__wait_reason; written by the fiber itself */
-    _Atomic uint32_t park;        /* the park word (above); futex word for thread kinds */
-    uint32_t timer_idx;           /* index in the owner's timer heap, or TIMER_NONE */
-    int64_t timer_when;           /* deadline of the current wait; owner */
-    _Atomic uint64_t enq_seq;     /* owner's enqueue stamp: picks the older of two queues */
-    const void *wait_obj;         /* what it waits on (for dumps) */
+/* Descriptor flags (weft__fiber.flags). */
+enum { WEFT__F_DETACHED = 1u << 0, /* spawned with WEFT_DETACHED */
+       WEFT__F_NAMED = 1u << 1 };   /* name[] holds its name; otherwise it has none */
 
-    /* -- what to run and what came back -- */
+/*
+ * Three cache lines, grouped by who touches them when, so that a fiber spawned on one worker and run on
+ * another moves as few lines between CPUs as possible: a spawn writes line 0 only; starting, parking and
+ * finishing use lines 0 and 1; line 2 is for timers, tools and names.
+ */
+typedef struct weft__fiber {
+    /* -- line 0: spawn, queues, identity, join -- */
+    _Alignas(WEFT__CACHELINE) struct weft__fiber *link; /* intrusive: ready/global queues, inbox, free lists */
     weft_fn fn;
     void *arg;
-    void *result;       /* written by the fiber before it publishes JW_DONE */
-    int start_err;      /* < 0 when it could not start (no stack): joiners get it */
-    uint32_t joiner_tok;/* the joiner's park token, written before it publishes itself in `join` */
-    uint32_t stack_size;
-
-    /* -- identity: handle = (gen << 32) | index; gen changes when the descriptor is freed -- */
-    _Atomic uint32_t gen;
+    _Atomic uintptr_t join;       /* the join word (above) */
+    uint64_t id;                  /* unique in the process, from 1 */
+    _Atomic uint32_t enq_seq;     /* owner's enqueue stamp: picks the older of two queues (wraps) */
+    _Atomic uint32_t gen;         /* handle = (gen << 32) | index; gen changes when it is freed */
     uint32_t index;
-    uint64_t id;
-    _Atomic uintptr_t join;   /* the join word (above) */
+    uint32_t stack_size;
+    _Atomic uint32_t state;       /* weft_state_t, for observers; written by owner and wakers */
+    uint8_t kind;                 /* enum weft__kind; fixed */
+    uint8_t flags;                /* WEFT__F_* */
 
-    /* -- fiber-local storage: lazily allocated, the fiber only -- */
-    struct weft__local *locals;
+    /* -- line 1: running, parking, finishing (owner worker once it started) -- */
+    _Alignas(WEFT__CACHELINE) void *sp; /* saved stack pointer while suspended */
+    struct weft__worker *worker;  /* worker it runs on; set when it starts, fixed after */
+    struct weft__stack *stack;    /* NULL until it starts (stacks are allocated lazily) */
+    void *result;                 /* written by the fiber before it publishes JW_DONE */
+    struct weft__local *locals;   /* fiber-local storage: lazily allocated, the fiber only */
+    _Atomic uint32_t park;        /* the park word (above); futex word for thread kinds */
+    uint32_t timer_idx;           /* index in the owner's timer heap, or TIMER_NONE */
+    int start_err;                /* < 0 when it could not start (no stack): joiners get it */
+    uint32_t joiner_tok;          /* the joiner's park token, written before it publishes itself */
+    uint16_t wait_reason;         /* enum weft__wait_reason; written by the fiber itself */
 
-    /* -- tools -- */
-    void *asan_fake_stack; /* ASan's fake stack while suspended */
-    void *tsan_fiber;      /* TSan's fiber, created when it starts */
-
-    char name[32];
+    /* -- line 2: timers, tools, name -- */
+    _Alignas(WEFT__CACHELINE) int64_t timer_when; /* deadline of the current wait; owner */
+    const void *wait_obj;         /* what it waits on (for dumps) */
+    void *asan_fake_stack;        /* ASan's fake stack while suspended */
+    void *tsan_fiber;             /* TSan's fiber, created when it starts */
+    char name[32];                /* valid when flags has WEFT__F_NAMED */
 } weft__fiber;
+
+_Static_assert(sizeof(weft__fiber) == 3 * WEFT__CACHELINE, "weft__fiber should be three cache lines");
+
+static inline const char *weft__name(const weft__fiber *f)
+{
+    return f->flags & WEFT__F_NAMED ? f->name : "";
+}
 
 #define TIMER_NONE UINT32_MAX
 
@@ -207,11 +234,12 @@ typedef struct weft__worker {
     weft__fiber *cur;                    /* running fiber, or &sched */
     weft__fiber *runnext;                /* fiber just woken here: runs next (hand-off latency) */
     weft__fiber *ready_head, *ready_tail;/* started fibers ready to run, FIFO */
-    weft__fiber *dead;                   /* fiber that just finished; reaped after the switch */
+    weft__stack *dead_stack;             /* stack of the fiber that just finished: freed after the switch */
+    void *dead_tsan;                     /* ... and its TSan fiber */
     void *dead_sp;                       /* where a finishing fiber's last switch saves its sp */
     uint32_t fair_countdown;             /* picks until the next look at the global queue */
     uint32_t runnext_streak;             /* consecutive runnext picks */
-    uint64_t enq_seq;
+    uint32_t enq_seq;
     bool spinning;                       /* counted in rt.nspinning */
     uint32_t rng;
     int index;
@@ -266,7 +294,7 @@ typedef struct weft__rt {
     int64_t spin_ns;
 
     /* global queue: spawns from outside the runtime, overflow of full deques */
-    _Alignas(WEFT__CACHELINE) pthread_mutex_t gq_lock;
+    _Alignas(WEFT__CACHELINE) weft__spinlock gq_lock; /* short sections: list splices */
     weft__fiber *gq_head, *gq_tail;
     _Atomic int64_t gq_len;
 
@@ -312,21 +340,5 @@ int weft__cpu_count(void);   /* CPUs this process may use: affinity, capped by t
 size_t weft__page_size(void);
 /* Parse a size like "256k", "1M", "65536"; 0 on error. */
 size_t weft__parse_size(const char *s);
-
-/* Internal spinlock for short critical sections that never park. */
-typedef struct {
-    _Atomic uint32_t v;
-} weft__spinlock;
-void weft__spin_lock_slow(weft__spinlock *l);
-static inline void weft__spin_lock(weft__spinlock *l)
-{
-    if (WEFT__LIKELY(!atomic_exchange_explicit(&l->v, 1, memory_order_acquire)))
-        return;
-    weft__spin_lock_slow(l);
-}
-static inline void weft__spin_unlock(weft__spinlock *l)
-{
-    atomic_store_explicit(&l->v, 0, memory_order_release);
-}
 
 #endif /* WEFT_CORE_INTERNAL_H */

@@ -28,9 +28,11 @@
  *  - Switches go straight from fiber to fiber: a fiber that yields, parks or finishes picks the next
  *    fiber itself (weft__schedule) and switches to it, one register swap. Only when nothing is runnable
  *    locally does it switch to the sched ctx, which steals, spins and sleeps.
- *  - A finishing fiber cannot free the stack it is running on, so it leaves itself in w->dead and the
- *    next context, having arrived on its own stack, reaps it (after_switch): stack back to the cache,
- *    result published, joiner woken.
+ *  - A finishing fiber publishes its result and wakes its joiner before it picks the next fiber, so a
+ *    joiner on the same worker is in runnext and runs next (one switch, depth-first). It cannot free
+ *    the stack it is running on: it leaves the stack in w->dead_stack and the next context, having
+ *    arrived on its own stack, gives it back (after_switch). After publishing, the finishing fiber no
+ *    longer touches its descriptor, which its joiner may already have freed.
  *  - Picking order: every 61st pick the global queue (so it never starves); runnext (at most 256 times
  *    in a row, so two fibers waking each other cannot monopolise a worker); the inbox; then the older of
  *    the ready queue's head and the deque's bottom; then the global queue. A fiber woken by a join goes
@@ -83,7 +85,7 @@
 #include "core/internal.h"
 #include "obs/sanitize.h"
 
-weft__rt weft__rt_g = {.gq_lock = PTHREAD_MUTEX_INITIALIZER};
+weft__rt weft__rt_g;
 #define rt (&weft__rt_g)
 
 __thread weft__worker *weft__tls_worker __attribute__((tls_model("initial-exec")));
@@ -201,7 +203,7 @@ static inline weft__fiber *readyq_pop(weft__worker *w)
 
 static void gq_push_list(weft__fiber *head, weft__fiber *tail, int64_t n)
 {
-    pthread_mutex_lock(&rt->gq_lock);
+    weft__spin_lock(&rt->gq_lock);
     tail->link = NULL;
     if (rt->gq_tail)
         rt->gq_tail->link = head;
@@ -209,7 +211,7 @@ static void gq_push_list(weft__fiber *head, weft__fiber *tail, int64_t n)
         rt->gq_head = head;
     rt->gq_tail = tail;
     atomic_fetch_add_explicit(&rt->gq_len, n, memory_order_relaxed);
-    pthread_mutex_unlock(&rt->gq_lock);
+    weft__spin_unlock(&rt->gq_lock);
 }
 
 /* Take a fair share of the global queue: one to run, the rest into w's deque. */
@@ -217,7 +219,7 @@ static weft__fiber *gq_get(weft__worker *w)
 {
     if (atomic_load_explicit(&rt->gq_len, memory_order_relaxed) == 0)
         return NULL;
-    pthread_mutex_lock(&rt->gq_lock);
+    weft__spin_lock(&rt->gq_lock);
     int64_t len = atomic_load_explicit(&rt->gq_len, memory_order_relaxed);
     int64_t n = len / rt->nworkers + 1;
     if (n > len)
@@ -246,7 +248,7 @@ static weft__fiber *gq_get(weft__worker *w)
         }
     }
     atomic_fetch_sub_explicit(&rt->gq_len, n, memory_order_relaxed);
-    pthread_mutex_unlock(&rt->gq_lock);
+    weft__spin_unlock(&rt->gq_lock);
     return first;
 }
 
@@ -410,23 +412,20 @@ static inline void switch_to(weft__worker *w, weft__fiber *from, weft__fiber *to
     weft__ctx_switch(save, sp);
 }
 
-/* The fiber that just finished on this worker: its stack is free now that we are off it. */
+/* The stack of the fiber that just finished on this worker: free now that we are off it. */
 static void reap(weft__worker *w)
 {
-    weft__fiber *d = w->dead;
-    w->dead = NULL;
-    weft__stack_put(w, d->stack);
-    d->stack = NULL;
-    weft__tsan_destroy(d->tsan_fiber);
-    d->tsan_fiber = NULL;
-    weft__fiber_publish_done(w, d);
+    weft__stack_put(w, w->dead_stack);
+    w->dead_stack = NULL;
+    weft__tsan_destroy(w->dead_tsan);
+    w->dead_tsan = NULL;
 }
 
 /* First thing a context does when it runs again. */
 static inline void after_switch(weft__worker *w, weft__fiber *self)
 {
     weft__asan_finish_switch(self->asan_fake_stack, NULL, NULL);
-    if (w->dead)
+    if (w->dead_stack)
         reap(w);
 }
 
@@ -438,10 +437,10 @@ static bool start_prepare(weft__worker *w, weft__fiber *f)
     f->worker = w;
     if (WEFT__UNLIKELY(!s)) {
         f->start_err = -ENOMEM;
-        if (atomic_load_explicit(&f->join, memory_order_relaxed) == JW_DETACHED) {
+        if (f->flags & WEFT__F_DETACHED) {
             char msg[160];
             int n = snprintf(msg, sizeof msg, "weft: fiber \"%s\" (id %llu) could not start: no memory for "
-                             "its %u KiB stack\n", f->name, (unsigned long long)f->id, f->stack_size >> 10);
+                             "its %u KiB stack\n", weft__name(f), (unsigned long long)f->id, f->stack_size >> 10);
             if (n > 0)
                 fwrite(msg, 1, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1, stderr);
         }
@@ -450,8 +449,9 @@ static bool start_prepare(weft__worker *w, weft__fiber *f)
     }
     f->stack = s;
     f->sp = weft__ctx_make((char *)s, fiber_entry, f);
+    f->asan_fake_stack = NULL;
     f->tsan_fiber = weft__tsan_create();
-    if (WEFT_TSAN && f->name[0])
+    if (WEFT_TSAN && (f->flags & WEFT__F_NAMED))
         weft__tsan_set_name(f->tsan_fiber, f->name);
     return true;
 }
@@ -494,8 +494,8 @@ static weft__fiber *pick_local(weft__worker *w)
     inbox_drain(w);
     weft__fiber *r = w->ready_head;
     if (dq_size(&w->dq) > 0) {
-        if (r && atomic_load_explicit(&r->enq_seq, memory_order_relaxed) <
-                     atomic_load_explicit(&dq_peek_bottom(&w->dq)->enq_seq, memory_order_relaxed))
+        if (r && (int32_t)(atomic_load_explicit(&r->enq_seq, memory_order_relaxed) -
+                           atomic_load_explicit(&dq_peek_bottom(&w->dq)->enq_seq, memory_order_relaxed)) < 0)
             return readyq_pop(w);
         if ((f = dq_pop(&w->dq)))
             return f;
@@ -517,7 +517,8 @@ static void schedule(weft__worker *w, weft__fiber *self, int why)
         next = runnable(w, pick_local(w)); /* a fiber that could not start: try the next */
     if (!next)
         next = &w->sched;
-    if (next == self) {
+    /* (a finished fiber's descriptor may already be another fiber's: never "resume" it) */
+    if (next == self && why != S_EXIT) {
         atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
         return;
     }
@@ -543,7 +544,11 @@ static void fiber_entry(void *arg)
     weft__tsan_internal_begin();
     f->result = result;
     w = f->worker;
-    w->dead = f;
+    w->dead_stack = f->stack;
+    w->dead_tsan = f->tsan_fiber;
+    f->stack = NULL;
+    f->tsan_fiber = NULL;
+    weft__fiber_publish_done(w, f); /* from here on, f may be freed and reused: do not touch it */
     schedule(w, f, S_EXIT);
     weft__panic("weft: a finished fiber was resumed");
 }
@@ -775,9 +780,14 @@ static weft__fiber *find_work(weft__worker *w)
         if (w->spinning) {
             int64_t until = weft__clock_ns() + rt->spin_ns;
             bool seen = false;
+            unsigned pause = 16;
             do {
-                for (int i = 0; i < 64; i++)
+                /* back off: every look reads the other workers' deque lines, which their owners write
+                 * on every push and pop */
+                for (unsigned i = 0; i < pause; i++)
                     weft__cpu_relax();
+                if (pause < 1024)
+                    pause *= 2;
                 if (work_visible(w) || atomic_load_explicit(&rt->stop, memory_order_relaxed)) {
                     seen = true;
                     break;

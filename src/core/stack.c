@@ -441,7 +441,7 @@ static _Noreturn void report_overflow(const weft__fiber *f, const char *what, ch
     put(&m, "weft: ");
     put(&m, what);
     put(&m, " ");
-    if (f && f->name[0]) {
+    if (f && (f->flags & WEFT__F_NAMED)) {
         put(&m, "\"");
         put(&m, f->name);
         put(&m, "\" ");

@@ -26,7 +26,7 @@ static void *thread_main(void *arg)
     weft__thread_stack_note(f);
     char n[16]; /* the kernel keeps 15 bytes of a thread's name */
     weft__tsan_internal_begin();
-    memcpy(n, f->name, sizeof n - 1);
+    memcpy(n, f->name, sizeof n - 1); /* "" when unnamed: set at spawn */
     n[sizeof n - 1] = '\0';
     weft_fn fn = f->fn;
     void *fn_arg = f->arg;
@@ -80,12 +80,11 @@ int weft_thread_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, vo
     f->fn = fn;
     f->arg = arg;
     f->id = weft__next_id(NULL);
-    f->detached_at_spawn = detached;
-    if (attr && attr->name) {
-        size_t n = strnlen(attr->name, sizeof f->name - 1);
-        memcpy(f->name, attr->name, n);
-        f->name[n] = '\0';
-    }
+    f->flags = (detached ? WEFT__F_DETACHED : 0) | (attr && attr->name && *attr->name ? WEFT__F_NAMED : 0);
+    f->start_err = 0;
+    size_t n = attr && attr->name ? strnlen(attr->name, sizeof f->name - 1) : 0;
+    memcpy(f->name, n ? attr->name : "", n);
+    f->name[n] = '\0';
     atomic_store_explicit(&f->join, detached ? JW_DETACHED : 0, memory_order_relaxed);
     atomic_store_explicit(&f->state, WEFT_NEW, memory_order_relaxed);
     weft_fiber_t h = weft__handle(f);
