@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# bench/run.sh - runs weft's benchmarks side by side with their peers.
+#
+#     bench/run.sh [--runs N] [--quick] [bench ...]
+#
+# benches: switch spawn parked-create parked-mem fib units (default: all)
+#   --runs N   runs of every implementation, interleaved (default 5)
+#   --quick    small counts and 3 runs: a smoke test, not figures to publish
+#
+# Environment:
+#   BUILD       build folder (default: build at the top of the repository)
+#   WEFT_BENCH  the weft program (default: $BUILD/bench/weft-bench)
+#   BENCH_TIMEOUT  seconds one program may run before it counts as failed (600)
+#
+# Every program prints `result <bench> <impl> <value> <unit>` lines; lower is
+# better.  The weft side is called as `$WEFT_BENCH [--quick] <bench>`; for
+# parked-create and parked-mem, one call that prints both is enough, and a
+# program that does not know the name (exit 2, no result) is asked for the
+# group's name, `parked`, instead.  The peers take their count as an argument
+# (bench/peers/README.md); they live in bench/peers/ and are built into
+# $BUILD/bench-peers/ when their sources are newer than the binaries.  Each
+# round runs weft, then every peer, so machine noise hits all sides alike;
+# the tables show the median per implementation.  All result lines go to
+# $BUILD/bench-results.txt.  Exits 0 unless the weft program itself failed: a
+# missing weft program is skipped, a peer that fails is shown as failed.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+command_line="bench/run.sh${*:+ $*}"
+for var in WEFT_BENCH BUILD BENCH_TIMEOUT; do
+    if [[ -n ${!var:-} ]]; then command_line="$var=${!var} $command_line"; fi
+done
+
+usage() {
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+
+all_benches=(switch spawn parked-create parked-mem fib units)
+runs=""
+quick=0
+benches=()
+while (($#)); do
+    case "$1" in
+        --runs)
+            [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || {
+                echo "run.sh: --runs needs a positive number" >&2
+                exit 2
+            }
+            runs=$2
+            shift 2
+            ;;
+        --runs=*)
+            runs=${1#--runs=}
+            [[ $runs =~ ^[1-9][0-9]*$ ]] || {
+                echo "run.sh: --runs needs a positive number" >&2
+                exit 2
+            }
+            shift
+            ;;
+        --quick)
+            quick=1
+            shift
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        -*)
+            echo "run.sh: unknown option $1" >&2
+            usage >&2
+            exit 2
+            ;;
+        *)
+            if [[ " ${all_benches[*]} " != *" $1 "* ]]; then
+                echo "run.sh: unknown bench '$1' (known: ${all_benches[*]})" >&2
+                exit 2
+            fi
+            benches+=("$1")
+            shift
+            ;;
+    esac
+done
+((${#benches[@]})) || benches=("${all_benches[@]}")
+if [[ -z $runs ]]; then
+    if ((quick)); then runs=3; else runs=5; fi
+fi
+
+abspath() {
+    case "$1" in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s/%s\n' "$PWD" "$1" ;;
+    esac
+}
+BUILD=$(abspath "${BUILD:-$root/build}")
+WEFT_BENCH=$(abspath "${WEFT_BENCH:-$BUILD/bench/weft-bench}")
+timeout_s=${BENCH_TIMEOUT:-600}
+peer_dir=$BUILD/bench-peers
+results=$BUILD/bench-results.txt
+mkdir -p "$peer_dir"
+: >"$results"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+note() { printf '%s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------------------
+# What there is to run.  A group is one program run per implementation that
+# may print several benches (parked prints parked-create and parked-mem).
+
+group_of() {
+    case "$1" in
+        parked-create | parked-mem) echo parked ;;
+        *) echo "$1" ;;
+    esac
+}
+
+# "program:impl[,impl]" for each peer of a group, in table order
+group_peers() {
+    case "$1" in
+        switch) echo "go-switch:go switch-boost-context:boost-context switch-boost-fiber:boost-fiber" ;;
+        spawn) echo "go-spawn:go spawn-boost-fiber:boost-fiber" ;;
+        parked) echo "go-parked:go parked-boost-fiber:boost-fiber" ;;
+        fib) echo "go-fib:go fib-tbb:tbb fib-openmp:openmp" ;;
+        units) echo "units:pthread,fork" ;;
+    esac
+}
+
+# the count --quick passes (to the peers and to weft)
+quick_count() {
+    case "$1" in
+        switch | spawn | parked) echo 100000 ;;
+        fib) echo 25 ;;
+        units) echo 2000 ;;
+    esac
+}
+
+bench_title() {
+    local fibn=30 n=1,000,000 units="20,000 threads, 2,000 processes"
+    if ((quick)); then fibn=25 n=100,000 units="2,000 threads, 200 processes"; fi
+    case "$1" in
+        switch) echo "two fibers yielding to each other on one thread: ns per round trip (A->B->A)" ;;
+        spawn) echo "spawn + run + join of $n tiny tasks on all CPUs: ns per task" ;;
+        parked-create) echo "$n fibers blocked at once: ns per fiber from the first spawn until all are blocked" ;;
+        parked-mem) echo "$n fibers blocked at once: bytes per fiber of VmRSS + VmPTE" ;;
+        fib) echo "fib($fibn) with a task per call on all CPUs: total ms" ;;
+        units) echo "one unit of concurrency created and joined, doing nothing: ns each ($units)" ;;
+    esac
+}
+
+groups=()
+for b in "${benches[@]}"; do
+    g=$(group_of "$b")
+    [[ " ${groups[*]} " == *" $g "* ]] || groups+=("$g")
+done
+
+# ---------------------------------------------------------------------------
+# Building the peers.
+
+declare -A failed # program -> why it failed (build or run)
+
+peer_sources() { # program: sets srcs to the files its binary depends on
+    local p=$1 s=$here/peers
+    case "$p" in
+        go-*) srcs=("$s/go/go.mod" "$s/go/peer/peer.go" "$s/go/${p#go-}/main.go") ;;
+        fib-openmp | units) srcs=("$s/peer.h" "$s/$p.c") ;;
+        *) srcs=("$s/peer.h" "$s/$p.cpp") ;;
+    esac
+}
+
+build_peer() { # program: compiles it into $peer_dir
+    local p=$1 s=$here/peers out=$peer_dir/$1
+    case "$p" in
+        go-*) (cd "$s/go" && go build -o "$out" "./${p#go-}") ;;
+        switch-boost-context) g++ -O2 -o "$out" "$s/$p.cpp" -lboost_context ;;
+        *-boost-fiber) g++ -O2 -pthread -o "$out" "$s/$p.cpp" -lboost_fiber -lboost_context ;;
+        fib-tbb) g++ -O2 -pthread -o "$out" "$s/$p.cpp" -ltbb ;;
+        fib-openmp) gcc -O2 -fopenmp -o "$out" "$s/$p.c" ;;
+        units) gcc -O2 -pthread -o "$out" "$s/$p.c" ;;
+    esac
+}
+
+stale() { # program: true when the binary is missing or older than a source
+    local out=$peer_dir/$1 src
+    [[ -x $out ]] || return 0
+    peer_sources "$1"
+    for src in "${srcs[@]}"; do
+        if [[ $src -nt $out ]]; then return 0; fi
+    done
+    return 1
+}
+
+# Go must not reach for the network or a home folder: everything local, the
+# caches under the build folder.
+export GOCACHE=$peer_dir/go-cache GOPATH=$peer_dir/go-path GO111MODULE=on \
+    GOTOOLCHAIN=local GOPROXY=off GOFLAGS="" GOWORK=off
+
+to_build=()
+for g in "${groups[@]}"; do
+    for entry in $(group_peers "$g"); do
+        p=${entry%%:*}
+        if stale "$p"; then to_build+=("$p"); fi
+    done
+done
+if ((${#to_build[@]})); then
+    if ! "$here/install-peers.sh" --check >"$tmp/check.log" 2>&1; then
+        note "# some peer tools are missing:"
+        sed 's/^/#   /' "$tmp/check.log" >&2
+        "$here/install-peers.sh" >&2 || note "# install-peers.sh failed; the peers that need it will fail to build"
+    fi
+    for p in "${to_build[@]}"; do
+        note "# building $p"
+        log=$peer_dir/$p.build.log
+        rm -f "$peer_dir/$p"
+        if ! build_peer "$p" >"$log" 2>&1; then
+            why=$(grep -m1 -E 'error|not found|cannot' "$log" || tail -n1 "$log")
+            failed[$p]="build: ${why:0:100}; see $log"
+            note "#   failed: ${failed[$p]}"
+        fi
+    done
+fi
+
+# ---------------------------------------------------------------------------
+# Running.
+
+weft_state=ok # ok | missing | failed (in at least one group)
+if [[ ! -x $WEFT_BENCH ]]; then
+    weft_state=missing
+    note "# $WEFT_BENCH not found: the weft side is skipped (build it first, or set WEFT_BENCH)"
+fi
+declare -A weft_why # group -> why the weft program failed there
+declare -A notes    # "group:program" -> its '#' lines from its first good run
+
+# run_one KEY PROGRAM ARGS...: one run; result lines for the wanted benches
+# go to $results and to $tmp/last; false if the program failed, with the exit
+# status in $run_rc and a line saying why in $run_why.
+run_one() {
+    local key=$1 rc=0
+    shift
+    timeout "$timeout_s" "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+    run_rc=$rc
+    awk -v want=" ${wanted[*]} " '
+        $1 == "result" && NF >= 5 && index(want, " " $2 " ") && $4 + 0 == $4 { print $1, $2, $3, $4, $5 }
+    ' "$tmp/out" | tee -a "$results" >"$tmp/last"
+    if ((rc != 0)); then
+        local why
+        why=$(grep -v '^$' "$tmp/err" | tail -n1 || true)
+        if ((rc == 124)); then why="timed out after ${timeout_s}s"; fi
+        run_why="exit $rc${why:+: ${why:0:100}}"
+        return 1
+    fi
+    [[ -n ${notes[$key]+set} ]] || notes[$key]=$(grep '^#' "$tmp/out" || true)
+    return 0
+}
+
+declare -A weft_name # bench -> the name the weft program answered to
+# run_weft BENCH: one weft run for BENCH, under its own name or its group's
+run_weft() {
+    local b=$1 g names n
+    g=$(group_of "$b")
+    if [[ -n ${weft_name[$b]:-} ]]; then
+        names=("${weft_name[$b]}")
+    elif [[ $g != "$b" ]]; then
+        names=("$b" "$g")
+    else
+        names=("$b")
+    fi
+    for n in "${names[@]}"; do
+        if run_one "$(group_of "$b"):weft" "$WEFT_BENCH" "${quick_flag[@]}" "$n"; then
+            weft_name[$b]=$n
+            return 0
+        fi
+        # exit 2 and no result: a name it does not know; try the next one
+        if ((run_rc == 2)) && [[ ! -s $tmp/last ]]; then continue; fi
+        return 1
+    done
+    return 1
+}
+
+quick_flag=()
+if ((quick)); then quick_flag=(--quick); fi
+for g in "${groups[@]}"; do
+    wanted=()
+    for b in "${benches[@]}"; do
+        if [[ $(group_of "$b") == "$g" ]]; then wanted+=("$b"); fi
+    done
+    count_args=()
+    if ((quick)); then count_args=("$(quick_count "$g")"); fi
+    for ((r = 1; r <= runs; r++)); do
+        note "# $g: run $r of $runs"
+        if [[ $weft_state != missing && -z ${weft_why[$g]:-} ]]; then
+            # One call per wanted bench, unless an earlier call already
+            # printed it (a weft program may print parked-mem along with
+            # parked-create).
+            : >"$tmp/weft-run"
+            for b in "${wanted[@]}"; do
+                if grep -q "^result $b " "$tmp/weft-run"; then continue; fi
+                if ! run_weft "$b"; then
+                    weft_state=failed
+                    weft_why[$g]="$b: $run_why"
+                    note "#   weft failed: ${weft_why[$g]}"
+                    break
+                fi
+                cat "$tmp/last" >>"$tmp/weft-run"
+            done
+        fi
+        for entry in $(group_peers "$g"); do
+            p=${entry%%:*}
+            if [[ -n ${failed[$p]+set} && ! -x $peer_dir/$p ]]; then continue; fi
+            if ! run_one "$g:$p" "$peer_dir/$p" "${count_args[@]}"; then
+                failed[$p]="run: $run_why"
+                note "#   $p failed: $run_why"
+            fi
+        done
+    done
+done
+
+# ---------------------------------------------------------------------------
+# Tables.
+
+fmt() { # value: three significant digits or so
+    awk -v v="$1" 'BEGIN {
+        if (v >= 100) printf "%.0f", v; else if (v >= 10) printf "%.1f", v; else printf "%.2f", v }'
+}
+
+# stats BENCH IMPL: "n median min max unit", or nothing without results
+stats() {
+    awk -v b="$1" -v i="$2" '$2 == b && $3 == i { print $4, $5 }' "$results" | sort -g |
+        awk '{ v[NR] = $1; u = $2 }
+             END { if (NR == 0) exit
+                   m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                   print NR, m, v[1], v[NR], u }'
+}
+
+verdict() { # peer weft: "ratio  weft Nx faster|slower|even"
+    local r x word
+    r=$(awk -v p="$1" -v w="$2" 'BEGIN { print p / w }')
+    if awk -v r="$r" 'BEGIN { exit !(r >= 1) }'; then
+        x=$(fmt "$r")
+        word="weft ${x}x faster"
+    else
+        x=$(fmt "$(awk -v r="$r" 'BEGIN { print 1 / r }')")
+        word="weft ${x}x slower"
+    fi
+    if [[ $x == 1.00 ]]; then word=even; fi
+    printf '%-7s %s\n' "$(fmt "$r")" "$word"
+}
+
+row() { printf '%-14s %10s %-4s %-22s %s\n' "$@"; }
+
+declare -A impl_prog # impl -> the program that prints it
+printf '\n'
+for b in "${benches[@]}"; do
+    g=$(group_of "$b")
+    printf '%s: %s; median of %s\n\n' "$b" "$(bench_title "$b")" "$( ((runs == 1)) && echo "1 run" || echo "$runs runs")"
+    row impl median unit min..max "peer/weft"
+    # weft, its variants (weft-thread, ...), then each peer's impls
+    impls=(weft)
+    while read -r i; do
+        impls+=("$i")
+    done < <(awk -v b="$b" '$2 == b && $3 ~ /^weft-/ { print $3 }' "$results" | sort -u)
+    impl_prog=([weft]=weft)
+    for entry in $(group_peers "$g"); do
+        IFS=, read -r -a list <<<"${entry#*:}"
+        for i in "${list[@]}"; do
+            impls+=("$i")
+            impl_prog[$i]=${entry%%:*}
+        done
+    done
+    weft_median=""
+    if s=$(stats "$b" weft) && [[ -n $s ]]; then weft_median=$(echo "$s" | cut -d' ' -f2); fi
+    for i in "${impls[@]}"; do
+        p=${impl_prog[$i]:-weft}
+        s=$(stats "$b" "$i")
+        if [[ -z $s ]]; then
+            if [[ $p == weft ]]; then
+                if [[ $weft_state == missing ]]; then
+                    row "$i" - - - "skipped ($WEFT_BENCH not built)"
+                else
+                    row "$i" - - - "failed (${weft_why[$g]:-no result line})"
+                fi
+            else
+                row "$i" - - - "failed (${failed[$p]:-no result line})"
+            fi
+            continue
+        fi
+        read -r n median min max unit <<<"$s"
+        ratio="-"
+        if [[ $i != weft && -n $weft_median ]] &&
+            awk -v w="$weft_median" -v m="$median" 'BEGIN { exit !(w > 0 && m > 0) }'; then
+            ratio=$(verdict "$median" "$weft_median")
+        fi
+        range="$(fmt "$min")..$(fmt "$max")"
+        if ((n < runs)); then
+            if [[ $p == weft ]]; then why=${weft_why[$g]:-no result line}; else why=${failed[$p]:-no result line}; fi
+            ratio="$ratio  ($((runs - n)) of $runs runs failed: $why)"
+        fi
+        row "$i" "$(fmt "$median")" "$unit" "$range" "$ratio"
+    done
+    # what each program said about its set-up
+    for p in weft $(for e in $(group_peers "$g"); do echo "${e%%:*}"; done); do
+        if [[ -n ${notes[$g:$p]:-} ]]; then printf '%s\n' "${notes[$g:$p]}" | sed "s/^# */    $p: /"; fi
+    done
+    printf '\n'
+done
+
+cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+mem=$(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null || true)
+printf 'machine: %s CPUs, %s, %s RAM, %s %s %s\n' "$(nproc)" "${cpu:-unknown CPU}" "${mem:-?}" \
+    "$(uname -s)" "$(uname -r)" "$(uname -m)"
+printf 'tools:   %s, %s\n' "$(gcc --version 2>/dev/null | head -n1 || echo 'no gcc')" "$(go version 2>/dev/null || echo 'no go')"
+printf 'date:    %s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+printf 'command: %s\n' "$command_line"
+printf 'raw:     %s\n' "$results"
+
+[[ $weft_state != failed ]]
