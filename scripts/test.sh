@@ -10,7 +10,7 @@
 # Each test program runs each of its tests in a child process with a timeout (test/runner.h).
 # Usage: scripts/test.sh [flavour ...]    (default: all; WEFT_TEST_JOBS sets build parallelism)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 scripts/deps.sh test
 

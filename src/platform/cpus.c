@@ -28,9 +28,9 @@ int weft__affinity_count(void)
 
 /* Find the mount point and mount root of the cgroup v2 hierarchy (v2 != 0) or of the v1 hierarchy
  * that carries the "cpu" controller. */
-static int find_mount(int v2, char *point, size_t plen, char *root, size_t rlen)
+static int find_mount(const char *mountinfo, int v2, char *point, size_t plen, char *root, size_t rlen)
 {
-    FILE *f = fopen("/proc/self/mountinfo", "re");
+    FILE *f = fopen(mountinfo, "re");
     if (!f)
         return -1;
     char line[4096];
@@ -67,9 +67,9 @@ static int find_mount(int v2, char *point, size_t plen, char *root, size_t rlen)
 }
 
 /* The process's cgroup path in the v2 hierarchy (v2 != 0) or in the v1 "cpu" hierarchy. */
-static int find_cgroup(int v2, char *path, size_t len)
+static int find_cgroup(const char *cgroup, int v2, char *path, size_t len)
 {
-    FILE *f = fopen("/proc/self/cgroup", "re");
+    FILE *f = fopen(cgroup, "re");
     if (!f)
         return -1;
     char line[4096];
@@ -138,10 +138,11 @@ static double dir_quota(int v2, const char *dir)
 }
 
 /* The tightest quota from the process's cgroup up to the root of the hierarchy it can see. */
-static double hierarchy_quota(int v2)
+static double hierarchy_quota(const char *mountinfo, const char *cgroup, int v2)
 {
     char point[1024], root[1024], cg[2048];
-    if (find_mount(v2, point, sizeof point, root, sizeof root) != 0 || find_cgroup(v2, cg, sizeof cg) != 0)
+    if (find_mount(mountinfo, v2, point, sizeof point, root, sizeof root) != 0 ||
+        find_cgroup(cgroup, v2, cg, sizeof cg) != 0)
         return 0;
     /* The mount shows the hierarchy from `root` down; the process's path is relative to the top. */
     const char *rel = cg;
@@ -165,12 +166,17 @@ static double hierarchy_quota(int v2)
     return best;
 }
 
-double weft__cgroup_cpu_quota(void)
+double weft__cgroup_cpu_quota_at(const char *mountinfo, const char *cgroup)
 {
-    double v2 = hierarchy_quota(1), v1 = hierarchy_quota(0);
+    double v2 = hierarchy_quota(mountinfo, cgroup, 1), v1 = hierarchy_quota(mountinfo, cgroup, 0);
     if (v2 > 0 && v1 > 0)
         return v2 < v1 ? v2 : v1;
     return v2 > 0 ? v2 : v1;
+}
+
+double weft__cgroup_cpu_quota(void)
+{
+    return weft__cgroup_cpu_quota_at("/proc/self/mountinfo", "/proc/self/cgroup");
 }
 
 int weft__cpu_count(void)
