@@ -12,8 +12,8 @@
  *   sched ctx   the worker thread's own stack and context; it runs the idle loop, never user code.
  *   owner       the worker a structure belongs to. Owner-only fields need no atomics.
  *   new fiber   spawned, not started: it has no stack yet and may run on any worker.
- *   started     has run at least once: it stays on its worker for good (DESIGN.md, decision 3), so the
- *               thread-local storage it sees (errno, libc state) never changes under it.
+ *   started     has run at least once: it stays on its worker for good (docs/design.md, decision 3),
+ *               so the thread-local storage it sees (errno, libc state) never changes under it.
  *   runnext     one slot for the fiber just woken on this worker: it runs next (hand-off latency).
  *   ready queue owner-only FIFO of started fibers that are ready (yielded, or woken and bumped out of
  *               runnext).

@@ -1,5 +1,5 @@
 /*
- * Fiber stacks (DESIGN.md, decision 4).
+ * Fiber stacks (docs/design.md, decision 4).
  *
  * The job: give a fiber that starts a stack of at least the size it asked for, fast, with a guard below
  * it that turns an overflow into a clear report instead of silent corruption of a neighbour, and keep a

@@ -1,5 +1,5 @@
 /*
- * Telling ASan, TSan and Valgrind about fibers (DESIGN.md, decision 8).
+ * Telling ASan, TSan and Valgrind about fibers (docs/design.md, decision 8).
  *
  * A fiber switch moves the CPU to another stack behind the tools' backs. Each tool has its own way to be
  * told, and each must be told at every switch, or it reports false errors (ASan: "stack-buffer-underflow"
