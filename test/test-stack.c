@@ -89,6 +89,9 @@ TEST(live_fibers_never_share_a_stack)
     ASSERT_OK(weft_shutdown());
 }
 
+/* Not under sanitizers: ASan maps a fake stack per fiber, and TSan builds remap each reused stack,
+ * so the count of mappings says nothing about weft's own layout there. */
+#if !WEFT_ASAN && !WEFT_TSAN
 static weft_wg_t parked_ready, parked_gate;
 
 static void *park_here(void *arg)
@@ -134,3 +137,4 @@ TEST_TIMEOUT(many_parked_fibers_fit_under_the_default_max_map_count, 300)
     ASSERT_OK(weft_wg_done(&parked_gate));
     ASSERT_OK(weft_shutdown());
 }
+#endif

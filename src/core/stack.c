@@ -434,7 +434,7 @@ static void put_size(msgbuf *m, size_t bytes)
     }
 }
 
-static _Noreturn void report_overflow(const weft__fiber *f, const char *what, char *lo, size_t size,
+WEFT__NO_TSAN static _Noreturn void report_overflow(const weft__fiber *f, const char *what, char *lo, size_t size,
                                       char *addr)
 {
     msgbuf m = {.len = 0};
@@ -481,7 +481,8 @@ static void chain(int sig, siginfo_t *si, void *uc)
     }
 }
 
-static void on_fault(int sig, siginfo_t *si, void *uc)
+/* Not instrumented by TSan: it runs inside whichever fiber faulted, and only reads. */
+WEFT__NO_TSAN static void on_fault(int sig, siginfo_t *si, void *uc)
 {
     int saved = errno;
     char *addr = si->si_addr;

@@ -54,6 +54,13 @@ void AnnotateIgnoreSyncEnd(const char *file, int line);
 #define WEFT_VALGRIND 0
 #endif
 
+/* For code that must not be instrumented by TSan (a signal handler reading runtime state). */
+#if WEFT_TSAN
+#define WEFT__NO_TSAN __attribute__((no_sanitize("thread")))
+#else
+#define WEFT__NO_TSAN
+#endif
+
 /* Stacks under a sanitizer need room for its redzones and bigger frames. */
 #if WEFT_ASAN || WEFT_TSAN
 #define WEFT_SAN_STACK_FACTOR 4
