@@ -120,6 +120,8 @@ weft__fiber *weft__desc_alloc(weft__worker *w)
 
 static void desc_free(weft__worker *w, weft__fiber *f)
 {
+    /* a handle forged for the next generation must not find a joinable fiber here */
+    f->kind = WEFT__KIND_FREE;
     uint32_t g = atomic_load_explicit(&f->gen, memory_order_relaxed) + 1;
     atomic_store_explicit(&f->gen, g ? g : 1, memory_order_release);
     if (WEFT__LIKELY(w != NULL)) {
@@ -231,7 +233,12 @@ void weft__fiber_publish_done(weft__worker *w, weft__fiber *f)
     weft__tsan_internal_begin();
     atomic_store_explicit(&f->state, WEFT_DONE, memory_order_relaxed);
     bool fiber = f->kind == WEFT__KIND_FIBER;
-    uintptr_t j = atomic_exchange_explicit(&f->join, JW_DONE, memory_order_acq_rel);
+    /* a detached fiber goes straight to CLAIMED: publishing DONE, even for an instant, would let a
+     * (mistaken) join on its handle collect it too */
+    uintptr_t j = atomic_load_explicit(&f->join, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&f->join, &j, j == JW_DETACHED ? JW_CLAIMED : JW_DONE,
+                                                  memory_order_acq_rel, memory_order_relaxed))
+        ;
     if (j == JW_DETACHED) {
         desc_free(w, f);
     } else if (j != 0) {
@@ -384,16 +391,26 @@ int weft_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg
     weft_fiber_t h = weft__handle(f);
     weft__tsan_internal_end();
     weft__tsan_release(f); /* the spawner's past happens before the fiber */
-    if (out)
-        *out = h;
     weft__tsan_internal_begin();
     if (w)
         atomic_store_explicit(&w->nspawned, atomic_load_explicit(&w->nspawned, memory_order_relaxed) + 1,
                               memory_order_release);
     else
         atomic_fetch_add_explicit(&weft__rt_g.foreign_spawned, 1, memory_order_seq_cst);
-    weft__submit_new(w, f);
+    int r = weft__submit_new(w, f);
+    if (WEFT__UNLIKELY(r < 0)) { /* nothing was queued: undo, the fiber never existed */
+        if (w)
+            atomic_store_explicit(&w->nspawned, atomic_load_explicit(&w->nspawned, memory_order_relaxed) - 1,
+                                  memory_order_release);
+        else
+            atomic_fetch_sub_explicit(&weft__rt_g.foreign_spawned, 1, memory_order_seq_cst);
+        desc_free(w, f);
+    }
     weft__tsan_internal_end();
+    if (r < 0)
+        return r;
+    if (out)
+        *out = h;
     return 0;
 }
 

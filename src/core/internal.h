@@ -70,6 +70,7 @@ enum weft__kind {
     WEFT__KIND_THREAD = 1,  /* a kernel thread from weft_thread_spawn */
     WEFT__KIND_FOREIGN = 2, /* any other thread, when it needs to wait on something weft owns */
     WEFT__KIND_SCHED = 3,   /* a worker's own thread context: runs the idle loop, never user code */
+    WEFT__KIND_FREE = 4,    /* in a free list: no handle names it */
 };
 
 /* Why a fiber waits: shown in dumps and traces. */
@@ -190,6 +191,9 @@ weft__fiber *weft__self_if_any(void); /* never allocates; NULL on plain foreign 
 uint32_t weft__park_prepare(weft__fiber *self, unsigned reason, const void *obj);
 int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline);
 bool weft__unpark(weft__fiber *f, uint32_t tok, unsigned why);
+/* The same for a batch of wakeups (timers, wake-all): woken fibers on this worker queue in order at the
+ * back of the ready queue instead of jumping ahead through runnext. */
+bool weft__unpark_fifo(weft__fiber *f, uint32_t tok, unsigned why);
 /* Undo a prepared wait that was never published (so nobody can have woken it). */
 void weft__park_cancel(weft__fiber *self, uint32_t tok);
 
@@ -294,8 +298,11 @@ typedef struct weft__rt {
     int64_t spin_ns;
 
     /* global queue: spawns from outside the runtime, overflow of full deques */
-    _Alignas(WEFT__CACHELINE) weft__spinlock gq_lock; /* short sections: list splices */
-    weft__fiber *gq_head, *gq_tail;
+    /* a ring of fiber pointers, not a linked list: taking a batch copies pointers instead of chasing
+     * links through descriptors that another CPU just wrote */
+    _Alignas(WEFT__CACHELINE) weft__spinlock gq_lock; /* short sections: copies in and out */
+    weft__fiber **gq_ring;
+    size_t gq_cap, gq_head;   /* capacity (a power of two), index of the oldest */
     _Atomic int64_t gq_len;
 
     _Alignas(WEFT__CACHELINE) _Atomic int nspinning;
@@ -315,10 +322,12 @@ int64_t weft__live_fibers(void);
 void weft__quiesce_check(void);
 int weft__ensure_running(void);
 
-/* Make a waiting fiber runnable again (after its park word says WOKEN). */
-void weft__ready(weft__fiber *f);
-/* Queue a fiber that has not started yet (spawn). */
-void weft__submit_new(weft__worker *w, weft__fiber *f);
+/* Make a waiting fiber runnable again (after its park word says WOKEN). `next`: a hand-off, it runs
+ * next on its worker if that is this one; otherwise it queues at the back. */
+void weft__ready(weft__fiber *f, bool next);
+/* Queue a fiber that has not started yet (spawn). -ENOMEM (nothing queued) when the global queue
+ * cannot grow. */
+int weft__submit_new(weft__worker *w, weft__fiber *f);
 
 /* Timers (timer.c): a min-heap per worker, owner only. */
 int weft__timer_add(weft__worker *w, weft__fiber *f);

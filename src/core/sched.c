@@ -161,6 +161,26 @@ static inline weft__fiber *dq_steal(weft__deque *q)
     }
 }
 
+/* Owner only: claim the oldest k (at most) with one CAS, as a batch. Safe against thieves: they move
+ * top by one with a CAS, so exactly one of us wins each race; the owner is not pushing meanwhile. */
+static size_t dq_take_top(weft__deque *q, weft__fiber **out, size_t k)
+{
+    for (;;) {
+        int64_t t = atomic_load_explicit(&q->top, memory_order_seq_cst);
+        int64_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
+        size_t n = b > t ? (size_t)(b - t) : 0;
+        if (n > k)
+            n = k;
+        if (!n)
+            return 0;
+        for (size_t i = 0; i < n; i++)
+            out[i] = atomic_load_explicit(&q->buf[(t + (int64_t)i) & DQ_MASK], memory_order_relaxed);
+        if (atomic_compare_exchange_strong_explicit(&q->top, &t, t + (int64_t)n, memory_order_seq_cst,
+                                                    memory_order_relaxed))
+            return n;
+    }
+}
+
 static inline weft__fiber *dq_peek_bottom(weft__deque *q)
 {
     int64_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
@@ -201,17 +221,49 @@ static inline weft__fiber *readyq_pop(weft__worker *w)
 /* ------------------------------------------------------------------------------------------------ */
 /* Global queue                                                                                      */
 
-static void gq_push_list(weft__fiber *head, weft__fiber *tail, int64_t n)
+/* Make room for n more; under the lock. The ring grows by doubling, outside the lock (returns with it
+ * held again). -ENOMEM when it cannot grow. */
+static int gq_reserve(size_t n)
+{
+    for (;;) {
+        size_t len = (size_t)atomic_load_explicit(&rt->gq_len, memory_order_relaxed);
+        if (len + n <= rt->gq_cap)
+            return 0;
+        size_t cap = rt->gq_cap ? rt->gq_cap : 1024;
+        while (cap < len + n)
+            cap *= 2;
+        weft__spin_unlock(&rt->gq_lock);
+        weft__fiber **ring = malloc(cap * sizeof *ring);
+        weft__spin_lock(&rt->gq_lock);
+        if (!ring)
+            return -ENOMEM;
+        len = (size_t)atomic_load_explicit(&rt->gq_len, memory_order_relaxed);
+        if (cap < len + n || cap <= rt->gq_cap) { /* someone else grew it meanwhile */
+            free(ring);
+            continue;
+        }
+        for (size_t i = 0; i < len; i++)
+            ring[i] = rt->gq_ring[(rt->gq_head + i) & (rt->gq_cap - 1)];
+        free(rt->gq_ring);
+        rt->gq_ring = ring;
+        rt->gq_cap = cap;
+        rt->gq_head = 0;
+    }
+}
+
+/* Queue n fibers at the back of the global queue. -ENOMEM (nothing queued) when it cannot grow. */
+static int gq_push(weft__fiber *const *fs, size_t n)
 {
     weft__spin_lock(&rt->gq_lock);
-    tail->link = NULL;
-    if (rt->gq_tail)
-        rt->gq_tail->link = head;
-    else
-        rt->gq_head = head;
-    rt->gq_tail = tail;
-    atomic_fetch_add_explicit(&rt->gq_len, n, memory_order_relaxed);
+    int r = gq_reserve(n);
+    if (r == 0) {
+        size_t len = (size_t)atomic_load_explicit(&rt->gq_len, memory_order_relaxed);
+        for (size_t i = 0; i < n; i++)
+            rt->gq_ring[(rt->gq_head + len + i) & (rt->gq_cap - 1)] = fs[i];
+        atomic_store_explicit(&rt->gq_len, (int64_t)(len + n), memory_order_relaxed);
+    }
     weft__spin_unlock(&rt->gq_lock);
+    return r;
 }
 
 /* Take a fair share of the global queue: one to run, the rest into w's deque. */
@@ -219,37 +271,27 @@ static weft__fiber *gq_get(weft__worker *w)
 {
     if (atomic_load_explicit(&rt->gq_len, memory_order_relaxed) == 0)
         return NULL;
+    weft__fiber *got[WEFT__DEQUE_CAP / 2];
     weft__spin_lock(&rt->gq_lock);
     int64_t len = atomic_load_explicit(&rt->gq_len, memory_order_relaxed);
     int64_t n = len / rt->nworkers + 1;
+    int64_t room = WEFT__DEQUE_CAP - dq_size(&w->dq) + 1; /* the first one runs at once */
     if (n > len)
         n = len;
     if (n > WEFT__DEQUE_CAP / 2)
         n = WEFT__DEQUE_CAP / 2;
-    weft__fiber *first = NULL;
-    for (int64_t i = 0; i < n; i++) {
-        weft__fiber *f = rt->gq_head;
-        rt->gq_head = f->link;
-        if (!rt->gq_head)
-            rt->gq_tail = NULL;
-        f->link = NULL;
-        if (!first) {
-            first = f;
-        } else {
-            stamp(w, f);
-            if (!dq_push(&w->dq, f)) { /* cannot happen: n <= half the capacity... unless full */
-                f->link = rt->gq_head;
-                rt->gq_head = f;
-                if (!rt->gq_tail)
-                    rt->gq_tail = f;
-                n = i;
-                break;
-            }
-        }
-    }
-    atomic_fetch_sub_explicit(&rt->gq_len, n, memory_order_relaxed);
+    if (n > room)
+        n = room;
+    for (int64_t i = 0; i < n; i++)
+        got[i] = rt->gq_ring[(rt->gq_head + (size_t)i) & (rt->gq_cap - 1)];
+    rt->gq_head = (rt->gq_head + (size_t)n) & (rt->gq_cap - 1);
+    atomic_store_explicit(&rt->gq_len, len - n, memory_order_relaxed);
     weft__spin_unlock(&rt->gq_lock);
-    return first;
+    for (int64_t i = 1; i < n; i++) {
+        stamp(w, got[i]);
+        dq_push(&w->dq, got[i]); /* room was checked: only this worker pushes here */
+    }
+    return n > 0 ? got[0] : NULL;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -323,57 +365,55 @@ static inline void inbox_drain(weft__worker *w)
     }
 }
 
-void weft__ready(weft__fiber *f)
+void weft__ready(weft__fiber *f, bool next)
 {
     weft__worker *w = f->worker;
     atomic_store_explicit(&f->state, WEFT_READY, memory_order_relaxed);
-    if (w == weft__tls_worker) {
+    if (w != weft__tls_worker) {
+        inbox_push(w, f);
+    } else if (next) {
         if (w->runnext)
             readyq_push(w, w->runnext);
         w->runnext = f;
     } else {
-        inbox_push(w, f);
+        readyq_push(w, f);
     }
 }
 
-void weft__submit_new(weft__worker *w, weft__fiber *f)
+int weft__submit_new(weft__worker *w, weft__fiber *f)
 {
     atomic_store_explicit(&f->state, WEFT_NEW, memory_order_relaxed);
     if (w) {
         stamp(w, f);
         if (WEFT__UNLIKELY(!dq_push(&w->dq, f))) {
             /* full: move the older half to the global queue, where other workers find it */
-            weft__fiber *head = NULL, *tail = NULL;
-            int64_t n = 0;
-            for (int i = 0; i < WEFT__DEQUE_CAP / 2; i++) {
-                weft__fiber *g = dq_steal(&w->dq);
-                if (!g)
-                    break;
-                g->link = NULL;
-                if (tail)
-                    tail->link = g;
-                else
-                    head = g;
-                tail = g;
-                n++;
+            weft__fiber *batch[WEFT__DEQUE_CAP / 2];
+            weft__spin_lock(&rt->gq_lock);
+            int r = gq_reserve(WEFT__DEQUE_CAP / 2);
+            if (r < 0) {
+                weft__spin_unlock(&rt->gq_lock);
+                return r;
             }
-            if (!dq_push(&w->dq, f)) {
-                f->link = NULL;
-                if (tail)
-                    tail->link = f;
-                else
-                    head = f;
-                tail = f;
-                n++;
+            size_t k = dq_take_top(&w->dq, batch, WEFT__DEQUE_CAP / 2);
+            size_t len = (size_t)atomic_load_explicit(&rt->gq_len, memory_order_relaxed);
+            for (size_t i = 0; i < k; i++)
+                rt->gq_ring[(rt->gq_head + len + i) & (rt->gq_cap - 1)] = batch[i];
+            atomic_store_explicit(&rt->gq_len, (int64_t)(len + k), memory_order_relaxed);
+            weft__spin_unlock(&rt->gq_lock);
+            if (!dq_push(&w->dq, f)) { /* thieves took nothing and we took nothing: cannot happen */
+                int e = gq_push(&f, 1);
+                if (e < 0)
+                    return e;
             }
-            if (n)
-                gq_push_list(head, tail, n);
         }
     } else {
-        gq_push_list(f, f, 1);
+        int r = gq_push(&f, 1);
+        if (r < 0)
+            return r;
     }
     atomic_thread_fence(memory_order_seq_cst);
     wake_idle();
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -569,7 +609,7 @@ uint32_t weft__park_prepare(weft__fiber *self, unsigned reason, const void *obj)
     return seq;
 }
 
-bool weft__unpark(weft__fiber *f, uint32_t tok, unsigned why)
+static inline bool unpark(weft__fiber *f, uint32_t tok, unsigned why, bool next)
 {
     uint32_t exp = PW_WORD(tok, PW_OK, PW_WAITING);
     if (!atomic_compare_exchange_strong_explicit(&f->park, &exp, PW_WORD(tok, why, PW_WOKEN),
@@ -577,11 +617,21 @@ bool weft__unpark(weft__fiber *f, uint32_t tok, unsigned why)
         return false;
     weft__tsan_internal_begin();
     if (f->kind == WEFT__KIND_FIBER)
-        weft__ready(f);
+        weft__ready(f, next);
     else
         weft__futex_wake(&f->park, 1);
     weft__tsan_internal_end();
     return true;
+}
+
+bool weft__unpark(weft__fiber *f, uint32_t tok, unsigned why)
+{
+    return unpark(f, tok, why, true);
+}
+
+bool weft__unpark_fifo(weft__fiber *f, uint32_t tok, unsigned why)
+{
+    return unpark(f, tok, why, false);
 }
 
 void weft__park_cancel(weft__fiber *self, uint32_t tok)
@@ -708,16 +758,15 @@ static weft__fiber *steal(weft__worker *w)
         if (!f)
             continue;
         /* take up to half of what is left, so the next few picks need no more stealing */
-        int64_t more = dq_size(&v->dq) / 2;
+        int64_t more = dq_size(&v->dq) / 2, room = WEFT__DEQUE_CAP - dq_size(&w->dq);
+        if (more > room)
+            more = room;
         while (more-- > 0) {
             weft__fiber *g = dq_steal(&v->dq);
             if (!g)
                 break;
             stamp(w, g);
-            if (!dq_push(&w->dq, g)) {
-                gq_push_list(g, g, 1);
-                break;
-            }
+            dq_push(&w->dq, g); /* room was checked: only this worker pushes here */
         }
         return f;
     }
@@ -876,7 +925,7 @@ int weft__sched_start(int nworkers)
     atomic_store(&rt->nsleeping, 0);
     atomic_store(&rt->gq_len, 0);
     atomic_store(&rt->foreign_spawned, 0);
-    rt->gq_head = rt->gq_tail = NULL;
+    rt->gq_head = 0;
     for (int i = 0; i < nworkers; i++) {
         weft__worker *w = aligned_alloc(WEFT__CACHELINE, sizeof *w);
         if (!w) {
@@ -919,6 +968,9 @@ void weft__sched_stop(void)
         free(rt->workers[i]);
     free(rt->workers);
     rt->workers = NULL;
+    free(rt->gq_ring);
+    rt->gq_ring = NULL;
+    rt->gq_cap = 0;
     rt->nworkers = 0;
 }
 

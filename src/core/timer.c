@@ -92,7 +92,7 @@ int weft__timer_run(weft__worker *w, int64_t now)
         /* the wait's token is the sequence in its park word; a fiber whose wait was already won by
          * another waker simply loses nothing here */
         uint32_t pw = atomic_load_explicit(&f->park, memory_order_relaxed);
-        if (PW_STATE(pw) == PW_WAITING && weft__unpark(f, PW_SEQ(pw), PW_TIMEOUT))
+        if (PW_STATE(pw) == PW_WAITING && weft__unpark_fifo(f, PW_SEQ(pw), PW_TIMEOUT))
             n++;
     }
     return n;

@@ -51,7 +51,7 @@ static void wake_all(wg_impl *g)
         weft__fiber *f = n->f;
         uint32_t tok = n->tok;
         n->taken = true;
-        weft__unpark(f, tok, PW_OK);
+        weft__unpark_fifo(f, tok, PW_OK);
     }
     g->head = NULL;
     g->nwaiters = 0;
@@ -63,11 +63,13 @@ int weft_wg_add(weft_wg_t *wg, int64_t delta)
     if (!wg)
         return -EINVAL;
     wg_impl *g = impl(wg);
-    int64_t v = atomic_fetch_add_explicit(&g->count, delta, memory_order_acq_rel) + delta;
-    if (v < 0) {
-        atomic_fetch_sub_explicit(&g->count, delta, memory_order_acq_rel);
-        return -EINVAL;
-    }
+    /* a CAS loop, not fetch_add and undo: a waiter must never see a negative count it would park on */
+    int64_t c = atomic_load_explicit(&g->count, memory_order_relaxed), v;
+    do {
+        v = c + delta;
+        if (v < 0)
+            return -EINVAL;
+    } while (!atomic_compare_exchange_weak_explicit(&g->count, &c, v, memory_order_acq_rel, memory_order_relaxed));
     if (v == 0 && delta != 0)
         wake_all(g);
     return 0;
