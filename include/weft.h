@@ -201,11 +201,13 @@ typedef struct weft_wg {
 
 WEFT_EXTERN int weft_wg_init(weft_wg_t *wg);
 /* Add delta (may be negative) to the counter. When it reaches 0 every waiter wakes.
- * A counter that would go below zero is a bug: -EINVAL, and the counter is left unchanged. */
+ * A counter that would go below zero is a bug: -EINVAL, and the counter is left unchanged; one that
+ * would pass 2^62 - 1: -EOVERFLOW, likewise. */
 WEFT_EXTERN int weft_wg_add(weft_wg_t *wg, int64_t delta);
 /* weft_wg_add(wg, -1). */
 WEFT_EXTERN int weft_wg_done(weft_wg_t *wg);
-/* Wait until the counter is 0. 0, or -ETIMEDOUT. may park */
+/* Wait until the counter is 0. 0, or -ETIMEDOUT. Once it returns, no weft_wg_add or weft_wg_done
+ * still touches the group: it may be freed (a group on the waiter's stack is the common case). may park */
 WEFT_EXTERN int weft_wg_wait(weft_wg_t *wg, int64_t deadline);
 /* -EBUSY while a fiber waits on it. */
 WEFT_EXTERN int weft_wg_destroy(weft_wg_t *wg);

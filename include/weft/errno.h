@@ -20,6 +20,7 @@
     XX(EINVAL, "invalid argument")                                                                 \
     XX(ENOMEM, "out of memory")                                                                    \
     XX(ENOSPC, "no free key left")                                                                 \
+    XX(EOVERFLOW, "value too large (a wait group counter past 2^62 - 1)")                          \
     XX(EPERM, "operation not permitted here")                                                      \
     XX(ESHUTDOWN, "the runtime is shutting down")                                                  \
     XX(ESRCH, "no such fiber (already joined, detached and finished, or never valid)")             \
