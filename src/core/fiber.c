@@ -345,7 +345,30 @@ int weft_detach(weft_fiber_t h)
 /* ------------------------------------------------------------------------------------------------ */
 /* Spawning                                                                                          */
 
+static inline __attribute__((always_inline)) int spawn(weft__worker *w, weft_fiber_t *out, const weft_attr_t *attr,
+                                                      weft_fn fn, void *arg);
+
 int weft_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg)
+{
+    if (!fn || (attr && ((attr->flags & ~(unsigned)WEFT_DETACHED) || attr->stack_size > ((size_t)1 << 30))))
+        return -EINVAL; /* before anything starts: a failed call starts nothing, not even the runtime */
+    weft__tsan_internal_begin();
+    weft__worker *w = weft__tls_worker;
+    weft__tsan_internal_end();
+    if (WEFT__LIKELY(w != NULL))
+        return spawn(w, out, attr, fn, arg);
+    /* from outside the runtime: start it if need be, and keep a shutdown from finishing meanwhile */
+    int r = weft__foreign_enter();
+    if (r < 0)
+        return r;
+    r = spawn(NULL, out, attr, fn, arg);
+    weft__foreign_leave();
+    return r;
+}
+
+/* w: the calling worker, or NULL from outside the runtime (then inside weft__foreign_enter).
+ * The arguments were checked. */
+static inline int spawn(weft__worker *w, weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg)
 {
     unsigned flags = 0;
     size_t stack = 0;
@@ -355,19 +378,7 @@ int weft_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg
         stack = attr->stack_size;
         name = attr->name;
     }
-    if (!fn || (flags & ~(unsigned)WEFT_DETACHED) || stack > ((size_t)1 << 30))
-        return -EINVAL;
     bool detached = (flags & WEFT_DETACHED) || !out;
-    weft__tsan_internal_begin();
-    weft__worker *w = weft__tls_worker;
-    weft__tsan_internal_end();
-    if (WEFT__UNLIKELY(!w)) {
-        /* from outside the runtime: start it if need be (a fiber's runtime is running, or stopping
-         * and still taking its fibers' spawns) */
-        int r = weft__ensure_running();
-        if (r < 0)
-            return r;
-    }
     weft__tsan_internal_begin();
     weft__fiber *f;
     if (WEFT__LIKELY(w && w->desc_free)) {

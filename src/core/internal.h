@@ -309,6 +309,8 @@ typedef struct weft__rt {
     _Atomic int nsleeping;
 
     _Alignas(WEFT__CACHELINE) _Atomic uint64_t foreign_spawned;
+    _Atomic int64_t foreign_inflight; /* spawns from outside the runtime between their state check and
+                                       * their count: shutdown waits for them (weft__foreign_enter) */
     _Atomic uint32_t quiesce_futex;  /* bumped when the last fiber may have finished */
     _Atomic int quiesce_wanted;      /* weft_shutdown is waiting */
     _Atomic int stop;                /* workers: leave your loop */
@@ -318,9 +320,13 @@ extern weft__rt weft__rt_g;
 
 int weft__sched_start(int nworkers);
 void weft__sched_stop(void);
-int64_t weft__live_fibers(void);
-void weft__quiesce_check(void);
-int weft__ensure_running(void);
+bool weft__quiescent(void); /* no fiber lives and no spawn from outside is under way */
+void weft__quiesce_check(void); /* from a fiber: pokes a waiting shutdown when nothing is left */
+void weft__quiesce_poke(void);  /* wake a waiting shutdown so that it counts again */
+/* A thread outside the runtime is about to spawn: start the runtime if it is stopped, and hold off a
+ * shutdown until weft__foreign_leave. -ESHUTDOWN while a shutdown waits. */
+int weft__foreign_enter(void);
+void weft__foreign_leave(void);
 
 /* Make a waiting fiber runnable again (after its park word says WOKEN). `next`: a hand-off, it runs
  * next on its worker if that is this one; otherwise it queues at the back. */

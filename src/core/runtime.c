@@ -7,11 +7,12 @@
  *
  * Counting live fibers without a shared counter (which every spawn and exit on every worker would
  * bounce between caches): each worker counts the fibers it spawned and the fibers that finished on it,
- * foreign threads count their spawns in one atomic. weft__live_fibers sums the exits first, then the
- * spawns: a fiber that finished was spawned before it finished, and a fiber spawned after the sums
+ * foreign threads count their spawns in one atomic. live_fibers (sched.c) sums the exits first, then
+ * the spawns: a fiber that finished was spawned before it finished, and a fiber spawned after the sums
  * were read was spawned by a fiber that was still alive then, so the difference never reads zero
- * while any fiber lives. Shutdown waits on a futex that the last finishing fiber bumps, and re-checks
- * every 10 ms as a safety net.
+ * while any fiber lives. A spawn from outside the runtime has no live fiber behind it: it holds off
+ * the shutdown on its own (weft__foreign_enter, below). Shutdown waits on a futex that the last
+ * finishing fiber bumps, and re-checks every 10 ms as a safety net.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -96,15 +97,37 @@ int weft_start(const weft_config_t *cfg)
     return r;
 }
 
-int weft__ensure_running(void)
+/*
+ * A spawn from outside the runtime races a shutdown: the spawner checks that the runtime runs, then
+ * counts and queues its fiber; a shutdown that read the counts in between would see no fiber, stop the
+ * workers, and the fiber would be lost. So the spawner first announces itself (foreign_inflight, seq_cst)
+ * and then reads the state; shutdown first stores STOPPING and then reads foreign_inflight. One of the
+ * two sees the other: either the spawner sees STOPPING and refuses, or shutdown waits for it to leave,
+ * by which time its fiber is counted.
+ */
+int weft__foreign_enter(void)
 {
-    int s = atomic_load_explicit(&weft__rt_g.state, memory_order_acquire);
-    if (WEFT__LIKELY(s == RT_RUNNING))
-        return 0;
-    if (s == RT_STOPPING)
-        return weft__here() ? 0 : -ESHUTDOWN;
-    int r = weft_start(NULL);
-    return r == -EALREADY ? weft__ensure_running() : r;
+    for (;;) {
+        atomic_fetch_add_explicit(&weft__rt_g.foreign_inflight, 1, memory_order_seq_cst);
+        int s = atomic_load_explicit(&weft__rt_g.state, memory_order_seq_cst);
+        if (WEFT__LIKELY(s == RT_RUNNING))
+            return 0;
+        weft__foreign_leave();
+        if (s == RT_STOPPING)
+            return -ESHUTDOWN;
+        int r = weft_start(NULL);
+        if (r < 0 && r != -EALREADY)
+            return r;
+    }
+}
+
+void weft__foreign_leave(void)
+{
+    /* only poke the shutdown, which counts for itself: the workers' counters may be gone already (a
+     * refused spawn leaves while the shutdown that refused it frees them) */
+    if (atomic_fetch_sub_explicit(&weft__rt_g.foreign_inflight, 1, memory_order_seq_cst) == 1 &&
+        atomic_load_explicit(&weft__rt_g.quiesce_wanted, memory_order_seq_cst))
+        weft__quiesce_poke();
 }
 
 int weft_shutdown(void)
@@ -120,7 +143,7 @@ int weft_shutdown(void)
     atomic_store_explicit(&weft__rt_g.quiesce_wanted, 1, memory_order_seq_cst);
     for (;;) {
         uint32_t v = atomic_load_explicit(&weft__rt_g.quiesce_futex, memory_order_seq_cst);
-        if (weft__live_fibers() == 0)
+        if (weft__quiescent())
             break;
         weft__futex_wait(&weft__rt_g.quiesce_futex, v, weft__clock_ns() + 10 * 1000 * 1000);
     }

@@ -974,7 +974,7 @@ void weft__sched_stop(void)
     rt->nworkers = 0;
 }
 
-int64_t weft__live_fibers(void)
+static int64_t live_fibers(void)
 {
     /* exits first, then spawns: a fiber counted as exited was counted as spawned, so the difference
      * never reads 0 while a fiber lives (see sched_stop in the essay of runtime.c) */
@@ -987,10 +987,22 @@ int64_t weft__live_fibers(void)
     return (int64_t)(spawned - exited);
 }
 
+bool weft__quiescent(void)
+{
+    /* in-flight spawns first: a spawn that leaves has counted its fiber before it leaves */
+    if (atomic_load_explicit(&rt->foreign_inflight, memory_order_seq_cst) != 0)
+        return false;
+    return live_fibers() == 0;
+}
+
+void weft__quiesce_poke(void)
+{
+    atomic_fetch_add_explicit(&rt->quiesce_futex, 1, memory_order_seq_cst);
+    weft__futex_wake(&rt->quiesce_futex, 1);
+}
+
 void weft__quiesce_check(void)
 {
-    if (weft__live_fibers() == 0) {
-        atomic_fetch_add_explicit(&rt->quiesce_futex, 1, memory_order_seq_cst);
-        weft__futex_wake(&rt->quiesce_futex, 1);
-    }
+    if (weft__quiescent())
+        weft__quiesce_poke();
 }
