@@ -443,6 +443,7 @@ static void foreign_exit(void *p)
     weft__locals_destroy(f);
     if (weft__tls_self == f)
         weft__tls_self = NULL;
+    weft__tsan_release(f); /* this thread's use of f happens before the next owner's (weft__self) */
     weft__desc_free(NULL, f);
 }
 
@@ -481,6 +482,10 @@ weft__fiber *weft__self(void)
             weft__tls_self = f;
             pthread_setspecific(foreign_key, f);
         }
+        weft__tsan_internal_end();
+        if (f)
+            weft__tsan_acquire(f); /* the descriptor's last owner is done with it (foreign_exit) */
+        return f;
     }
     weft__tsan_internal_end();
     return f;
