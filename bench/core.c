@@ -13,6 +13,8 @@
 
 #include <weft.h>
 
+#include "arch/switch.h"
+
 /* ---- switch ---- */
 
 static long switch_rounds;
@@ -47,6 +49,34 @@ double bench_switch(long rounds)
     if (r == 0)
         r = weft_run(&one, switch_main, &ns, NULL);
     return r < 0 ? r : ns;
+}
+
+/* The bare switch, as Boost.Context's resume round trip is measured: main resumes the other context,
+ * which resumes main. Internal API (src/arch/switch.h), for the comparison only. */
+static void *ctx_main_sp, *ctx_other_sp;
+
+static void ctx_other(void *arg)
+{
+    (void)arg;
+    for (;;)
+        weft__ctx_switch_inline(&ctx_other_sp, ctx_main_sp);
+}
+
+double bench_switch_ctx(long rounds)
+{
+    enum { STACK = 64 << 10 };
+    char *stack = malloc(STACK);
+    if (!stack)
+        return -ENOMEM;
+    ctx_other_sp = weft__ctx_make(stack + STACK, ctx_other, NULL);
+    for (long i = 0; i < rounds / 10 + 1; i++)
+        weft__ctx_switch_inline(&ctx_main_sp, ctx_other_sp);
+    int64_t t0 = weft_now();
+    for (long i = 0; i < rounds; i++)
+        weft__ctx_switch_inline(&ctx_main_sp, ctx_other_sp);
+    double ns = (double)(weft_now() - t0) / (double)rounds;
+    free(stack);
+    return ns;
 }
 
 /* ---- spawn ---- */

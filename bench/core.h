@@ -10,6 +10,9 @@
 
 /* ns per round trip of two fibers yielding to each other on one worker */
 double bench_switch(long rounds);
+/* ns per round trip of weft's bare context switch (src/arch) between two stacks, no scheduler: the floor
+ * under bench_switch, and what Boost.Context's fiber resume measures */
+double bench_switch_ctx(long rounds);
 /* ns per fiber: spawn + run + finish of `n` tiny detached fibers counted down on a wait group, from a
  * fiber, on all workers */
 double bench_spawn(long n);

@@ -28,6 +28,7 @@ static int run(const char *name)
 {
     if (strcmp(name, "switch") == 0) {
         emit("switch", "weft", bench_switch(quick ? 1000000 : 10000000), "ns");
+        emit("switch", "weft-ctx", bench_switch_ctx(quick ? 1000000 : 10000000), "ns");
     } else if (strcmp(name, "spawn") == 0) {
         emit("spawn", "weft", bench_spawn(quick ? 100000 : 1000000), "ns");
     } else if (strcmp(name, "parked") == 0 || strcmp(name, "parked-create") == 0 ||

@@ -27,6 +27,8 @@ static int run(const char *name)
     if (strcmp(name, "switch") == 0) {
         row("switch", "two fibers yielding to each other, one worker", bench_switch(quick ? 1000000 : 10000000),
             "ns per round trip");
+        row("", "the bare context switch under it", bench_switch_ctx(quick ? 1000000 : 10000000),
+            "ns per round trip");
     } else if (strcmp(name, "spawn") == 0) {
         long n = quick ? 100000 : 1000000;
         char what[64];

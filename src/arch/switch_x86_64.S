@@ -1,49 +1,15 @@
 /*
- * Context switch for x86-64, System V ABI. See switch.h for the contract.
- *
- * Saved on the switching stack, from the saved stack pointer upwards:
- *   +0  MXCSR (4 bytes)   +4  x87 control word (2 bytes, 2 spare)
- *   +8  r15  +16 r14  +24 r13  +32 r12  +40 rbx  +48 rbp  +56 return address
- * Those are exactly the registers the ABI makes callee-saved, plus the two floating-point control
- * registers whose state the ABI also says a call preserves. Everything else is caller-saved, so the
- * compiler has already spilled what it needs before calling us.
+ * New contexts for x86-64, System V ABI; the switch itself is inline (switch_x86_64.h), and this frame
+ * is the one it expects at a suspended context's stack pointer:
+ *   +0  MXCSR   +4  x87 control word   +8  rbp   +16 where it resumes
+ * A new context resumes at weft__ctx_start, which finds its entry function and argument just above.
  */
 
     .text
 
-    .globl  weft__ctx_switch
-    .hidden weft__ctx_switch
-    .type   weft__ctx_switch, @function
-    .p2align 4
-weft__ctx_switch:
-    .cfi_startproc
-    pushq   %rbp
-    pushq   %rbx
-    pushq   %r12
-    pushq   %r13
-    pushq   %r14
-    pushq   %r15
-    subq    $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw  4(%rsp)
-    movq    %rsp, (%rdi)
-    movq    %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw   4(%rsp)
-    addq    $8, %rsp
-    popq    %r15
-    popq    %r14
-    popq    %r13
-    popq    %r12
-    popq    %rbx
-    popq    %rbp
-    ret
-    .cfi_endproc
-    .size   weft__ctx_switch, .-weft__ctx_switch
-
 /*
- * First code a new context runs, "returned into" by weft__ctx_switch. weft__ctx_make left the entry
- * function in r13 and its argument in r12. The stack pointer is 16-byte aligned here, as a call needs.
+ * First code a new context runs, jumped to by the switch with the stack pointer at the entry function
+ * (+0) and its argument (+8). The stack pointer is 16-byte aligned here, as a call needs.
  */
     .globl  weft__ctx_start
     .hidden weft__ctx_start
@@ -52,8 +18,8 @@ weft__ctx_switch:
 weft__ctx_start:
     .cfi_startproc
     .cfi_undefined rip
-    movq    %r12, %rdi
-    call    *%r13
+    movq    8(%rsp), %rdi
+    call    *(%rsp)
     ud2
     .cfi_endproc
     .size   weft__ctx_start, .-weft__ctx_start
@@ -67,17 +33,15 @@ weft__ctx_make:
     .cfi_startproc
     movq    %rdi, %rax
     andq    $-16, %rax
-    subq    $80, %rax               /* 64-byte frame + 16 spare; stays 16-byte aligned */
+    subq    $56, %rax               /* frame at 8 mod 16, so that +24 is 16-byte aligned */
     movl    $0x1f80, (%rax)         /* default MXCSR: all exceptions masked, round to nearest */
     movl    $0x037f, 4(%rax)        /* default x87 control word */
-    movq    $0, 8(%rax)             /* r15 */
-    movq    $0, 16(%rax)            /* r14 */
-    movq    %rsi, 24(%rax)          /* r13 = entry */
-    movq    %rdx, 32(%rax)          /* r12 = arg */
-    movq    $0, 40(%rax)            /* rbx */
-    movq    $0, 48(%rax)            /* rbp = 0 ends backtraces */
+    movq    $0, 8(%rax)             /* rbp = 0 ends backtraces */
     leaq    weft__ctx_start(%rip), %rcx
-    movq    %rcx, 56(%rax)          /* return address */
+    movq    %rcx, 16(%rax)          /* resume at weft__ctx_start ... */
+    movq    %rsi, 24(%rax)          /* ... which calls entry */
+    movq    %rdx, 32(%rax)          /* with arg */
+    movq    $0, 40(%rax)
     ret
     .cfi_endproc
     .size   weft__ctx_make, .-weft__ctx_make

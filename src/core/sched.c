@@ -449,7 +449,7 @@ static inline void switch_to(weft__worker *w, weft__fiber *from, weft__fiber *to
     if (dying)
         weft__tsan_internal_end(); /* TSan checks that a fiber it destroys hides nothing */
     weft__tsan_switch(tsan_fiber);
-    weft__ctx_switch(save, sp);
+    weft__ctx_switch_inline(save, sp);
 }
 
 /* The stack of the fiber that just finished on this worker: free now that we are off it. */
