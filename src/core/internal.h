@@ -249,8 +249,9 @@ typedef struct weft__worker {
     int index;
     weft__stack *stack_free;             /* cache of default-size stacks */
     uint32_t stack_nfree;
-    weft__fiber *desc_free;              /* cache of free descriptors */
-    uint32_t desc_nfree;
+    weft__fiber *desc_free;              /* cache of free descriptors, for this worker's spawns */
+    weft__fiber *desc_out;               /* a batch being filled for the shared pool */
+    uint32_t desc_nfree, desc_nout;
     uint64_t id_next, id_end;            /* block of fiber ids */
     weft__fiber **heap;                  /* timers: min-heap on timer_when */
     uint32_t heap_len, heap_cap;
