@@ -5,6 +5,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,71 @@ double bench_switch_ctx(long rounds)
     double ns = (double)(weft_now() - t0) / (double)rounds;
     free(stack);
     return ns;
+}
+
+/* ---- hand-off across workers ---- */
+
+typedef struct {
+    long rounds;
+    weft_wg_t *wg;          /* 2 * rounds groups, each with a count of one */
+    _Atomic int started;
+} handoff_ctx;
+
+static void *handoff_side(void *arg)
+{
+    handoff_ctx *c = (handoff_ctx *)((uintptr_t)arg & ~(uintptr_t)1);
+    int side = (int)((uintptr_t)arg & 1);
+    /* hold this worker until the other side has started: then they run on different workers, and a
+     * started fiber stays where it is */
+    atomic_fetch_add(&c->started, 1);
+    while (atomic_load(&c->started) < 2)
+        ;
+    for (long i = 0; i < c->rounds; i++) {
+        if (side == 0) {
+            weft_wg_done(&c->wg[2 * i]);
+            weft_wg_wait(&c->wg[2 * i + 1], WEFT_FOREVER);
+        } else {
+            weft_wg_wait(&c->wg[2 * i], WEFT_FOREVER);
+            weft_wg_done(&c->wg[2 * i + 1]);
+        }
+    }
+    return NULL;
+}
+
+static void *handoff_main(void *arg)
+{
+    handoff_ctx *c = arg;
+    weft_fiber_t a, b;
+    int64_t t0 = weft_now();
+    if (weft_spawn(&a, NULL, handoff_side, c) < 0 || weft_spawn(&b, NULL, handoff_side, (void *)((uintptr_t)c | 1)) < 0)
+        return (void *)(intptr_t)-ENOMEM;
+    weft_join(a, NULL);
+    weft_join(b, NULL);
+    return (void *)(intptr_t)(weft_now() - t0);
+}
+
+double bench_handoff(long rounds)
+{
+    weft_config_t two = {.workers = 2};
+    handoff_ctx *c = calloc(1, sizeof *c);
+    weft_wg_t *wg = c ? calloc((size_t)(2 * rounds), sizeof *wg) : NULL;
+    if (!wg) {
+        free(c);
+        return -ENOMEM;
+    }
+    for (long i = 0; i < 2 * rounds; i++)
+        weft_wg_add(&wg[i], 1);
+    c->rounds = rounds;
+    c->wg = wg;
+    void *res = NULL;
+    int r = weft_run(&two, handoff_main, c, &res);
+    free(wg);
+    free(c);
+    if (r < 0)
+        return r;
+    if ((intptr_t)res < 0)
+        return (double)(intptr_t)res;
+    return (double)(intptr_t)res / (double)rounds;
 }
 
 /* ---- spawn ---- */

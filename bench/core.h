@@ -13,6 +13,9 @@ double bench_switch(long rounds);
 /* ns per round trip of weft's bare context switch (src/arch) between two stacks, no scheduler: the floor
  * under bench_switch, and what Boost.Context's fiber resume measures */
 double bench_switch_ctx(long rounds);
+/* ns per round trip of two fibers on two different workers waking each other in turn (each waits on a
+ * wait group the other counts down): what a wakeup across workers costs, spinning or sleeping */
+double bench_handoff(long rounds);
 /* ns per fiber: spawn + run + finish of `n` tiny detached fibers counted down on a wait group, from a
  * fiber, on all workers */
 double bench_spawn(long n);

@@ -3,7 +3,7 @@
 #
 #     bench/run.sh [--runs N] [--quick] [bench ...]
 #
-# benches: switch spawn parked-create parked-mem fib units (default: all)
+# benches: switch handoff spawn parked-create parked-mem fib units (default: all)
 #   --runs N   runs of every implementation, interleaved (default 5)
 #   --quick    small counts and 3 runs: a smoke test, not figures to publish
 #
@@ -36,7 +36,7 @@ usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 }
 
-all_benches=(switch spawn parked-create parked-mem fib units)
+all_benches=(switch handoff spawn parked-create parked-mem fib units)
 runs=""
 quick=0
 benches=()
@@ -130,6 +130,7 @@ group_peers() {
 quick_count() {
     case "$1" in
         switch | spawn | parked) echo 100000 ;;
+        handoff) echo 20000 ;;
         fib) echo 25 ;;
         units) echo 2000 ;;
     esac
@@ -140,6 +141,7 @@ bench_title() {
     if ((quick)); then fibn=25 n=100,000 units="2,000 threads, 200 processes"; fi
     case "$1" in
         switch) echo "two fibers yielding to each other on one thread: ns per round trip (A->B->A)" ;;
+        handoff) echo "two fibers on two workers waking each other in turn: ns per round trip (weft only; Go's channel ping-pong comes with channels)" ;;
         spawn) echo "spawn + run + join of $n tiny tasks on all CPUs: ns per task" ;;
         parked-create) echo "$n fibers blocked at once: ns per fiber from the first spawn until all are blocked" ;;
         parked-mem) echo "$n fibers blocked at once: bytes per fiber of VmRSS + VmPTE" ;;

@@ -2,7 +2,7 @@
  * weft's side of `make bench`: prints `result <bench> <impl> <value> <unit>` lines for bench/run.sh,
  * which runs the peers (Go, Boost, oneTBB, OpenMP, pthreads, fork) beside it and prints the ratios.
  *
- * Usage: weft-bench [--quick] switch|spawn|parked|fib|units ...
+ * Usage: weft-bench [--quick] switch|handoff|spawn|parked|fib|units ...
  * (parked prints parked-create and parked-mem; either name runs it)
  */
 #include <stdio.h>
@@ -29,6 +29,8 @@ static int run(const char *name)
     if (strcmp(name, "switch") == 0) {
         emit("switch", "weft", bench_switch(quick ? 1000000 : 10000000), "ns");
         emit("switch", "weft-ctx", bench_switch_ctx(quick ? 1000000 : 10000000), "ns");
+    } else if (strcmp(name, "handoff") == 0) {
+        emit("handoff", "weft", bench_handoff(quick ? 20000 : 200000), "ns");
     } else if (strcmp(name, "spawn") == 0) {
         emit("spawn", "weft", bench_spawn(quick ? 100000 : 1000000), "ns");
     } else if (strcmp(name, "parked") == 0 || strcmp(name, "parked-create") == 0 ||
@@ -50,7 +52,7 @@ static int run(const char *name)
         emit("units", "weft", bench_unit_fiber(quick ? 20000 : 200000), "ns");
         emit("units", "weft-thread", bench_unit_thread(quick ? 2000 : 20000), "ns");
     } else {
-        fprintf(stderr, "weft-bench: unknown benchmark '%s' (switch spawn parked fib units)\n", name);
+        fprintf(stderr, "weft-bench: unknown benchmark '%s' (switch handoff spawn parked fib units)\n", name);
         return 2;
     }
     fflush(stdout);
@@ -65,7 +67,7 @@ int main(int argc, char **argv)
         first = 2;
     }
     if (first >= argc) {
-        const char *all[] = {"switch", "spawn", "parked", "fib", "units"};
+        const char *all[] = {"switch", "handoff", "spawn", "parked", "fib", "units"};
         for (size_t i = 0; i < sizeof all / sizeof *all; i++)
             run(all[i]);
         return 0;

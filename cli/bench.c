@@ -29,6 +29,9 @@ static int run(const char *name)
             "ns per round trip");
         row("", "the bare context switch under it", bench_switch_ctx(quick ? 1000000 : 10000000),
             "ns per round trip");
+    } else if (strcmp(name, "handoff") == 0) {
+        row("handoff", "two fibers on two workers waking each other", bench_handoff(quick ? 20000 : 200000),
+            "ns per round trip");
     } else if (strcmp(name, "spawn") == 0) {
         long n = quick ? 100000 : 1000000;
         char what[64];
@@ -58,7 +61,7 @@ static int run(const char *name)
         if (f > 0 && t > 0 && p > 0)
             printf("  %-8s %-48s %10.0fx and %.0fx a fiber\n", "", "a thread and a process cost", t / f, p / f);
     } else {
-        fprintf(stderr, "weft bench: unknown benchmark '%s' (switch spawn parked fib units)\n", name);
+        fprintf(stderr, "weft bench: unknown benchmark '%s' (switch handoff spawn parked fib units)\n", name);
         return 2;
     }
     return 0;
@@ -79,7 +82,7 @@ int cmd_bench(int argc, char **argv)
            cpus, workers);
     if (first >= argc) {
         /* units first: a fork copies the page tables of everything the process holds */
-        const char *all[] = {"units", "switch", "spawn", "fib", "parked"};
+        const char *all[] = {"units", "switch", "handoff", "spawn", "fib", "parked"};
         for (size_t i = 0; i < sizeof all / sizeof *all; i++)
             run(all[i]);
     } else {

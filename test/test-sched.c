@@ -709,6 +709,32 @@ TEST(an_idle_runtime_with_a_pending_timer_uses_no_cpu)
     ASSERT_OK(weft_shutdown());
 }
 
+static void *wait_on_group(void *arg)
+{
+    ASSERT_OK(weft_wg_wait(arg, WEFT_FOREVER));
+    return NULL;
+}
+
+/* Workers whose own fibers are parked spin a little for their wakeups (only they can run them), then
+ * must sleep like any idle worker. */
+TEST(an_idle_runtime_with_fibers_parked_on_every_worker_uses_no_cpu)
+{
+    start_workers(2);
+    enum { N = 64 };
+    static weft_wg_t gate = WEFT_WG_INIT;
+    ASSERT_OK(weft_wg_add(&gate, 1));
+    weft_fiber_t f[N];
+    for (int i = 0; i < N; i++)
+        ASSERT_OK(weft_spawn(&f[i], NULL, wait_on_group, &gate));
+    for (int i = 0; i < N; i++)
+        WAIT_UNTIL(weft_fiber_state(f[i]) == WEFT_WAITING);
+    assert_idle_cpu("with fibers parked on a wait group");
+    ASSERT_OK(weft_wg_done(&gate));
+    for (int i = 0; i < N; i++)
+        ASSERT_OK(weft_join(f[i], NULL));
+    ASSERT_OK(weft_shutdown());
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Fairness                                                                                          */
 

@@ -245,6 +245,8 @@ typedef struct weft__worker {
     uint32_t runnext_streak;             /* consecutive runnext picks */
     uint32_t enq_seq;
     bool spinning;                       /* counted in rt.nspinning */
+    uint32_t nresident;                  /* started fibers living here, not finished: when none is
+                                          * runnable, some are parked and may be woken */
     uint32_t rng;
     int index;
     weft__stack *stack_free;             /* cache of default-size stacks */
