@@ -15,6 +15,7 @@
 
 #include <weft.h>
 
+#include "helpers.h"
 #include "runner.h"
 
 #ifndef __has_feature
@@ -26,37 +27,6 @@
 #else
 #define UNDER_SANITIZER 0
 #endif
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#endif
-}
-
-/* Poll cond, yielding, for at most 20 s of wall time: a liveness bound, not a measurement. */
-#define WAIT_UNTIL(cond)                                                                            \
-    do {                                                                                            \
-        int64_t until_ = weft_now() + 20 * (int64_t)1000000000;                                     \
-        while (!(cond)) {                                                                           \
-            if (weft_now() > until_)                                                                \
-                FAIL("still waiting for %s", #cond);                                                \
-            weft_yield();                                                                           \
-        }                                                                                           \
-    } while (0)
-
-static void start_workers(int n)
-{
-    weft_config_t c = {.workers = n};
-    ASSERT_OK(weft_start(&c));
-}
-
-static void *add_one(void *arg)
-{
-    return (void *)((intptr_t)arg + 1);
-}
 
 static void *return_self(void *arg)
 {

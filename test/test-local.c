@@ -9,13 +9,8 @@
 
 #include <weft.h>
 
+#include "helpers.h"
 #include "runner.h"
-
-static void start_workers(int n)
-{
-    weft_config_t c = {.workers = n};
-    ASSERT_OK(weft_start(&c));
-}
 
 static weft_key_t key;
 

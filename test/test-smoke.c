@@ -1,7 +1,6 @@
 #include <weft.h>
+#include "helpers.h"
 #include "runner.h"
-
-static void *add_one(void *arg) { return (void *)((intptr_t)arg + 1); }
 
 TEST(spawn_join)
 {

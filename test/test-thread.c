@@ -14,26 +14,12 @@
 
 #include <weft.h>
 
+#include "helpers.h"
 #include "runner.h"
-
-#define WAIT_UNTIL(cond)                                                                            \
-    do {                                                                                            \
-        int64_t until_ = weft_now() + 20 * (int64_t)1000000000;                                     \
-        while (!(cond)) {                                                                           \
-            if (weft_now() > until_)                                                                \
-                FAIL("still waiting for %s", #cond);                                                \
-            weft_yield();                                                                           \
-        }                                                                                           \
-    } while (0)
 
 static pid_t tid(void)
 {
     return (pid_t)syscall(SYS_gettid);
-}
-
-static void *add_one(void *arg)
-{
-    return (void *)((intptr_t)arg + 1);
 }
 
 static void *wait_on(void *arg)

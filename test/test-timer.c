@@ -10,24 +10,9 @@
 
 #include <weft.h>
 
+#include "helpers.h"
 #include "runner.h"
 
-#define MS ((int64_t)1000000)
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#endif
-}
-
-static void start_workers(int n)
-{
-    weft_config_t c = {.workers = n};
-    ASSERT_OK(weft_start(&c));
-}
 
 TEST(now_is_positive_and_never_goes_back)
 {

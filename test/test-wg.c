@@ -12,25 +12,9 @@
 
 #include <weft.h>
 
+#include "helpers.h"
 #include "runner.h"
 
-#define MS ((int64_t)1000000)
-
-#define WAIT_UNTIL(cond)                                                                            \
-    do {                                                                                            \
-        int64_t until_ = weft_now() + 20 * (int64_t)1000000000;                                     \
-        while (!(cond)) {                                                                           \
-            if (weft_now() > until_)                                                                \
-                FAIL("still waiting for %s", #cond);                                                \
-            weft_yield();                                                                           \
-        }                                                                                           \
-    } while (0)
-
-static void start_workers(int n)
-{
-    weft_config_t c = {.workers = n};
-    ASSERT_OK(weft_start(&c));
-}
 
 typedef struct {
     weft_wg_t *wg;
