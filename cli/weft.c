@@ -20,7 +20,8 @@ static void usage(FILE *out)
             "  help                        this text\n"
             "\n"
             "environment: WEFT_WORKERS (worker threads), WEFT_STACK_SIZE (default fiber stack, e.g. 256k),\n"
-            "             WEFT_SPIN_US (how long an idle worker spins before it sleeps)\n"
+            "             WEFT_SPIN_US (how long an idle worker spins before it sleeps),\n"
+            "             WEFT_BLOCKING_THREADS (most threads of the blocking-call pool)\n"
             "\n"
             "Side by side with Go, Boost, oneTBB and OpenMP: `make bench` in the source tree.\n");
 }

@@ -15,6 +15,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+struct iovec;
+struct addrinfo;
 
 #include "weft/errno.h"
 #include "weft/version.h"
@@ -61,6 +66,9 @@ typedef struct weft_config {
     /* How long an idle worker looks for work before it sleeps, in microseconds.
      * 0: WEFT_SPIN_US if set, else the built-in default; a negative value never spins. */
     int spin_us;
+    /* Most kernel threads the blocking-call pool may run at once (weft_blocking).
+     * 0: WEFT_BLOCKING_THREADS if set, else 256. Past it, or past the system's thread limit, calls queue. */
+    int blocking_threads;
 } weft_config_t;
 
 /* Start the runtime. cfg may be NULL (all defaults). -EALREADY if it is running already.
@@ -211,6 +219,86 @@ WEFT_EXTERN int weft_wg_done(weft_wg_t *wg);
 WEFT_EXTERN int weft_wg_wait(weft_wg_t *wg, int64_t deadline);
 /* -EBUSY while a fiber waits on it. */
 WEFT_EXTERN int weft_wg_destroy(weft_wg_t *wg);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* I/O: file descriptors that park the fiber, not the worker                                        */
+/*
+ * Any fd used with these calls is put in non-blocking mode and watched by the runtime's poller. A fiber
+ * that finds it not ready parks until it is, and its worker runs other fibers meanwhile; a thread that is
+ * not a fiber blocks. Every call takes a deadline and returns -ETIMEDOUT when it passes (WEFT_NOWAIT:
+ * -ETIMEDOUT at once rather than wait). Signals never make them fail with -EINTR: they retry.
+ * Regular files cannot be polled: in a fiber, their reads and writes run on the blocking pool.
+ *
+ * Close these fds with weft_close: it wakes every fiber waiting on the fd (they get -EBADF) and makes sure
+ * no call is still using the number when the system hands it out again. Events of a closed file never
+ * reach whatever gets its number next. (An fd closed with plain close() leaves weft's registration behind;
+ * weft starts afresh for numbers that weft_accept and the dial/listen helpers return.)
+ */
+
+enum weft_fd_events {
+    WEFT_READABLE = 1u << 0,
+    WEFT_WRITABLE = 1u << 1,
+};
+
+/* Wait until fd is readable or writable (one of the two). Returns the events that are ready (> 0); an
+ * error or hang-up counts as ready, the next call says what happened. may park */
+WEFT_EXTERN int weft_fd_wait(int fd, unsigned events, int64_t deadline);
+
+/* read(2) / readv(2) / recv(2) / recvfrom(2): return as soon as some bytes came (0 at end of file).
+ * may park */
+WEFT_EXTERN ssize_t weft_read(int fd, void *buf, size_t len, int64_t deadline);
+WEFT_EXTERN ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline);
+WEFT_EXTERN ssize_t weft_recv(int fd, void *buf, size_t len, int flags, int64_t deadline);
+WEFT_EXTERN ssize_t weft_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
+                                  socklen_t *fromlen, int64_t deadline);
+
+/* write(2) / writev(2) / send(2): write every byte before returning, like a blocking write to a socket.
+ * If an error or the deadline comes after some bytes went out, returns how many did (the next call
+ * reports the error). Writing to a socket whose peer is gone returns -EPIPE and never raises SIGPIPE
+ * (weft uses MSG_NOSIGNAL); for pipes, ignore or block SIGPIPE yourself. may park */
+WEFT_EXTERN ssize_t weft_write(int fd, const void *buf, size_t len, int64_t deadline);
+WEFT_EXTERN ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt, int64_t deadline);
+WEFT_EXTERN ssize_t weft_send(int fd, const void *buf, size_t len, int flags, int64_t deadline);
+/* sendto(2): one datagram, whole or not at all. may park */
+WEFT_EXTERN ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
+                                socklen_t tolen, int64_t deadline);
+
+/* accept4(2): the new fd is non-blocking, close-on-exec and ready for weft's calls (TCP: TCP_NODELAY).
+ * When the process is out of fds, closes the waiting connections (their clients see them closed rather
+ * than hang) and backs off, 1 ms doubling to 100 ms, until fds free up or the deadline. may park */
+WEFT_EXTERN int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline);
+/* connect(2) on a socket, waiting for the outcome. may park */
+WEFT_EXTERN int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline);
+
+/* Close fd: waiters on it wake with -EBADF; returns when no weft call uses it any more. */
+WEFT_EXTERN int weft_close(int fd);
+
+/* getaddrinfo(3) on the blocking pool (numeric addresses are resolved at once). Errors as negative
+ * errnos: -ENOENT (no such name), -EAGAIN (try again), -ENOMEM, -EIO, -EINVAL (bad hints). may park */
+WEFT_EXTERN int weft_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                                 struct addrinfo **res);
+
+/* A listening TCP socket on host (NULL or "": every address) and port (0: any free port; getsockname
+ * tells which), SO_REUSEADDR set. backlog <= 0: SOMAXCONN. Returns the fd. may park (name lookup) */
+WEFT_EXTERN int weft_tcp_listen(const char *host, int port, int backlog);
+/* A TCP connection to host:port, trying each address the name has; TCP_NODELAY set. may park */
+WEFT_EXTERN int weft_tcp_dial(const char *host, int port, int64_t deadline);
+/* A listening Unix stream socket at path (which must not exist yet). */
+WEFT_EXTERN int weft_unix_listen(const char *path, int backlog);
+/* A connection to the Unix stream socket at path. may park */
+WEFT_EXTERN int weft_unix_dial(const char *path, int64_t deadline);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Blocking calls: run a function that may block on a kernel thread of the blocking pool            */
+
+/* Run fn(arg) on a pool thread while the calling fiber parks; *result (may be NULL) gets its return
+ * value. On a thread that is not a fiber, runs fn right there. The pool grows as calls come, up to
+ * weft_config_t.blocking_threads; past that, or when the system will not make another thread, calls queue
+ * and wait for a free thread: they never fail for lack of one. may park */
+WEFT_EXTERN int weft_blocking(weft_fn fn, void *arg, void **result);
+/* The same with a deadline: if it passes while the call still waits in the queue, the call is taken out
+ * and never runs (-ETIMEDOUT). Once fn has started it runs to the end, and this waits for it. may park */
+WEFT_EXTERN int weft_blocking_until(weft_fn fn, void *arg, void **result, int64_t deadline);
 
 #ifdef __cplusplus
 }

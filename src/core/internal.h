@@ -6,6 +6,7 @@
 #ifndef WEFT_CORE_INTERNAL_H
 #define WEFT_CORE_INTERNAL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -62,6 +63,16 @@ static inline void weft__spin_unlock(weft__spinlock *l)
     atomic_store_explicit(&l->v, 0, memory_order_release);
 }
 
+/* errno, read where TSan does not look. The fibers of a worker share its thread's errno; TSan sees each
+ * fiber as a thread of its own and would call their uses of it a race. weft never writes errno. */
+static inline int weft__errno(void)
+{
+    weft__tsan_internal_begin();
+    int e = errno;
+    weft__tsan_internal_end();
+    return e;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Fiber descriptors                                                                                 */
 
@@ -80,6 +91,9 @@ enum weft__wait_reason {
     WEFT__WAIT_JOIN,
     WEFT__WAIT_WAITGROUP,
     WEFT__WAIT_SHUTDOWN,
+    WEFT__WAIT_IO_READ,
+    WEFT__WAIT_IO_WRITE,
+    WEFT__WAIT_BLOCKING,
     WEFT__WAIT_REASONS_
 };
 const char *weft__wait_reason_name(unsigned reason);
@@ -275,6 +289,7 @@ typedef struct weft__worker {
 
     /* -- sleeping -- */
     _Alignas(WEFT__CACHELINE) _Atomic uint32_t sleeping; /* 1 while parked or about to park */
+    _Atomic uint32_t in_poll; /* 1 while asleep in the poller: wake it through weft__poll_interrupt */
     _Atomic uint32_t futex;  /* 0 asleep; 1 woken for its inbox or a stop; 2 woken to look for work */
 } weft__worker;
 
@@ -310,6 +325,7 @@ typedef struct weft__rt {
 
     _Alignas(WEFT__CACHELINE) _Atomic int nspinning;
     _Atomic int nsleeping;
+    _Atomic(struct weft__worker *) poller; /* the worker asleep in the poller, if any */
 
     _Alignas(WEFT__CACHELINE) _Atomic uint64_t foreign_spawned;
     _Atomic int64_t foreign_inflight; /* spawns from outside the runtime between their state check and

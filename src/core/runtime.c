@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "io/io.h"
 #include "obs/sanitize.h"
 
 #define DEFAULT_STACK ((size_t)128 << 10)
@@ -65,7 +66,7 @@ int weft_start(const weft_config_t *cfg)
         c = *cfg;
     if (c.workers < 0 || c.workers > MAX_WORKERS)
         return -EINVAL;
-    if (c.stack_size > ((size_t)1 << 30))
+    if (c.stack_size > ((size_t)1 << 30) || c.blocking_threads < 0)
         return -EINVAL;
 
     int workers = c.workers;
@@ -79,6 +80,7 @@ int weft_start(const weft_config_t *cfg)
     if (!stack || stack > ((size_t)1 << 30))
         stack = DEFAULT_STACK;
     long spin_us = c.spin_us ? c.spin_us : env_long("WEFT_SPIN_US", DEFAULT_SPIN_US);
+    long blocking = c.blocking_threads > 0 ? c.blocking_threads : env_long("WEFT_BLOCKING_THREADS", 0);
 
     pthread_mutex_lock(&rt_lock);
     if (atomic_load(&weft__rt_g.state) != RT_STOPPED) {
@@ -88,9 +90,16 @@ int weft_start(const weft_config_t *cfg)
     weft__rt_g.stack_size = weft__stack_round(stack * WEFT_SAN_STACK_FACTOR);
     weft__rt_g.spin_ns = spin_us > 0 ? (int64_t)spin_us * 1000 : 0;
     atomic_store(&weft__rt_g.quiesce_wanted, 0);
+    weft__blocking_configure(blocking > 0 && blocking <= INT32_MAX ? (int)blocking : 0);
     int r = weft__stack_global_init();
     if (r == 0)
+        r = weft__io_start();
+    if (r == 0) {
+        weft__net_init();
         r = weft__sched_start(workers);
+        if (r < 0)
+            weft__io_stop();
+    }
     if (r == 0)
         atomic_store_explicit(&weft__rt_g.state, RT_RUNNING, memory_order_release);
     pthread_mutex_unlock(&rt_lock);
@@ -148,6 +157,7 @@ int weft_shutdown(void)
         weft__futex_wait(&weft__rt_g.quiesce_futex, v, weft__clock_ns() + 10 * 1000 * 1000);
     }
     weft__sched_stop();
+    weft__io_stop();
     weft__stack_global_fini();
     atomic_store_explicit(&weft__rt_g.quiesce_wanted, 0, memory_order_seq_cst);
     atomic_store_explicit(&weft__rt_g.state, RT_STOPPED, memory_order_release);
@@ -222,6 +232,9 @@ const char *weft__wait_reason_name(unsigned reason)
         [WEFT__WAIT_JOIN] = "join",
         [WEFT__WAIT_WAITGROUP] = "wait group",
         [WEFT__WAIT_SHUTDOWN] = "shutdown",
+        [WEFT__WAIT_IO_READ] = "IO wait (read)",
+        [WEFT__WAIT_IO_WRITE] = "IO wait (write)",
+        [WEFT__WAIT_BLOCKING] = "blocking call",
     };
     return reason < WEFT__WAIT_REASONS_ && names[reason] ? names[reason] : "?";
 }

@@ -84,6 +84,8 @@
 
 #include "arch/switch.h"
 #include "core/internal.h"
+#include "io/io.h"
+#include "io/poll.h"
 #include "obs/sanitize.h"
 
 weft__rt weft__rt_g;
@@ -96,6 +98,7 @@ enum { S_YIELD, S_PARK, S_EXIT };
 enum { WAKE_NONE = 0, WAKE_INBOX = 1, WAKE_SPIN = 2, WAKE_AWAKE = 3 };
 
 #define FAIR_TICKS 61
+#define SPIN_POLL_NS 5000 /* a spinning worker looks at the poller this often */
 #define RUNNEXT_STREAK_MAX 256
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -298,12 +301,18 @@ static weft__fiber *gq_get(weft__worker *w)
 /* ------------------------------------------------------------------------------------------------ */
 /* Waking workers                                                                                    */
 
-static void worker_wake(weft__worker *w, uint32_t why)
+/* Wake a sleeping worker for a reason; false if it was not asleep (or someone woke it first). A worker
+ * asleep in the poller is woken through the poller, any other on its futex. */
+static bool worker_wake(weft__worker *w, uint32_t why)
 {
     uint32_t exp = WAKE_NONE;
-    if (atomic_compare_exchange_strong_explicit(&w->futex, &exp, why, memory_order_seq_cst,
-                                                memory_order_relaxed))
+    if (!atomic_compare_exchange_strong_explicit(&w->futex, &exp, why, memory_order_seq_cst, memory_order_relaxed))
+        return false;
+    if (atomic_load_explicit(&w->in_poll, memory_order_seq_cst))
+        weft__poll_interrupt();
+    else
         weft__futex_wake(&w->futex, 1);
+    return true;
 }
 
 /* New work exists and may be stolen: make sure some worker is looking. Call after a seq_cst fence. */
@@ -325,12 +334,8 @@ static void wake_idle(void)
         weft__worker *v = rt->workers[(start + (unsigned)i) % (unsigned)n];
         if (v == self || !atomic_load_explicit(&v->sleeping, memory_order_seq_cst))
             continue;
-        uint32_t exp = WAKE_NONE;
-        if (atomic_compare_exchange_strong_explicit(&v->futex, &exp, WAKE_SPIN, memory_order_seq_cst,
-                                                    memory_order_relaxed)) {
-            weft__futex_wake(&v->futex, 1);
+        if (worker_wake(v, WAKE_SPIN))
             return;
-        }
     }
     atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
 }
@@ -379,6 +384,24 @@ void weft__ready(weft__fiber *f, bool next)
     } else {
         readyq_push(w, f);
     }
+}
+
+/* A fiber or thread just parked on an fd. Someone must poll: a worker asleep on its futex (it went to
+ * sleep while nobody waited on fds) is woken to take the poller's place, unless a worker is in the
+ * poller already or none sleeps. Workers that are up poll on their own (find_work, pick_local). */
+void weft__io_waiter_added(void)
+{
+    if (atomic_load_explicit(&rt->poller, memory_order_seq_cst) ||
+        atomic_load_explicit(&rt->nsleeping, memory_order_seq_cst) == 0)
+        return;
+    weft__tsan_internal_begin();
+    weft__worker *self = weft__tls_worker;
+    for (int i = 0; i < rt->nworkers; i++) {
+        weft__worker *v = rt->workers[i];
+        if (v != self && atomic_load_explicit(&v->sleeping, memory_order_seq_cst) && worker_wake(v, WAKE_INBOX))
+            break;
+    }
+    weft__tsan_internal_end();
 }
 
 int weft__submit_new(weft__worker *w, weft__fiber *f)
@@ -520,6 +543,10 @@ static weft__fiber *pick_local(weft__worker *w)
     weft__fiber *f;
     if (WEFT__UNLIKELY(--w->fair_countdown == 0)) {
         w->fair_countdown = FAIR_TICKS;
+        /* a busy worker looks at the poller too, unless another worker sleeps in it: fds must not starve
+         * while every worker has fibers to run */
+        if (weft__io_waiting() > 0 && !atomic_load_explicit(&rt->poller, memory_order_relaxed))
+            weft__io_poll(WEFT_NOWAIT);
         if ((f = gq_get(w)))
             return f;
     }
@@ -580,6 +607,9 @@ static void fiber_entry(void *arg)
     void *fn_arg = f->arg;
     weft__tsan_internal_end();
     weft__tsan_acquire(f); /* everything before the spawn happens before the fiber */
+    /* ... and the start of the thread it runs on, whose thread-local storage (errno) it shares: TSan
+     * created the fiber where it could not see the creation as an ordering */
+    weft__tsan_acquire(&w->sched);
     void *result = fn(fn_arg);
     weft__locals_destroy(f);
     weft__tsan_release(f); /* ... and everything in the fiber before its join returns */
@@ -819,6 +849,9 @@ static weft__fiber *find_work(weft__worker *w)
             stop_spinning(w, true);
             return f;
         }
+        /* fds: whatever is ready now (fibers of this worker land in its ready queue) */
+        if (weft__io_waiting() > 0 && weft__io_poll(WEFT_NOWAIT) > 0)
+            continue;
 
         /* spin for a bounded time: as a thief, if at most half the busy workers are spinning (more would
          * only compete for the same stealable work); or for its own fibers, if it has fibers parked,
@@ -834,7 +867,7 @@ static weft__fiber *find_work(weft__worker *w)
             }
         }
         if (w->spinning || (rt->spin_ns > 0 && w->nresident > 0)) {
-            int64_t until = weft__clock_ns() + rt->spin_ns;
+            int64_t now = weft__clock_ns(), until = now + rt->spin_ns, next_poll = now + SPIN_POLL_NS;
             bool seen = false;
             unsigned pause = 16;
             do {
@@ -848,22 +881,46 @@ static weft__fiber *find_work(weft__worker *w)
                     seen = true;
                     break;
                 }
-            } while (weft__clock_ns() < until);
+                /* and now and then the poller, unless a worker is asleep in it (it hears first) */
+                now = weft__clock_ns();
+                if (now >= next_poll && weft__io_waiting() > 0 &&
+                    !atomic_load_explicit(&rt->poller, memory_order_relaxed)) {
+                    next_poll = now + SPIN_POLL_NS;
+                    if (weft__io_poll(WEFT_NOWAIT) > 0) {
+                        seen = true;
+                        break;
+                    }
+                }
+            } while (now < until);
             if (seen)
                 continue;
         }
 
-        /* sleep: give up spinning, announce, look once more, then wait on the futex */
+        /* sleep: give up spinning, announce, look once more, then wait: in the poller if fibers wait on
+         * fds and no other worker is in it, else on the futex */
         stop_spinning(w, false);
         atomic_store_explicit(&w->futex, WAKE_NONE, memory_order_relaxed);
         atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
         atomic_fetch_add_explicit(&rt->nsleeping, 1, memory_order_seq_cst);
         if (!work_visible(w) && !atomic_load_explicit(&rt->stop, memory_order_seq_cst)) {
             int64_t deadline = weft__timer_next(w);
-            while (atomic_load_explicit(&w->futex, memory_order_acquire) == WAKE_NONE) {
-                if (weft__futex_wait(&w->futex, WAKE_NONE, deadline) == -ETIMEDOUT && deadline > 0 &&
-                    weft__clock_ns() >= deadline)
-                    break;
+            weft__worker *none = NULL;
+            if (weft__io_waiting() > 0 &&
+                atomic_compare_exchange_strong_explicit(&rt->poller, &none, w, memory_order_seq_cst,
+                                                        memory_order_relaxed)) {
+                /* in_poll first, then the last looks: a waker that missed in_poll woke the futex word,
+                 * which we look at before blocking */
+                atomic_store_explicit(&w->in_poll, 1, memory_order_seq_cst);
+                if (atomic_load_explicit(&w->futex, memory_order_seq_cst) == WAKE_NONE && !work_visible(w))
+                    weft__io_poll(deadline);
+                atomic_store_explicit(&w->in_poll, 0, memory_order_seq_cst);
+                atomic_store_explicit(&rt->poller, NULL, memory_order_seq_cst);
+            } else {
+                while (atomic_load_explicit(&w->futex, memory_order_acquire) == WAKE_NONE) {
+                    if (weft__futex_wait(&w->futex, WAKE_NONE, deadline) == -ETIMEDOUT && deadline > 0 &&
+                        weft__clock_ns() >= deadline)
+                        break;
+                }
             }
         }
         uint32_t why = atomic_exchange_explicit(&w->futex, WAKE_AWAKE, memory_order_seq_cst);
@@ -896,6 +953,7 @@ static void *worker_main(void *arg)
     w->sched.kind = WEFT__KIND_SCHED;
     w->sched.worker = w;
     w->sched.tsan_fiber = weft__tsan_current();
+    weft__tsan_release(&w->sched); /* this thread's start, its TLS set up, comes before its fibers */
     w->sched.timer_idx = TIMER_NONE;
     w->cur = &w->sched;
 
@@ -967,6 +1025,8 @@ void weft__sched_stop(void)
     for (int i = 0; i < rt->nworkers; i++) {
         weft__worker *w = rt->workers[i];
         atomic_store_explicit(&w->futex, WAKE_INBOX, memory_order_seq_cst);
+        if (atomic_load_explicit(&w->in_poll, memory_order_seq_cst))
+            weft__poll_interrupt();
         weft__futex_wake(&w->futex, 1);
     }
     for (int i = 0; i < rt->nworkers; i++)

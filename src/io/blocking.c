@@ -1,0 +1,213 @@
+/*
+ * The blocking-call pool: weft_blocking runs a function that may block (a regular file's read, a DNS
+ * lookup, any library call that sleeps in the kernel) on a kernel thread of its own, while the calling
+ * fiber parks and its worker runs other fibers.
+ *
+ * Elastic, like Go's extra Ms and Tokio's blocking pool: a call that finds no idle pool thread starts one,
+ * up to a bound (weft_config_t.blocking_threads, WEFT_BLOCKING_THREADS, default 256); past the bound, or
+ * when the system refuses a new thread (its thread limit), calls wait in a FIFO queue for a thread to free
+ * up: they queue, they never fail for lack of a thread. A thread idle for 10 s ends.
+ *
+ * Cancellation: a call whose deadline passes (or whose fiber is cancelled) while it is still queued is
+ * taken out and never runs. One that is running finishes (a thread cannot be stopped safely in the
+ * middle of a function, and the function may use its caller's stack): the caller waits for it.
+ *
+ * A call from a thread that is not a fiber runs the function right there: it is a kernel thread already.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "core/internal.h"
+#include "io/io.h"
+#include "obs/sanitize.h"
+
+#define DEFAULT_MAX_THREADS 256
+#define IDLE_EXIT_NS ((int64_t)10 * 1000000000)
+
+enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
+
+typedef struct job {
+    struct job *next, *prev;
+    weft_fn fn;
+    void *arg;
+    void *result;
+    weft__fiber *waiter; /* under B.lock */
+    uint32_t tok;        /* the waiter's park token; under B.lock */
+    int state;           /* JOB_*; under B.lock */
+} job;
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;     /* idle pool threads wait here */
+    job *head, *tail;        /* queued calls, FIFO */
+    int nthreads, nidle, max;
+    int64_t busy;            /* queued + running */
+} B = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, DEFAULT_MAX_THREADS, 0};
+
+static pthread_once_t cond_once = PTHREAD_ONCE_INIT;
+
+static void cond_init(void)
+{
+    /* idle threads time out on the monotonic clock */
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_destroy(&B.cond);
+    pthread_cond_init(&B.cond, &a);
+    pthread_condattr_destroy(&a);
+}
+
+void weft__blocking_configure(int max_threads)
+{
+    pthread_mutex_lock(&B.lock);
+    B.max = max_threads > 0 ? max_threads : DEFAULT_MAX_THREADS;
+    pthread_mutex_unlock(&B.lock);
+}
+
+int64_t weft__blocking_busy(void)
+{
+    pthread_mutex_lock(&B.lock);
+    int64_t n = B.busy;
+    pthread_mutex_unlock(&B.lock);
+    return n;
+}
+
+static void unlink_job(job *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        B.head = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    else
+        B.tail = j->prev;
+}
+
+static void *pool_main(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&B.lock);
+    for (;;) {
+        if (!B.head) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += IDLE_EXIT_NS / 1000000000;
+            B.nidle++;
+            int r = 0;
+            while (!B.head && r != ETIMEDOUT)
+                r = pthread_cond_timedwait(&B.cond, &B.lock, &ts);
+            B.nidle--;
+            if (!B.head)
+                break; /* idle for too long */
+        }
+        job *j = B.head;
+        unlink_job(j);
+        j->state = JOB_RUNNING;
+        pthread_mutex_unlock(&B.lock);
+
+        void *res = j->fn(j->arg);
+
+        pthread_mutex_lock(&B.lock);
+        j->result = res;
+        j->state = JOB_DONE;
+        weft__fiber *f = j->waiter;
+        uint32_t tok = j->tok;
+        B.busy--;
+        weft__tsan_release(j); /* the call happens before its caller goes on */
+        /* the job lives on its caller's stack: after the unlock it may be gone; f and tok are copies */
+        pthread_mutex_unlock(&B.lock);
+        weft__unpark(f, tok, PW_OK);
+        pthread_mutex_lock(&B.lock);
+    }
+    B.nthreads--;
+    pthread_mutex_unlock(&B.lock);
+    return NULL;
+}
+
+/* Start a pool thread if calls wait and no thread is idle. Under B.lock; drops and retakes it. */
+static void maybe_grow(void)
+{
+    if (!B.head || B.nidle > 0 || B.nthreads >= B.max)
+        return;
+    B.nthreads++;
+    pthread_mutex_unlock(&B.lock);
+    pthread_attr_t a;
+    pthread_t t;
+    int r = pthread_attr_init(&a);
+    if (r == 0) {
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        r = pthread_create(&t, &a, pool_main, NULL);
+        pthread_attr_destroy(&a);
+    }
+    pthread_mutex_lock(&B.lock);
+    if (r != 0)
+        B.nthreads--; /* out of threads: the call waits for one that frees up, or for a later kick */
+}
+
+void weft__blocking_kick(void)
+{
+    pthread_mutex_lock(&B.lock);
+    maybe_grow();
+    pthread_mutex_unlock(&B.lock);
+}
+
+int weft_blocking_until(weft_fn fn, void *arg, void **result, int64_t deadline)
+{
+    if (!fn)
+        return -EINVAL;
+    weft__fiber *self = weft__self_if_any();
+    if (!self || self->kind != WEFT__KIND_FIBER) {
+        void *r = fn(arg); /* a thread of its own already */
+        if (result)
+            *result = r;
+        return 0;
+    }
+    pthread_once(&cond_once, cond_init);
+    job j = {.fn = fn, .arg = arg, .waiter = self, .state = JOB_QUEUED};
+    pthread_mutex_lock(&B.lock);
+    j.tok = weft__park_prepare(self, WEFT__WAIT_BLOCKING, &j);
+    j.prev = B.tail;
+    if (B.tail)
+        B.tail->next = &j;
+    else
+        B.head = &j;
+    B.tail = &j;
+    B.busy++;
+    if (B.nidle > 0)
+        pthread_cond_signal(&B.cond);
+    else
+        maybe_grow();
+    pthread_mutex_unlock(&B.lock);
+
+    int r = weft__park(self, j.tok, deadline);
+    while (r != 0) {
+        /* the deadline passed or the wait was cancelled: take the call back if it has not started */
+        pthread_mutex_lock(&B.lock);
+        if (j.state == JOB_QUEUED) {
+            unlink_job(&j);
+            B.busy--;
+            pthread_mutex_unlock(&B.lock);
+            return r;
+        }
+        if (j.state == JOB_DONE) {
+            pthread_mutex_unlock(&B.lock);
+            break;
+        }
+        /* running: it must finish (it may use our stack); wait for it, without a deadline now */
+        j.tok = weft__park_prepare(self, WEFT__WAIT_BLOCKING, &j);
+        pthread_mutex_unlock(&B.lock);
+        r = weft__park(self, j.tok, WEFT_FOREVER);
+    }
+    weft__tsan_acquire(&j);
+    if (result)
+        *result = j.result;
+    return 0;
+}
+
+int weft_blocking(weft_fn fn, void *arg, void **result)
+{
+    return weft_blocking_until(fn, arg, result, WEFT_FOREVER);
+}

@@ -1,0 +1,747 @@
+/*
+ * Fiber-aware file descriptors: waiting for readiness, the read/write family, close.
+ *
+ * THE JOB
+ * A fiber that reads a socket with nothing to read must park and give its worker to other fibers, and
+ * wake when data comes, at once, without a system call per wait beyond the read that found nothing.
+ * A thread that is not a fiber blocks instead. Closing an fd wakes whoever waits on it, with an error; a
+ * reused fd number never gets the events of the file it replaced; deadlines are absolute.
+ *
+ * THE APPROACH
+ *  - Every fd has a descriptor (weft__pd) in a table indexed by fd number. Descriptors are never freed
+ *    (the table only grows), so the poller may look one up for a stale event at any time.
+ *  - The first weft call on an fd puts it in non-blocking mode and registers it with the poller,
+ *    edge-triggered for both directions, with the key (generation << 32 | fd). weft_close bumps the
+ *    generation, so an event still in flight for the closed file names an old generation and is dropped.
+ *  - Per direction, a readiness sequence counts the edges the poller has seen. An operation reads the
+ *    sequence, then tries the system call; on EAGAIN it takes the descriptor's lock and parks only if the
+ *    sequence has not moved meanwhile. An edge that came in between makes it try again instead, so no
+ *    edge is ever lost between the try and the park.
+ *  - Waiters queue on the descriptor (nodes on their own stacks, under its lock). The poller takes all
+ *    waiters of a direction when an edge comes and wakes them; each tries its call again. (Waking all
+ *    matters when several fibers accept on one listening socket: one edge may stand for many clients.)
+ *  - Operations in flight hold a reference. weft_close marks the descriptor closed and wakes its waiters
+ *    (they return -EBADF), waits for the references to drain, and only then closes the fd: a read can
+ *    never run on a number that close has already handed back to the system for reuse.
+ *  - Regular files cannot be polled (epoll says EPERM; they are always "ready" and block in the kernel):
+ *    in a fiber, their reads and writes run on the blocking pool (blocking.c).
+ *  - Threads that are not fibers use the same waiters when the runtime runs (they park on a futex), and
+ *    poll(2) when it does not.
+ *
+ * MEMORY ORDERING
+ *  - Sequence: the poller increments it under the lock (release); an operation loads it (acquire) before
+ *    its system call and compares under the lock. Either the poller's increment comes after the load (the
+ *    compare sees it and the operation retries) or before (the load saw it; the system call then sees the
+ *    data that caused the edge).
+ *  - Close against operations: an operation increments refs and then loads the state (both seq_cst);
+ *    close stores CLOSED and then loads refs. One of the two sees the other.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+#include "io/io.h"
+#include "io/poll.h"
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Descriptors                                                                                       */
+
+enum { PD_UNUSED = 0, PD_OPEN = 1, PD_CLOSED = 2 };
+
+typedef struct pd_waiter {
+    struct pd_waiter *next, *prev;
+    weft__fiber *f;
+    uint32_t tok;
+    bool taken; /* the poller or close took it off the list and woke it; under the lock */
+} pd_waiter;
+
+typedef struct weft__pd {
+    weft__spinlock lock;
+    _Atomic uint32_t state;   /* PD_*: written under the lock */
+    _Atomic uint32_t gen;     /* bumped by close: events of an older generation are stale */
+    uint32_t epoch;           /* the poller it is registered with (io.epoch); under the lock */
+    bool file;                /* cannot be polled: a regular file or the like; under the lock */
+    bool sock;                /* a socket: writes use send(MSG_NOSIGNAL), never raising SIGPIPE */
+    _Atomic uint32_t seq[2];  /* edges seen, per direction (0 read, 1 write) */
+    pd_waiter *waiters[2];    /* under the lock */
+    _Atomic int32_t refs;     /* operations in flight */
+} weft__pd;
+
+#define CHUNK_SHIFT 10
+#define CHUNK_N (1u << CHUNK_SHIFT)
+
+static struct {
+    weft__spinlock grow_lock;
+    weft__pd *_Atomic *chunks; /* chunks[fd >> CHUNK_SHIFT]; allocated at first use, never freed */
+    size_t nchunks;
+    _Atomic uint32_t epoch;    /* bumped at every runtime start: registrations with older pollers are void */
+    _Atomic int running;       /* the poller exists */
+    _Atomic int64_t waiting;   /* fibers and threads parked on fds: the poller has work */
+} io;
+
+static size_t max_chunks(void)
+{
+    struct rlimit rl;
+    rlim_t n = 1u << 20;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max > n)
+        n = rl.rlim_max;
+    if (n > ((rlim_t)1 << 30))
+        n = (rlim_t)1 << 30;
+    return (size_t)((n + CHUNK_N - 1) >> CHUNK_SHIFT);
+}
+
+/* The descriptor of fd, made if need be; NULL only when out of memory or fd is out of range. */
+static weft__pd *pd_of(int fd)
+{
+    size_t c = (size_t)fd >> CHUNK_SHIFT;
+    weft__pd *_Atomic *chunks = __atomic_load_n(&io.chunks, __ATOMIC_ACQUIRE);
+    if (WEFT__UNLIKELY(!chunks)) {
+        weft__spin_lock(&io.grow_lock);
+        if (!io.chunks) {
+            size_t n = max_chunks();
+            weft__pd *_Atomic *t = calloc(n, sizeof *t);
+            if (t) {
+                io.nchunks = n;
+                __atomic_store_n(&io.chunks, t, __ATOMIC_RELEASE);
+            }
+        }
+        weft__spin_unlock(&io.grow_lock);
+        chunks = __atomic_load_n(&io.chunks, __ATOMIC_ACQUIRE);
+        if (!chunks)
+            return NULL;
+    }
+    if (c >= io.nchunks)
+        return NULL;
+    weft__pd *chunk = atomic_load_explicit(&chunks[c], memory_order_acquire);
+    if (WEFT__UNLIKELY(!chunk)) {
+        weft__pd *fresh = calloc(CHUNK_N, sizeof *fresh);
+        if (!fresh)
+            return NULL;
+        weft__pd *expected = NULL;
+        if (atomic_compare_exchange_strong_explicit(&chunks[c], &expected, fresh, memory_order_acq_rel,
+                                                    memory_order_acquire))
+            chunk = fresh;
+        else {
+            free(fresh);
+            chunk = expected;
+        }
+    }
+    return &chunk[(size_t)fd & (CHUNK_N - 1)];
+}
+
+/* The descriptor of fd if one exists (for the poller: never allocates). */
+static weft__pd *pd_find(int fd)
+{
+    weft__pd *_Atomic *chunks = __atomic_load_n(&io.chunks, __ATOMIC_ACQUIRE);
+    size_t c = (size_t)fd >> CHUNK_SHIFT;
+    if (!chunks || fd < 0 || c >= io.nchunks)
+        return NULL;
+    weft__pd *chunk = atomic_load_explicit(&chunks[c], memory_order_acquire);
+    return chunk ? &chunk[(size_t)fd & (CHUNK_N - 1)] : NULL;
+}
+
+static inline uint64_t pd_key(int fd, uint32_t gen)
+{
+    return ((uint64_t)gen << 32) | (uint32_t)fd;
+}
+
+/* Make fd ready for weft's calls: non-blocking, and registered with the poller when it runs. Under the
+ * descriptor's lock. */
+static int pd_open_locked(weft__pd *pd, int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -weft__errno();
+    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -weft__errno();
+    pd->file = false;
+    struct stat st;
+    pd->sock = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    if (atomic_load_explicit(&io.running, memory_order_acquire)) {
+        uint32_t gen = atomic_load_explicit(&pd->gen, memory_order_relaxed);
+        int r = weft__poll_add(fd, pd_key(fd, gen));
+        if (r == -EPERM)
+            pd->file = true;
+        else if (r < 0 && r != -EEXIST)
+            return r;
+        pd->epoch = atomic_load_explicit(&io.epoch, memory_order_relaxed);
+    } else {
+        pd->epoch = 0; /* no poller yet: register when one exists */
+    }
+    atomic_store_explicit(&pd->state, PD_OPEN, memory_order_release);
+    return 0;
+}
+
+/* Begin an operation on fd: the descriptor, open and registered, with a reference held; or NULL and
+ * *err. */
+static weft__pd *op_begin(int fd, int *err)
+{
+    if (fd < 0) {
+        *err = -EBADF;
+        return NULL;
+    }
+    weft__pd *pd = pd_of(fd);
+    if (!pd) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    for (;;) {
+        atomic_fetch_add_explicit(&pd->refs, 1, memory_order_seq_cst);
+        uint32_t st = atomic_load_explicit(&pd->state, memory_order_seq_cst);
+        uint32_t epoch = atomic_load_explicit(&io.epoch, memory_order_relaxed);
+        bool running = atomic_load_explicit(&io.running, memory_order_relaxed);
+        if (WEFT__LIKELY(st == PD_OPEN && (pd->epoch == epoch || !running)))
+            return pd;
+        if (st == PD_CLOSED) {
+            /* a close is under way: let it finish (it waits for our reference to go), then look again,
+             * since the number may already belong to a new file */
+            atomic_fetch_sub_explicit(&pd->refs, 1, memory_order_release);
+            while (atomic_load_explicit(&pd->state, memory_order_acquire) == PD_CLOSED) {
+                if (weft_in_fiber())
+                    weft_yield();
+                else
+                    sched_yield();
+            }
+            continue;
+        }
+        int r = 0;
+        weft__spin_lock(&pd->lock);
+        st = atomic_load_explicit(&pd->state, memory_order_relaxed);
+        if (st == PD_UNUSED || (st == PD_OPEN && pd->epoch != epoch && running))
+            r = pd_open_locked(pd, fd);
+        weft__spin_unlock(&pd->lock);
+        if (r < 0) {
+            atomic_fetch_sub_explicit(&pd->refs, 1, memory_order_release);
+            *err = r;
+            return NULL;
+        }
+        if (st == PD_CLOSED) { /* closed between our look and the lock */
+            atomic_fetch_sub_explicit(&pd->refs, 1, memory_order_release);
+            continue;
+        }
+        return pd;
+    }
+}
+
+static inline void op_end(weft__pd *pd)
+{
+    atomic_fetch_sub_explicit(&pd->refs, 1, memory_order_release);
+}
+
+/* The fd was made by weft just now (accept, socket): whatever the table says about its number belongs
+ * to a file closed behind weft's back; start afresh. */
+int weft__fd_adopt(int fd)
+{
+    weft__pd *pd = pd_of(fd);
+    if (!pd)
+        return -ENOMEM;
+    weft__spin_lock(&pd->lock);
+    if (atomic_load_explicit(&pd->state, memory_order_relaxed) == PD_OPEN)
+        atomic_fetch_add_explicit(&pd->gen, 1, memory_order_relaxed); /* old events are stale */
+    int r = pd_open_locked(pd, fd);
+    weft__spin_unlock(&pd->lock);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Waiting                                                                                           */
+
+/* Park until the direction's sequence moves past seq, the fd is closed, or the deadline. 0: try again;
+ * -EBADF: closed; -ETIMEDOUT; -ECANCELED. */
+static int pd_park(weft__pd *pd, int dir, uint32_t seq, uint32_t gen, int64_t deadline)
+{
+    if (deadline == WEFT_NOWAIT)
+        return -ETIMEDOUT;
+    weft__fiber *self = weft__self();
+    if (!self)
+        return -ENOMEM;
+    pd_waiter node = {.f = self};
+    weft__spin_lock(&pd->lock);
+    if (atomic_load_explicit(&pd->gen, memory_order_relaxed) != gen) {
+        weft__spin_unlock(&pd->lock);
+        return -EBADF;
+    }
+    if (atomic_load_explicit(&pd->seq[dir], memory_order_relaxed) != seq) {
+        weft__spin_unlock(&pd->lock);
+        return 0; /* an edge came since the try */
+    }
+    node.tok = weft__park_prepare(self, dir ? WEFT__WAIT_IO_WRITE : WEFT__WAIT_IO_READ, pd);
+    node.next = pd->waiters[dir];
+    if (node.next)
+        node.next->prev = &node;
+    pd->waiters[dir] = &node;
+    weft__spin_unlock(&pd->lock);
+
+    atomic_fetch_add_explicit(&io.waiting, 1, memory_order_seq_cst);
+    weft__io_waiter_added();
+    int r = weft__park(self, node.tok, deadline);
+    atomic_fetch_sub_explicit(&io.waiting, 1, memory_order_relaxed);
+    if (r != 0) {
+        weft__spin_lock(&pd->lock);
+        if (node.taken) {
+            r = 0; /* woken after all: an edge or a close; look again */
+        } else {
+            if (node.prev)
+                node.prev->next = node.next;
+            else
+                pd->waiters[dir] = node.next;
+            if (node.next)
+                node.next->prev = node.prev;
+        }
+        weft__spin_unlock(&pd->lock);
+        if (r != 0)
+            return r;
+    }
+    return atomic_load_explicit(&pd->gen, memory_order_acquire) != gen ? -EBADF : 0;
+}
+
+/* Take every waiter of one direction and wake it. Under the lock. */
+static int wake_dir(weft__pd *pd, int dir)
+{
+    int n = 0;
+    for (pd_waiter *w = pd->waiters[dir], *next; w; w = next) {
+        next = w->next;
+        weft__fiber *f = w->f;
+        uint32_t tok = w->tok;
+        w->taken = true;
+        n += weft__unpark_fifo(f, tok, PW_OK);
+    }
+    pd->waiters[dir] = NULL;
+    return n;
+}
+
+int weft__io_poll(int64_t deadline)
+{
+    weft__poll_event ev[64];
+    int n = weft__poll_wait(ev, 64, deadline);
+    int woken = 0;
+    for (int i = 0; i < n; i++) {
+        int fd = (int)(uint32_t)ev[i].key;
+        uint32_t gen = (uint32_t)(ev[i].key >> 32);
+        weft__pd *pd = pd_find(fd);
+        if (!pd)
+            continue;
+        weft__spin_lock(&pd->lock);
+        if (atomic_load_explicit(&pd->gen, memory_order_relaxed) == gen) { /* else: an event of a closed file */
+            for (int dir = 0; dir < 2; dir++) {
+                if (!(ev[i].events & (dir ? WEFT__POLL_OUT : WEFT__POLL_IN)))
+                    continue;
+                atomic_fetch_add_explicit(&pd->seq[dir], 1, memory_order_release);
+                woken += wake_dir(pd, dir);
+            }
+        }
+        weft__spin_unlock(&pd->lock);
+    }
+    return woken;
+}
+
+int64_t weft__io_waiting(void)
+{
+    return atomic_load_explicit(&io.waiting, memory_order_seq_cst);
+}
+
+int weft__io_start(void)
+{
+    int r = weft__poll_open();
+    if (r < 0)
+        return r;
+    atomic_fetch_add_explicit(&io.epoch, 1, memory_order_relaxed);
+    atomic_store_explicit(&io.running, 1, memory_order_release);
+    return 0;
+}
+
+void weft__io_stop(void)
+{
+    atomic_store_explicit(&io.running, 0, memory_order_release);
+    weft__poll_close();
+}
+
+/* Wait on a thread outside the runtime when no poller runs: poll(2). 0: try again, or -ETIMEDOUT. */
+static int thread_poll(int fd, int dir, int64_t deadline)
+{
+    if (deadline == WEFT_NOWAIT)
+        return -ETIMEDOUT;
+    struct pollfd p = {.fd = fd, .events = dir ? POLLOUT : POLLIN};
+    for (;;) {
+        int ms = -1;
+        if (deadline > 0) {
+            int64_t left = deadline - weft__clock_ns();
+            if (left <= 0)
+                return -ETIMEDOUT;
+            int64_t m = (left + 999999) / 1000000;
+            ms = m > INT_MAX ? INT_MAX : (int)m;
+        }
+        int r = poll(&p, 1, ms);
+        if (r > 0)
+            return 0;
+        if (r == 0 && deadline > 0 && weft__clock_ns() >= deadline)
+            return -ETIMEDOUT;
+        /* EINTR, or woke a little before the deadline: look again */
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The operation loop                                                                                */
+
+/* An operation: its system call's result, or a negative errno (never through errno: see weft__errno). */
+typedef ssize_t (*io_op)(int fd, void *ctx, bool sock);
+
+static inline ssize_t sys_result(ssize_t r)
+{
+    return r < 0 ? -weft__errno() : r;
+}
+
+typedef struct {
+    io_op op;
+    int fd;
+    void *ctx;
+    ssize_t r;
+} file_job;
+
+static void *run_file_job(void *arg)
+{
+    file_job *j = arg;
+    do {
+        j->r = j->op(j->fd, j->ctx, false);
+    } while (j->r == -EINTR);
+    return NULL;
+}
+
+/* Run op until it does not say EAGAIN: op returns what its system call returns, with errno set. */
+static ssize_t io_run(int fd, int dir, io_op op, void *ctx, int64_t deadline)
+{
+    int err;
+    weft__pd *pd = op_begin(fd, &err);
+    if (!pd)
+        return err;
+    ssize_t r;
+    if (WEFT__UNLIKELY(pd->file) && weft_in_fiber()) {
+        file_job j = {op, fd, ctx, 0};
+        int b = weft_blocking_until(run_file_job, &j, NULL, deadline);
+        op_end(pd);
+        return b < 0 ? b : j.r;
+    }
+    uint32_t gen = atomic_load_explicit(&pd->gen, memory_order_relaxed);
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(&pd->seq[dir], memory_order_acquire);
+        r = op(fd, ctx, pd->sock);
+        if (r >= 0)
+            break;
+        if (r == -EINTR)
+            continue;
+        if (r != -EAGAIN && r != -EWOULDBLOCK)
+            break;
+        int w;
+        if (atomic_load_explicit(&io.running, memory_order_acquire) && pd->epoch == atomic_load_explicit(&io.epoch, memory_order_relaxed))
+            w = pd_park(pd, dir, seq, gen, deadline);
+        else
+            w = thread_poll(fd, dir, deadline);
+        if (w < 0) {
+            r = w;
+            break;
+        }
+    }
+    op_end(pd);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The calls                                                                                         */
+
+typedef struct {
+    void *buf;
+    size_t len;
+    int flags;
+    struct sockaddr *addr;
+    socklen_t *addrlen;
+    const struct sockaddr *to;
+    socklen_t tolen;
+    const struct iovec *iov;
+    int iovcnt;
+} io_args;
+
+static ssize_t op_read(int fd, void *c, bool sock)
+{
+    io_args *a = c;
+    return sys_result(read(fd, a->buf, a->len));
+}
+
+static ssize_t op_write(int fd, void *c, bool sock)
+{
+    io_args *a = c;
+    return sys_result(sock ? send(fd, a->buf, a->len, MSG_NOSIGNAL) : write(fd, a->buf, a->len));
+}
+
+static ssize_t op_readv(int fd, void *c, bool sock)
+{
+    io_args *a = c;
+    return sys_result(readv(fd, a->iov, a->iovcnt));
+}
+
+static ssize_t op_writev(int fd, void *c, bool sock)
+{
+    io_args *a = c;
+    if (sock) {
+        struct msghdr m = {.msg_iov = (struct iovec *)a->iov, .msg_iovlen = (size_t)a->iovcnt};
+        return sys_result(sendmsg(fd, &m, MSG_NOSIGNAL));
+    }
+    return sys_result(writev(fd, a->iov, a->iovcnt));
+}
+
+static ssize_t op_recvfrom(int fd, void *c, bool sock)
+{
+    io_args *a = c;
+    return sys_result(recvfrom(fd, a->buf, a->len, a->flags, a->addr, a->addrlen));
+}
+
+static ssize_t op_sendto(int fd, void *c, bool sock)
+{
+    io_args *a = c;
+    return sys_result(sendto(fd, a->buf, a->len, a->flags | MSG_NOSIGNAL, a->to, a->tolen));
+}
+
+static ssize_t op_poll(int fd, void *c, bool sock)
+{
+    io_args *a = c;
+    struct pollfd p = {.fd = fd, .events = (short)a->flags};
+    int r = poll(&p, 1, 0);
+    if (r < 0)
+        return -weft__errno();
+    if (r == 0)
+        return -EAGAIN;
+    if (p.revents & POLLNVAL)
+        return -EBADF;
+    return p.revents;
+}
+
+ssize_t weft_read(int fd, void *buf, size_t len, int64_t deadline)
+{
+    io_args a = {.buf = buf, .len = len};
+    return io_run(fd, 0, op_read, &a, deadline);
+}
+
+ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline)
+{
+    io_args a = {.iov = iov, .iovcnt = iovcnt};
+    return io_run(fd, 0, op_readv, &a, deadline);
+}
+
+ssize_t weft_recv(int fd, void *buf, size_t len, int flags, int64_t deadline)
+{
+    io_args a = {.buf = buf, .len = len, .flags = flags};
+    return io_run(fd, 0, op_recvfrom, &a, deadline);
+}
+
+ssize_t weft_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen,
+                      int64_t deadline)
+{
+    io_args a = {.buf = buf, .len = len, .flags = flags, .addr = from, .addrlen = fromlen};
+    return io_run(fd, 0, op_recvfrom, &a, deadline);
+}
+
+ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen,
+                    int64_t deadline)
+{
+    io_args a = {.buf = (void *)buf, .len = len, .flags = flags, .to = to, .tolen = tolen};
+    return io_run(fd, 1, op_sendto, &a, deadline); /* a datagram goes whole or not at all */
+}
+
+/* Writes go on until every byte is written, like a blocking write to a socket. An error or the deadline
+ * after some bytes went out returns how many did (the next call reports the error). */
+static ssize_t write_all(int fd, io_op op, io_args *a, int64_t deadline)
+{
+    size_t done = 0, len = a->len;
+    char *p = a->buf;
+    while (done < len || len == 0) {
+        a->buf = p + done;
+        a->len = len - done;
+        ssize_t r = io_run(fd, 1, op, a, deadline);
+        if (r < 0)
+            return done ? (ssize_t)done : r;
+        done += (size_t)r;
+        if (len == 0)
+            break;
+    }
+    return (ssize_t)done;
+}
+
+ssize_t weft_write(int fd, const void *buf, size_t len, int64_t deadline)
+{
+    io_args a = {.buf = (void *)buf, .len = len};
+    return write_all(fd, op_write, &a, deadline);
+}
+
+ssize_t weft_send(int fd, const void *buf, size_t len, int flags, int64_t deadline)
+{
+    io_args a = {.buf = (void *)buf, .len = len, .flags = flags};
+    return write_all(fd, op_sendto, &a, deadline);
+}
+
+ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt, int64_t deadline)
+{
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt && !iov))
+        return -EINVAL;
+    /* a private copy: a partial write moves its start */
+    struct iovec small[16], *v = iovcnt <= 16 ? small : malloc((size_t)iovcnt * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        v[i] = iov[i];
+        total += iov[i].iov_len;
+    }
+    size_t done = 0;
+    int first = 0;
+    ssize_t ret = 0;
+    do {
+        io_args a = {.iov = v + first, .iovcnt = iovcnt - first};
+        ssize_t r = io_run(fd, 1, op_writev, &a, deadline);
+        if (r < 0) {
+            ret = done ? (ssize_t)done : r;
+            goto out;
+        }
+        done += (size_t)r;
+        size_t k = (size_t)r;
+        while (first < iovcnt && k >= v[first].iov_len) {
+            k -= v[first].iov_len;
+            first++;
+        }
+        if (first < iovcnt) {
+            v[first].iov_base = (char *)v[first].iov_base + k;
+            v[first].iov_len -= k;
+        }
+    } while (done < total);
+    ret = (ssize_t)done;
+out:
+    if (v != small)
+        free(v);
+    return ret;
+}
+
+int weft_fd_wait(int fd, unsigned events, int64_t deadline)
+{
+    if (!events || (events & ~(unsigned)(WEFT_READABLE | WEFT_WRITABLE)) ||
+        events == (WEFT_READABLE | WEFT_WRITABLE))
+        return -EINVAL; /* one direction at a time: the waits are per direction */
+    int dir = events == WEFT_WRITABLE;
+    io_args a = {.flags = dir ? POLLOUT : POLLIN};
+    ssize_t r = io_run(fd, dir, op_poll, &a, deadline);
+    if (r < 0)
+        return (int)r;
+    unsigned got = 0;
+    if (r & (POLLIN | POLLHUP | POLLERR | POLLRDHUP | POLLPRI))
+        got |= WEFT_READABLE;
+    if (r & (POLLOUT | POLLHUP | POLLERR))
+        got |= WEFT_WRITABLE;
+    return (int)(got & events ? got & events : events); /* HUP/ERR: ready, the next call says what */
+}
+
+/* accept4, made fiber-aware; fd.c owns the loop, net.c the out-of-fds policy. */
+typedef struct {
+    struct sockaddr *addr;
+    socklen_t *addrlen;
+} accept_args;
+
+static ssize_t op_accept(int fd, void *c, bool sock)
+{
+    accept_args *a = c;
+    return sys_result(accept4(fd, a->addr, a->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC));
+}
+
+int weft__accept_once(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline)
+{
+    accept_args a = {addr, addrlen};
+    ssize_t r = io_run(fd, 0, op_accept, &a, deadline);
+    if (r >= 0) {
+        int e = weft__fd_adopt((int)r);
+        if (e < 0) {
+            close((int)r);
+            return e;
+        }
+    }
+    return (int)r;
+}
+
+typedef struct {
+    const struct sockaddr *addr;
+    socklen_t len;
+    bool started;
+} connect_args;
+
+static ssize_t op_connect(int fd, void *c, bool sock)
+{
+    connect_args *a = c;
+    if (!a->started) {
+        a->started = true;
+        if (connect(fd, a->addr, a->len) == 0)
+            return 0;
+        int e = weft__errno();
+        /* in progress: wait until writable, then read the outcome */
+        return e == EINPROGRESS || e == EINTR ? -EAGAIN : -e;
+    }
+    int err = 0;
+    socklen_t l = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+        return -weft__errno();
+    if (err != 0)
+        return -err;
+    /* writable with no error: connected, unless the edge was not about the connection (ask the peer) */
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        return 0;
+    int e = weft__errno();
+    return e == ENOTCONN ? -EAGAIN : -e;
+}
+
+int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline)
+{
+    connect_args a = {addr, addrlen, false};
+    return (int)io_run(fd, 1, op_connect, &a, deadline);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Close                                                                                             */
+
+int weft_close(int fd)
+{
+    weft__pd *pd = fd >= 0 ? pd_find(fd) : NULL;
+    if (!pd || atomic_load_explicit(&pd->state, memory_order_acquire) != PD_OPEN)
+        return close(fd) == 0 ? 0 : -weft__errno(); /* never used with weft: a plain close */
+    weft__spin_lock(&pd->lock);
+    if (atomic_load_explicit(&pd->state, memory_order_relaxed) != PD_OPEN) {
+        weft__spin_unlock(&pd->lock);
+        return -EBADF; /* closed by another call meanwhile */
+    }
+    atomic_store_explicit(&pd->state, PD_CLOSED, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&pd->gen, 1, memory_order_release);
+    wake_dir(pd, 0);
+    wake_dir(pd, 1);
+    bool polled = !pd->file && pd->epoch == atomic_load_explicit(&io.epoch, memory_order_relaxed) &&
+                  atomic_load_explicit(&io.running, memory_order_relaxed);
+    weft__spin_unlock(&pd->lock);
+    /* let operations in flight see the close and leave before the number goes back to the system */
+    while (atomic_load_explicit(&pd->refs, memory_order_seq_cst) > 0) {
+        if (weft_in_fiber())
+            weft_yield();
+        else
+            sched_yield();
+    }
+    if (polled)
+        weft__poll_del(fd);
+    int r = close(fd) == 0 ? 0 : -weft__errno();
+    weft__spin_lock(&pd->lock);
+    atomic_store_explicit(&pd->state, PD_UNUSED, memory_order_release);
+    weft__spin_unlock(&pd->lock);
+    return r == -EINTR ? 0 : r; /* Linux frees the fd even when close says EINTR */
+}

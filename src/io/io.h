@@ -1,0 +1,36 @@
+/*
+ * The I/O layer's internal interface to the rest of the runtime (src/core) and between its own files.
+ */
+#ifndef WEFT_IO_IO_H
+#define WEFT_IO_IO_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Runtime start and shutdown: make and close the poller. */
+int weft__io_start(void);
+void weft__io_stop(void);
+/* Poll for readiness until deadline (WEFT_NOWAIT: just look) and wake the fibers and threads waiting for
+ * what is ready. Returns how many were woken. Any worker may call it, several at once. */
+int weft__io_poll(int64_t deadline);
+/* Fibers and threads parked on fds right now: someone should be polling. */
+int64_t weft__io_waiting(void);
+/* The scheduler's hook: a fiber just parked on an fd (sched.c makes sure some worker will poll). */
+void weft__io_waiter_added(void);
+
+/* net.c: keep a spare fd for running out of them (runtime start) */
+void weft__net_init(void);
+
+/* fd.c, for net.c */
+int weft__fd_adopt(int fd);
+int weft__accept_once(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline);
+
+/* The blocking pool (blocking.c) */
+void weft__blocking_configure(int max_threads);
+/* Calls queued or running right now: their callers will be woken. */
+int64_t weft__blocking_busy(void);
+/* Start a pool thread for queued calls that have none (after thread creation failed for lack of
+ * resources); the monitor calls it now and then. */
+void weft__blocking_kick(void);
+
+#endif

@@ -1,0 +1,265 @@
+/*
+ * Sockets: accept (with what to do when the process runs out of fds), name resolution through the
+ * blocking pool, and listen/dial helpers for TCP and Unix sockets.
+ *
+ * Out of fds (EMFILE, ENFILE): accepting again at once would spin, since the pending connection stays
+ * pending and the listening socket stays readable. Waiting alone would leave the clients in the backlog
+ * hanging for as long as the shortage lasts. weft_accept does what libuv does and more: it closes a spare
+ * fd kept for the purpose, accepts and at once closes the waiting connections (their clients see the
+ * connection closed, not a hang), takes the spare back, and then backs off, 1 ms doubling to 100 ms, a
+ * parked sleep, before it tries again. When fds free up, the next try succeeds and accepting goes on.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+#include "io/io.h"
+
+#define BACKOFF_FIRST_NS ((int64_t)1000000)
+#define BACKOFF_MAX_NS ((int64_t)100000000)
+#define SHED_MAX 64
+
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+static int spare_fd = -1;
+
+static int open_spare(void)
+{
+    return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Called at runtime start: keep one fd in reserve for shedding connections when fds run out. */
+void weft__net_init(void)
+{
+    pthread_mutex_lock(&spare_lock);
+    if (spare_fd < 0)
+        spare_fd = open_spare();
+    pthread_mutex_unlock(&spare_lock);
+}
+
+/* Out of fds: close the connections waiting on the listening socket, with the spare fd's help. */
+static void shed(int lfd)
+{
+    pthread_mutex_lock(&spare_lock);
+    if (spare_fd >= 0) {
+        close(spare_fd);
+        spare_fd = -1;
+        for (int i = 0; i < SHED_MAX; i++) {
+            int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (c < 0)
+                break;
+            close(c);
+        }
+        spare_fd = open_spare(); /* may fail while another thread holds the freed fd: tried again next time */
+    }
+    pthread_mutex_unlock(&spare_lock);
+}
+
+static void set_nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails harmlessly on non-TCP sockets */
+}
+
+int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline)
+{
+    int64_t backoff = BACKOFF_FIRST_NS;
+    for (;;) {
+        int c = weft__accept_once(fd, addr, addrlen, deadline);
+        if (c >= 0) {
+            set_nodelay(c);
+            return c;
+        }
+        if (c == -ECONNABORTED)
+            continue; /* the client gave up before we took it: take the next */
+        if (c != -EMFILE && c != -ENFILE && c != -ENOBUFS && c != -ENOMEM)
+            return c;
+        shed(fd);
+        int64_t until = weft__clock_ns() + backoff;
+        if (deadline > 0 && until > deadline)
+            until = deadline;
+        if (deadline == WEFT_NOWAIT)
+            return c;
+        weft_sleep_until(until);
+        if (deadline > 0 && weft__clock_ns() >= deadline)
+            return -ETIMEDOUT;
+        if (backoff < BACKOFF_MAX_NS)
+            backoff *= 2;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Names                                                                                             */
+
+static int eai_to_errno(int e)
+{
+    switch (e) {
+    case 0: return 0;
+    case EAI_NONAME:
+#ifdef EAI_NODATA
+    case EAI_NODATA:
+#endif
+#ifdef EAI_ADDRFAMILY
+    case EAI_ADDRFAMILY:
+#endif
+        return -ENOENT;
+    case EAI_AGAIN: return -EAGAIN;
+    case EAI_MEMORY: return -ENOMEM;
+    case EAI_FAIL: return -EIO;
+    case EAI_SYSTEM: {
+        int sys = weft__errno();
+        return sys ? -sys : -EIO;
+    }
+    default: return -EINVAL; /* EAI_BADFLAGS, EAI_FAMILY, EAI_SERVICE, EAI_SOCKTYPE */
+    }
+}
+
+typedef struct {
+    const char *node, *service;
+    const struct addrinfo *hints;
+    struct addrinfo **res;
+    int err;
+} gai_call;
+
+static void *run_gai(void *arg)
+{
+    gai_call *g = arg;
+    g->err = eai_to_errno(getaddrinfo(g->node, g->service, g->hints, g->res)); /* runs on a pool thread */
+    return NULL;
+}
+
+int weft_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res)
+{
+    if (!res || (!node && !service))
+        return -EINVAL;
+    gai_call g = {node, service, hints, res, 0};
+    /* numeric addresses need no lookup: skip the pool for them */
+    if (node) {
+        struct addrinfo h = hints ? *hints : (struct addrinfo){0};
+        h.ai_flags |= AI_NUMERICHOST;
+        if (getaddrinfo(node, service, &h, res) == 0)
+            return 0;
+    }
+    int r = weft_blocking(run_gai, &g, NULL);
+    return r < 0 ? r : g.err;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Listen and dial                                                                                   */
+
+static int resolve(const char *host, int port, int passive, struct addrinfo **res)
+{
+    if (port < 0 || port > 65535)
+        return -EINVAL;
+    char svc[8];
+    snprintf(svc, sizeof svc, "%d", port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : AI_ADDRCONFIG};
+    return weft_getaddrinfo(host && *host ? host : NULL, svc, &hints, res);
+}
+
+static int listen_on(const struct sockaddr *sa, socklen_t len, int backlog, int reuse)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -weft__errno();
+    int one = 1;
+    if (reuse)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int r = 0;
+    if (bind(fd, sa, len) < 0 || listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0)
+        r = -weft__errno();
+    if (r == 0)
+        r = weft__fd_adopt(fd);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    return fd;
+}
+
+int weft_tcp_listen(const char *host, int port, int backlog)
+{
+    struct addrinfo *ai = NULL;
+    int r = resolve(host, port, 1, &ai);
+    if (r < 0)
+        return r;
+    r = -EADDRNOTAVAIL;
+    for (struct addrinfo *a = ai; a; a = a->ai_next) {
+        r = listen_on(a->ai_addr, a->ai_addrlen, backlog, 1);
+        if (r >= 0)
+            break;
+    }
+    freeaddrinfo(ai);
+    return r;
+}
+
+static int dial(const struct sockaddr *sa, socklen_t len, int64_t deadline)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -weft__errno();
+    int r = weft__fd_adopt(fd);
+    if (r == 0)
+        r = weft_connect(fd, sa, len, deadline);
+    if (r < 0) {
+        weft_close(fd);
+        return r;
+    }
+    if (sa->sa_family != AF_UNIX)
+        set_nodelay(fd);
+    return fd;
+}
+
+int weft_tcp_dial(const char *host, int port, int64_t deadline)
+{
+    struct addrinfo *ai = NULL;
+    int r = resolve(host, port, 0, &ai);
+    if (r < 0)
+        return r;
+    r = -EADDRNOTAVAIL;
+    for (struct addrinfo *a = ai; a; a = a->ai_next) {
+        r = dial(a->ai_addr, a->ai_addrlen, deadline);
+        if (r >= 0 || r == -ETIMEDOUT)
+            break;
+    }
+    freeaddrinfo(ai);
+    return r;
+}
+
+static int unix_addr(const char *path, struct sockaddr_un *un, socklen_t *len)
+{
+    if (!path)
+        return -EINVAL;
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof un->sun_path)
+        return -ENAMETOOLONG;
+    memset(un, 0, sizeof *un);
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    return 0;
+}
+
+int weft_unix_listen(const char *path, int backlog)
+{
+    struct sockaddr_un un;
+    socklen_t len;
+    int r = unix_addr(path, &un, &len);
+    return r < 0 ? r : listen_on((struct sockaddr *)&un, len, backlog, 0);
+}
+
+int weft_unix_dial(const char *path, int64_t deadline)
+{
+    struct sockaddr_un un;
+    socklen_t len;
+    int r = unix_addr(path, &un, &len);
+    return r < 0 ? r : dial((struct sockaddr *)&un, len, deadline);
+}
