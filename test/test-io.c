@@ -4,19 +4,25 @@
  * starts afresh; threads that are not fibers block instead, with or without a running runtime; sockets
  * (TCP and Unix) listen, dial and accept; regular files go through the blocking pool.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <weft.h>
@@ -624,5 +630,245 @@ TEST(regular_files_read_and_write_through_the_blocking_pool)
     ASSERT_OK(weft_join(f, NULL));
     file_round_trip(path); /* and from a thread that is not a fiber */
     unlink(path);
+    ASSERT_OK(weft_shutdown());
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Signals: a storm of them, delivered to every thread, handler installed without SA_RESTART. No weft
+ * call may fail with -EINTR, and no sleep or deadline may end early.                                */
+
+
+static atomic_long signals_seen;
+static atomic_int storm_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&signals_seen, 1);
+}
+
+static void *storm(void *arg)
+{
+    (void)arg;
+    pid_t pid = getpid();
+    while (!atomic_load(&storm_stop)) {
+        DIR *d = opendir("/proc/self/task");
+        struct dirent *e;
+        while (d && (e = readdir(d)))
+            if (e->d_name[0] != '.')
+                syscall(SYS_tgkill, pid, atoi(e->d_name), SIGUSR1);
+        if (d)
+            closedir(d);
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void *sleeper_in_storm(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    for (int i = 0; i < 40; i++) {
+        int64_t d = weft_deadline_in((int64_t)(100 + rand_r(&seed) % 900) * 1000);
+        ASSERT_OK(weft_sleep_until(d));
+        ASSERT_GE(weft_now(), d);
+    }
+    return NULL;
+}
+
+static void *slow_writer(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    for (int i = 0; i < 100; i++) {
+        weft_sleep(200 * 1000);
+        char c = (char)i;
+        ASSERT_EQ(weft_write(fd, &c, 1, weft_deadline_in(10 * SEC)), 1);
+    }
+    return NULL;
+}
+
+static void *reader_in_storm(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    for (int i = 0; i < 100; i++) {
+        char c;
+        ssize_t r = weft_read(fd, &c, 1, weft_deadline_in(10 * SEC));
+        if (r != 1)
+            FAIL("read %d returned %zd (%s)", i, r, runner_err_name((int)r));
+        ASSERT_EQ(c, (char)i);
+    }
+    return NULL;
+}
+
+static void *timeouts_in_storm(void *arg)
+{
+    int fd = (int)(intptr_t)arg; /* nothing ever comes */
+    for (int i = 0; i < 20; i++) {
+        int64_t d = weft_deadline_in(2 * MS);
+        char c;
+        ASSERT_ERR(weft_read(fd, &c, 1, d), -ETIMEDOUT);
+        ASSERT_GE(weft_now(), d);
+        d = weft_deadline_in(MS);
+        ASSERT_ERR(weft_fd_wait(fd, WEFT_READABLE, d), -ETIMEDOUT);
+        ASSERT_GE(weft_now(), d);
+    }
+    return NULL;
+}
+
+static void *thread_sleeps_in_storm(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 20; i++) {
+        int64_t d = weft_deadline_in(3 * MS);
+        ASSERT_OK(weft_sleep_until(d));
+        ASSERT_GE(weft_now(), d);
+    }
+    return NULL;
+}
+
+TEST_TIMEOUT(a_signal_storm_never_surfaces_as_eintr_nor_ends_a_wait_early, 120)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: interrupted system calls fail with EINTR */
+    sigemptyset(&sa.sa_mask);
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+    start_workers(2);
+    pthread_t st;
+    ASSERT_EQ(pthread_create(&st, NULL, storm, NULL), 0);
+    enum { SLEEPERS = 10, PIPES = 4 };
+    weft_fiber_t f[SLEEPERS + 2 * PIPES + 2];
+    int n = 0, p[PIPES][2], idle[2];
+    for (int i = 0; i < SLEEPERS; i++)
+        ASSERT_OK(weft_spawn(&f[n++], NULL, sleeper_in_storm, (void *)(uintptr_t)i));
+    for (int i = 0; i < PIPES; i++) {
+        make_pipe(p[i]);
+        ASSERT_OK(weft_spawn(&f[n++], NULL, reader_in_storm, (void *)(intptr_t)p[i][0]));
+        ASSERT_OK(weft_spawn(&f[n++], NULL, slow_writer, (void *)(intptr_t)p[i][1]));
+    }
+    make_pipe(idle);
+    ASSERT_OK(weft_spawn(&f[n++], NULL, timeouts_in_storm, (void *)(intptr_t)idle[0]));
+    ASSERT_OK(weft_thread_spawn(&f[n++], NULL, thread_sleeps_in_storm, NULL));
+    for (int i = 0; i < n; i++)
+        ASSERT_OK(weft_join(f[i], NULL));
+    atomic_store(&storm_stop, 1);
+    ASSERT_EQ(pthread_join(st, NULL), 0);
+    ASSERT_GT(atomic_load(&signals_seen), 1000); /* it was a storm */
+    for (int i = 0; i < PIPES; i++) {
+        ASSERT_OK(weft_close(p[i][0]));
+        ASSERT_OK(weft_close(p[i][1]));
+    }
+    ASSERT_OK(weft_shutdown());
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Out of fds while accepting                                                                        */
+
+static atomic_int served;
+
+static void *accept_and_greet(void *arg)
+{
+    int lfd = (int)(intptr_t)arg;
+    for (;;) {
+        int c = weft_accept(lfd, NULL, NULL, WEFT_FOREVER);
+        if (c == -EBADF)
+            return NULL; /* the listening socket was closed: done */
+        ASSERT_GE(c, 0);
+        ASSERT_EQ(weft_write(c, "hi", 2, weft_deadline_in(5 * SEC)), 2);
+        ASSERT_OK(weft_close(c));
+        atomic_fetch_add(&served, 1);
+    }
+}
+
+/* In a child process of its own (fork copies the full fd table; it closes what it does not need):
+ * connect k times and say how each went: 'h' greeted, 'c' closed by the server, 't' hung (no answer
+ * in 3 s). */
+static void clients(int port, int k, int keep_fd, int report_fd)
+{
+    for (int fd = 3; fd < 4096; fd++)
+        if (fd != keep_fd && fd != report_fd)
+            close(fd);
+    for (int i = 0; i < k; i++) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(0x7f000001)};
+        char what = 'c';
+        if (s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0) {
+            struct pollfd pf = {.fd = s, .events = POLLIN};
+            char buf[2];
+            if (poll(&pf, 1, 3000) == 0)
+                what = 't';
+            else if (read(s, buf, 2) == 2 && buf[0] == 'h')
+                what = 'h';
+        }
+        if (s >= 0)
+            close(s);
+        if (write(report_fd, &what, 1) != 1)
+            _exit(2);
+    }
+    _exit(0);
+}
+
+static int64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * SEC + ts.tv_nsec;
+}
+
+static void run_clients(int port, int k, int report[2], char *out)
+{
+    pid_t c = fork();
+    if (c == 0)
+        clients(port, k, -1, report[1]);
+    ASSERT_GT(c, 0);
+    for (int i = 0; i < k; i++)
+        ASSERT_EQ(read(report[0], &out[i], 1), 1);
+    int st;
+    ASSERT_EQ(waitpid(c, &st, 0), c);
+    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+TEST_TIMEOUT(accepting_out_of_fds_neither_spins_nor_hangs_the_clients, 120)
+{
+    struct rlimit rl = {64, 64};
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    start_workers(1);
+    int report[2];
+    make_pipe(report);
+    int lfd = weft_tcp_listen("127.0.0.1", 0, 64);
+    ASSERT_GE(lfd, 0);
+    int port = local_port(lfd);
+    weft_fiber_t srv;
+    ASSERT_OK(weft_spawn(&srv, NULL, accept_and_greet, (void *)(intptr_t)lfd));
+    /* take every fd that is left */
+    int hoard[64], nh = 0;
+    for (int fd; nh < 64 && (fd = dup(0)) >= 0;)
+        hoard[nh++] = fd;
+    ASSERT_EQ(errno, EMFILE);
+
+    enum { K = 6 };
+    char got[K + 1] = {0};
+    int64_t c0 = cpu_ns(), t0 = weft_now();
+    run_clients(port, K, report, got);
+    int64_t cpu = cpu_ns() - c0, wall = weft_now() - t0;
+    for (int i = 0; i < K; i++)
+        if (got[i] == 't')
+            FAIL("client %d hung while the server was out of fds (%s)", i, got);
+    printf("out of fds: %s (c: closed by the server, h: greeted)\n", got);
+    /* a spinning acceptor would burn the whole interval; backing off, it sleeps */
+    if (cpu > wall / 2)
+        FAIL("the server used %lld ms of CPU in %lld ms out of fds", (long long)(cpu / MS), (long long)(wall / MS));
+
+    /* fds free up: accepting goes on */
+    for (int i = 0; i < nh; i++)
+        close(hoard[i]);
+    run_clients(port, K, report, got);
+    for (int i = 0; i < K; i++)
+        if (got[i] != 'h')
+            FAIL("client %d was not greeted once fds were free: %s", i, got);
+    WAIT_UNTIL(atomic_load(&served) >= K); /* the last count comes just after its greeting */
+    ASSERT_OK(weft_close(lfd));
+    ASSERT_OK(weft_join(srv, NULL));
     ASSERT_OK(weft_shutdown());
 }

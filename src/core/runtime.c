@@ -152,8 +152,10 @@ int weft_shutdown(void)
     atomic_store_explicit(&weft__rt_g.quiesce_wanted, 1, memory_order_seq_cst);
     for (;;) {
         uint32_t v = atomic_load_explicit(&weft__rt_g.quiesce_futex, memory_order_seq_cst);
-        if (weft__quiescent())
+        if (weft__quiescent()) {
+            weft__tsan_acquire(&weft__rt_g); /* every fiber's end comes before the teardown */
             break;
+        }
         weft__futex_wait(&weft__rt_g.quiesce_futex, v, weft__clock_ns() + 10 * 1000 * 1000);
     }
     weft__sched_stop();

@@ -613,6 +613,7 @@ static void fiber_entry(void *arg)
     void *result = fn(fn_arg);
     weft__locals_destroy(f);
     weft__tsan_release(f); /* ... and everything in the fiber before its join returns */
+    weft__tsan_release(rt); /* ... and before a shutdown that waited for it goes on */
     weft__tsan_internal_begin();
     f->result = result;
     w = f->worker;

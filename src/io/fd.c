@@ -470,16 +470,17 @@ typedef struct {
     int iovcnt;
 } io_args;
 
+/* Sockets use recv and send with MSG_DONTWAIT: they never block a worker, whatever the fd's flags. */
 static ssize_t op_read(int fd, void *c, bool sock)
 {
     io_args *a = c;
-    return sys_result(read(fd, a->buf, a->len));
+    return sys_result(sock ? recv(fd, a->buf, a->len, MSG_DONTWAIT) : read(fd, a->buf, a->len));
 }
 
 static ssize_t op_write(int fd, void *c, bool sock)
 {
     io_args *a = c;
-    return sys_result(sock ? send(fd, a->buf, a->len, MSG_NOSIGNAL) : write(fd, a->buf, a->len));
+    return sys_result(sock ? send(fd, a->buf, a->len, MSG_NOSIGNAL | MSG_DONTWAIT) : write(fd, a->buf, a->len));
 }
 
 static ssize_t op_readv(int fd, void *c, bool sock)
@@ -493,7 +494,7 @@ static ssize_t op_writev(int fd, void *c, bool sock)
     io_args *a = c;
     if (sock) {
         struct msghdr m = {.msg_iov = (struct iovec *)a->iov, .msg_iovlen = (size_t)a->iovcnt};
-        return sys_result(sendmsg(fd, &m, MSG_NOSIGNAL));
+        return sys_result(sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT));
     }
     return sys_result(writev(fd, a->iov, a->iovcnt));
 }
@@ -501,13 +502,13 @@ static ssize_t op_writev(int fd, void *c, bool sock)
 static ssize_t op_recvfrom(int fd, void *c, bool sock)
 {
     io_args *a = c;
-    return sys_result(recvfrom(fd, a->buf, a->len, a->flags, a->addr, a->addrlen));
+    return sys_result(recvfrom(fd, a->buf, a->len, a->flags | MSG_DONTWAIT, a->addr, a->addrlen));
 }
 
 static ssize_t op_sendto(int fd, void *c, bool sock)
 {
     io_args *a = c;
-    return sys_result(sendto(fd, a->buf, a->len, a->flags | MSG_NOSIGNAL, a->to, a->tolen));
+    return sys_result(sendto(fd, a->buf, a->len, a->flags | MSG_NOSIGNAL | MSG_DONTWAIT, a->to, a->tolen));
 }
 
 static ssize_t op_poll(int fd, void *c, bool sock)
@@ -715,15 +716,26 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t
 
 int weft_close(int fd)
 {
-    weft__pd *pd = fd >= 0 ? pd_find(fd) : NULL;
-    if (!pd || atomic_load_explicit(&pd->state, memory_order_acquire) != PD_OPEN)
-        return close(fd) == 0 ? 0 : -weft__errno(); /* never used with weft: a plain close */
+    if (fd < 0)
+        return -EBADF;
+    weft__pd *pd = pd_of(fd);
+    if (!pd)
+        return close(fd) == 0 ? 0 : -weft__errno();
+    /* decided under the lock: a call registering the fd right now is either seen (OPEN) or sees CLOSED
+     * and waits, so no registration outlives the file it was made for */
     weft__spin_lock(&pd->lock);
-    if (atomic_load_explicit(&pd->state, memory_order_relaxed) != PD_OPEN) {
+    uint32_t st = atomic_load_explicit(&pd->state, memory_order_relaxed);
+    if (st == PD_CLOSED) {
         weft__spin_unlock(&pd->lock);
         return -EBADF; /* closed by another call meanwhile */
     }
     atomic_store_explicit(&pd->state, PD_CLOSED, memory_order_seq_cst);
+    if (st == PD_UNUSED) { /* never used with weft: a plain close */
+        weft__spin_unlock(&pd->lock);
+        int r = close(fd) == 0 ? 0 : -weft__errno();
+        atomic_store_explicit(&pd->state, PD_UNUSED, memory_order_release);
+        return r == -EINTR ? 0 : r;
+    }
     atomic_fetch_add_explicit(&pd->gen, 1, memory_order_release);
     wake_dir(pd, 0);
     wake_dir(pd, 1);
