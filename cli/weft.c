@@ -21,7 +21,9 @@ static void usage(FILE *out)
             "\n"
             "environment: WEFT_WORKERS (worker threads), WEFT_STACK_SIZE (default fiber stack, e.g. 256k),\n"
             "             WEFT_SPIN_US (how long an idle worker spins before it sleeps),\n"
-            "             WEFT_BLOCKING_THREADS (most threads of the blocking-call pool)\n"
+            "             WEFT_BLOCKING_THREADS (most threads of the blocking-call pool),\n"
+            "             WEFT_STUCK_US (how long a fiber may run without yielding before its worker\n"
+            "             moves to a fresh thread; negative: never)\n"
             "\n"
             "Side by side with Go, Boost, oneTBB and OpenMP: `make bench` in the source tree.\n");
 }

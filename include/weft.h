@@ -69,6 +69,10 @@ typedef struct weft_config {
     /* Most kernel threads the blocking-call pool may run at once (weft_blocking).
      * 0: WEFT_BLOCKING_THREADS if set, else 256. Past it, or past the system's thread limit, calls queue. */
     int blocking_threads;
+    /* How long a fiber may run without yielding before the monitor calls it stuck, in microseconds: it
+     * warns (rate-limited), and gives the fiber's worker, with its other fibers, to a fresh thread.
+     * 0: WEFT_STUCK_US if set, else 10000 (10 ms); a negative value never hands off or warns. */
+    int stuck_us;
 } weft_config_t;
 
 /* Start the runtime. cfg may be NULL (all defaults). -EALREADY if it is running already.

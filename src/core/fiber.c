@@ -286,6 +286,44 @@ void weft__fiber_publish_done(weft__worker *w, weft__fiber *f)
     weft__tsan_internal_end();
 }
 
+void weft__desc_each(void (*fn)(weft__fiber *f, void *arg), void *arg)
+{
+    weft__spin_lock(&P.lock);
+    uint32_t n = P.nslabs;
+    weft__spin_unlock(&P.lock);
+    for (uint32_t i = 0; i < n; i++) {
+        weft__fiber *s = atomic_load_explicit(&slabs[i], memory_order_acquire);
+        if (!s)
+            continue; /* a slab number handed out whose slab is still being made, or failed */
+        for (uint32_t k = 0; k < SLAB_N; k++)
+            fn(&s[k], arg);
+    }
+}
+
+void weft__desc_abandon(weft__fiber *f, void *unused)
+{
+    (void)unused;
+    weft__tsan_internal_begin();
+    if (f->kind == WEFT__KIND_FIBER && atomic_load_explicit(&f->state, memory_order_relaxed) != WEFT_DONE) {
+        f->start_err = -EDEADLK;
+        f->stack = NULL; /* its memory goes with the runtime's */
+        f->tsan_fiber = NULL;
+        f->timer_idx = TIMER_NONE;
+        atomic_store_explicit(&f->park, PW_WORD(PW_SEQ(atomic_load_explicit(&f->park, memory_order_relaxed)), PW_OK,
+                                                PW_RUNNING), memory_order_relaxed);
+        f->wait_reason = WEFT__WAIT_NONE;
+        f->locals = NULL; /* its values are lost with it */
+        atomic_store_explicit(&f->state, WEFT_DONE, memory_order_relaxed);
+        uintptr_t j = atomic_load_explicit(&f->join, memory_order_relaxed);
+        while (!atomic_compare_exchange_weak_explicit(&f->join, &j, j == JW_DETACHED ? JW_CLAIMED : JW_DONE,
+                                                      memory_order_acq_rel, memory_order_relaxed))
+            ;
+        if (j == JW_DETACHED)
+            desc_free(NULL, f);
+    }
+    weft__tsan_internal_end();
+}
+
 static int collect(weft__fiber *f, void **result)
 {
     uintptr_t exp = JW_DONE;
@@ -296,7 +334,8 @@ static int collect(weft__fiber *f, void **result)
     weft__tsan_internal_begin();
     void *res = f->result;
     int err = f->start_err;
-    desc_free(weft__tls_worker, f);
+    desc_free(weft__enter(), f);
+    weft__leave();
     weft__tsan_internal_end();
     if (result)
         *result = err ? NULL : res;
@@ -308,11 +347,8 @@ int weft_join_until(weft_fiber_t h, void **result, int64_t deadline)
     weft__fiber *f = weft__desc_lookup(h);
     if (!f)
         return -ESRCH;
-    weft__tsan_internal_begin();
-    weft__worker *w = weft__tls_worker;
-    weft__fiber *self = w ? w->cur : NULL;
-    weft__tsan_internal_end();
-    if (!self && !(self = weft__self()))
+    weft__fiber *self = weft__self();
+    if (!self)
         return -ENOMEM;
     if (self == f)
         return -EDEADLK;
@@ -366,7 +402,10 @@ int weft_detach(weft_fiber_t h)
         if (!atomic_compare_exchange_strong_explicit(&f->join, &j, JW_CLAIMED, memory_order_acq_rel,
                                                      memory_order_acquire))
             return -EINVAL;
-        weft__desc_free(weft__here(), f);
+        weft__tsan_internal_begin();
+        desc_free(weft__enter(), f);
+        weft__leave();
+        weft__tsan_internal_end();
         return 0;
     }
     return -EINVAL; /* detached already, or being joined */
@@ -383,10 +422,14 @@ int weft_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg
     if (!fn || (attr && ((attr->flags & ~(unsigned)WEFT_DETACHED) || attr->stack_size > ((size_t)1 << 30))))
         return -EINVAL; /* before anything starts: a failed call starts nothing, not even the runtime */
     weft__tsan_internal_begin();
-    weft__worker *w = weft__tls_worker;
+    weft__worker *w = weft__enter();
     weft__tsan_internal_end();
-    if (WEFT__LIKELY(w != NULL))
-        return spawn(w, out, attr, fn, arg);
+    if (WEFT__LIKELY(w != NULL)) {
+        int r = spawn(w, out, attr, fn, arg);
+        weft__leave();
+        return r;
+    }
+    weft__leave();
     /* from outside the runtime: start it if need be, and keep a shutdown from finishing meanwhile */
     int r = weft__foreign_enter();
     if (r < 0)
@@ -482,12 +525,13 @@ static void foreign_key_init(void)
     pthread_key_create(&foreign_key, foreign_exit);
 }
 
+/* Call inside a hidden stretch. */
 static weft__fiber *self_if_any(void)
 {
-    weft__worker *w = weft__tls_worker;
-    if (w)
-        return w->cur;
-    return weft__tls_self;
+    weft__worker *w = weft__enter();
+    weft__fiber *f = w ? w->cur : weft__tls_self;
+    weft__leave();
+    return f;
 }
 
 weft__fiber *weft__self_if_any(void)
@@ -573,8 +617,9 @@ int weft_set_name(const char *name)
 int weft_in_fiber(void)
 {
     weft__tsan_internal_begin();
-    weft__worker *w = weft__tls_worker;
+    weft__worker *w = weft__enter();
     int r = w && w->cur && w->cur->kind == WEFT__KIND_FIBER;
+    weft__leave();
     weft__tsan_internal_end();
     return r;
 }

@@ -101,14 +101,14 @@ const char *weft__wait_reason_name(unsigned reason);
 /*
  * The park word: one atomic uint32 per descriptor that decides every wakeup race.
  *   bits 0-1: PW_RUNNING (not waiting), PW_WAITING, PW_WOKEN
- *   bits 2-3: why it was woken (PW_OK, PW_TIMEOUT, PW_CANCELED)
+ *   bits 2-3: why it was woken (PW_OK, PW_TIMEOUT, PW_CANCELED, PW_DEADLOCK)
  *   bits 4-31: a sequence number, new for every wait.
  * A waiter publishes the token (the sequence) of its wait; a waker wins the wakeup with one CAS from
  * (token, WAITING) to (token, WOKEN, why). A token from an earlier wait never matches, so a late waker
  * cannot wake an unrelated later wait, even of a reused descriptor.
  */
 enum { PW_RUNNING = 0, PW_WAITING = 1, PW_WOKEN = 2 };
-enum { PW_OK = 0, PW_TIMEOUT = 1, PW_CANCELED = 2 };
+enum { PW_OK = 0, PW_TIMEOUT = 1, PW_CANCELED = 2, PW_DEADLOCK = 3 };
 #define PW_WORD(seq, why, st) (((uint32_t)(seq) << 4) | ((uint32_t)(why) << 2) | (uint32_t)(st))
 #define PW_SEQ(w) ((w) >> 4)
 #define PW_WHY(w) (((w) >> 2) & 3u)
@@ -186,6 +186,11 @@ uint64_t weft__next_id(struct weft__worker *w);
 void weft__locals_destroy(weft__fiber *f);
 /* Publish that f finished (result or start_err set) and wake its joiner, or free it if detached. */
 void weft__fiber_publish_done(struct weft__worker *w, weft__fiber *f);
+/* Call fn on every descriptor there is (type-stable: any kind, free ones too). */
+void weft__desc_each(void (*fn)(weft__fiber *f, void *arg), void *arg);
+/* For weft__desc_each: a fiber left behind by a shutdown after a deadlock is finished with -EDEADLK for
+ * whoever joins it. */
+void weft__desc_abandon(weft__fiber *f, void *unused);
 /* The descriptor of the calling thread context: current fiber, weft thread, or a foreign descriptor
  * created on first use. NULL only when out of memory. */
 weft__fiber *weft__self(void);
@@ -247,9 +252,39 @@ typedef struct weft__deque {
     _Atomic(weft__fiber *) buf[WEFT__DEQUE_CAP];
 } weft__deque;
 
+/*
+ * A worker thread: the OS thread that runs a worker. One per worker for the runtime's life, unless the
+ * monitor finds the worker's fiber stuck (a blocking system call, a long loop) and gives the worker to a
+ * fresh thread (monitor.c); the stuck thread then keeps only the fiber it was running.
+ *
+ * Ownership is decided without fences on the worker's side: runtime code on the thread runs between
+ * weft__enter and weft__leave, which keep `depth`; the monitor revokes only a thread whose depth it has
+ * read as zero after a process-wide barrier (membarrier), see weft__enter.
+ */
+enum { M_OWNED = 0, M_REVOKING = 1, M_LOST = 2, M_ORPHAN = 3, M_FENCED = 4 };
+
+typedef struct weft__mthread {
+    weft__fiber idle;                    /* this thread's own context: runs the idle loop, never user code */
+    struct weft__worker *w;              /* the worker it runs (until M_LOST) */
+    /* The thread's weft__tls_depth and weft__tls_own, for the monitor: thread-local, so that weft__enter
+     * reaches them in one instruction each (through this record it cost 1.5 ns more per yield round
+     * trip). The monitor reads depth and writes own through these. */
+    _Atomic uint32_t *_Atomic depth;     /* NULL until the thread has started */
+    _Atomic uint32_t *_Atomic own;
+    weft__fiber *orphan;                 /* with M_LOST: the fiber this thread keeps (monitor writes) */
+    weft__stack *dead_stack;             /* an orphan's stack, freed by the idle context after its end */
+    void *dead_tsan;
+    void *dead_sp;
+    void *altstack;
+    const void *stack_lo;                /* the thread's own stack, for ASan */
+    size_t stack_size;
+    _Atomic uint32_t gate;               /* a new thread waits here before it takes its worker */
+    _Atomic int32_t tid;                 /* its kernel thread id, for the monitor (0 until it starts) */
+} weft__mthread;
+
 typedef struct weft__worker {
     /* -- owner only -- */
-    weft__fiber *cur;                    /* running fiber, or &sched */
+    weft__fiber *cur;                    /* running fiber, or idle */
     weft__fiber *runnext;                /* fiber just woken here: runs next (hand-off latency) */
     weft__fiber *ready_head, *ready_tail;/* started fibers ready to run, FIFO */
     weft__stack *dead_stack;             /* stack of the fiber that just finished: freed after the switch */
@@ -271,12 +306,10 @@ typedef struct weft__worker {
     uint64_t id_next, id_end;            /* block of fiber ids */
     weft__fiber **heap;                  /* timers: min-heap on timer_when */
     uint32_t heap_len, heap_cap;
-    void *altstack;
-    pthread_t thread;
-    const void *sched_stack_lo;          /* the worker thread's own stack, for ASan */
-    size_t sched_stack_size;
-
-    weft__fiber sched;                   /* the worker thread's own context */
+    weft__fiber *idle;                   /* the idle context of the thread running it (m->idle) */
+    weft__mthread *m;                    /* the thread running it */
+    pthread_t thread;                    /* ... joined at shutdown */
+    _Atomic uint64_t nswitch;            /* switches so far: the monitor reads it to see a stuck fiber */
 
     /* -- written by the owner, read by anyone (shutdown accounting) -- */
     _Alignas(WEFT__CACHELINE) _Atomic uint64_t nspawned;
@@ -293,17 +326,94 @@ typedef struct weft__worker {
     _Atomic uint32_t futex;  /* 0 asleep; 1 woken for its inbox or a stop; 2 woken to look for work */
 } weft__worker;
 
-extern __thread weft__worker *weft__tls_worker; /* set on worker threads only */
-extern __thread weft__fiber *weft__tls_self;    /* weft threads and foreign threads */
+/* The runtime's thread-local state, in one block.
+ *
+ * A fiber's thread can change under it: when the monitor hands a stuck worker to a fresh thread, the
+ * worker's other fibers resume there. A compiler that computed a thread-local address before a call that
+ * switches (TSan builds do, for every atomic; aarch64 does for any access) may use it after, on the old
+ * thread's block. So the runtime reaches its block only through weft__tls(), which reads the thread
+ * pointer anew each time: a volatile asm, never merged with another or moved across a call. */
+typedef struct weft__tls_rt_t {
+    _Atomic uint32_t depth;   /* runtime code running on this thread (weft__enter) */
+    _Atomic uint32_t own;     /* M_*: this thread's hold on its worker (weft__enter) */
+    weft__worker *worker;     /* set on worker threads only */
+    weft__mthread *m;         /* ... and their thread record */
+    weft__fiber *self;        /* weft threads and foreign threads */
+} weft__tls_rt_t;
+extern __thread weft__tls_rt_t weft__tls_rt;
 
-/* The worker running the caller, or NULL, from code that runs outside the runtime's hidden stretches
- * (obs/sanitize.h: under TSan, runtime state may only be read inside them). */
-static inline weft__worker *weft__here(void)
+#if defined(__x86_64__)
+static inline weft__tls_rt_t *weft__tls(void)
+{
+    weft__tls_rt_t *p;
+    __asm__ volatile("movq %%fs:0, %0\n\taddq weft__tls_rt@gottpoff(%%rip), %0" : "=r"(p));
+    return p;
+}
+#elif defined(__aarch64__)
+static inline weft__tls_rt_t *weft__tls(void)
+{
+    weft__tls_rt_t *p;
+    uintptr_t off;
+    __asm__ volatile("mrs %0, tpidr_el0\n\t"
+                     "adrp %1, :gottprel:weft__tls_rt\n\t"
+                     "ldr %1, [%1, #:gottprel_lo12:weft__tls_rt]\n\t"
+                     "add %0, %0, %1"
+                     : "=&r"(p), "=&r"(off));
+    return p;
+}
+#else
+weft__tls_rt_t *weft__tls(void) __attribute__((noinline)); /* sched.c: a call nothing can merge */
+#endif
+
+#define weft__tls_worker (weft__tls()->worker)
+#define weft__tls_depth (weft__tls()->depth)
+#define weft__tls_own (weft__tls()->own)
+#define weft__tls_m (weft__tls()->m)
+#define weft__tls_self (weft__tls()->self)
+
+extern _Atomic int weft__enter_fence; /* no membarrier here: new threads start M_FENCED (monitor.c) */
+weft__worker *weft__enter_slow(weft__mthread *m) __attribute__((noinline, cold));
+
+/*
+ * Enter runtime code that uses the calling thread's worker; returns the worker, or NULL on a thread that
+ * has none (foreign, weft thread, or a worker thread that lost its worker to the monitor: it then runs on
+ * as a plain thread). Every weft__enter is paired with a weft__leave, nested pairs are fine.
+ *
+ * The protocol with the monitor (monitor.c, revoke): this thread stores depth and then loads `own`; the
+ * monitor stores own = REVOKING, runs membarrier (a full barrier on every thread of the process, itself
+ * included), and then loads depth. So either the monitor sees depth > 0 and gives up, or this thread sees
+ * REVOKING and waits for the verdict. A compiler barrier is all this side needs.
+ */
+static inline weft__worker *weft__enter(void)
+{
+    /* on threads without a worker, depth counts too, harmlessly, and own stays OWNED */
+    weft__tls_rt_t *t = weft__tls();
+    uint32_t d = atomic_load_explicit(&t->depth, memory_order_relaxed);
+    atomic_store_explicit(&t->depth, d + 1, memory_order_relaxed);
+    if (WEFT__LIKELY(d == 0)) {
+        atomic_signal_fence(memory_order_seq_cst);
+        if (WEFT__UNLIKELY(atomic_load_explicit(&t->own, memory_order_relaxed) != M_OWNED))
+            return weft__enter_slow(t->m);
+    }
+    return t->worker;
+}
+
+static inline void weft__leave(void)
+{
+    /* release: what the runtime did here is visible to whoever takes the worker after reading 0 */
+    weft__tls_rt_t *t = weft__tls();
+    uint32_t d = atomic_load_explicit(&t->depth, memory_order_relaxed);
+    atomic_store_explicit(&t->depth, d - 1, memory_order_release);
+}
+
+/* Is the caller running on a worker (a fiber, or the idle loop)? */
+static inline bool weft__on_worker(void)
 {
     weft__tsan_internal_begin();
-    weft__worker *w = weft__tls_worker;
+    bool on = weft__enter() != NULL;
+    weft__leave();
     weft__tsan_internal_end();
-    return w;
+    return on;
 }
 
 /* The runtime, one per process. */
@@ -328,6 +438,10 @@ typedef struct weft__rt {
     _Atomic(struct weft__worker *) poller; /* the worker asleep in the poller, if any */
 
     _Alignas(WEFT__CACHELINE) _Atomic uint64_t foreign_spawned;
+    _Atomic uint64_t orphans_exited;  /* fibers that ended on a thread that had lost its worker */
+    _Atomic int64_t threads_parked;   /* threads (not fibers) waiting in weft right now: the deadlock
+                                       * check counts them as idle */
+    _Atomic uint64_t deadlocks;       /* deadlocks reported since the runtime started */
     _Atomic int64_t foreign_inflight; /* spawns from outside the runtime between their state check and
                                        * their count: shutdown waits for them (weft__foreign_enter) */
     _Atomic uint32_t quiesce_futex;  /* bumped when the last fiber may have finished */
@@ -339,7 +453,24 @@ extern weft__rt weft__rt_g;
 
 int weft__sched_start(int nworkers);
 void weft__sched_stop(void);
+/* A thread for worker w, waiting until weft__thread_release lets it take the worker (go) or end. */
+int weft__thread_prepare(weft__worker *w, weft__mthread **m, pthread_t *t);
+void weft__thread_release(weft__mthread *m, pthread_t t, bool go);
+
+/* The monitor (monitor.c) */
+void weft__monitor_prepare(void);      /* before the workers start: membarrier or fences */
+int weft__monitor_start(int64_t stuck_ns);
+void weft__monitor_stop(void);
+void weft__monitor_poke(void);
+void weft__monitor_worker_woke(void);  /* a worker left its sleep: the monitor may be sleeping deeply */
+uint64_t weft__monitor_handoffs(void);
+
+/* Deadlocks (deadlock.c), for the monitor */
+void weft__deadlock_reset(void);
+bool weft__deadlock_check(int64_t now); /* true: reported one */
+int64_t weft__deadlock_next(int64_t now); /* when to look again with every worker asleep (-1: when one wakes) */
 bool weft__quiescent(void); /* no fiber lives and no spawn from outside is under way */
+int64_t weft__live_fibers(void);
 void weft__quiesce_check(void); /* from a fiber: pokes a waiting shutdown when nothing is left */
 void weft__quiesce_poke(void);  /* wake a waiting shutdown so that it counts again */
 /* A thread outside the runtime is about to spawn: start the runtime if it is stopped, and hold off a

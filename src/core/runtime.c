@@ -28,6 +28,7 @@
 
 #define DEFAULT_STACK ((size_t)128 << 10)
 #define DEFAULT_SPIN_US 50
+#define DEFAULT_STUCK_US 10000
 #define MAX_WORKERS 1024
 
 static pthread_mutex_t rt_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -81,6 +82,7 @@ int weft_start(const weft_config_t *cfg)
         stack = DEFAULT_STACK;
     long spin_us = c.spin_us ? c.spin_us : env_long("WEFT_SPIN_US", DEFAULT_SPIN_US);
     long blocking = c.blocking_threads > 0 ? c.blocking_threads : env_long("WEFT_BLOCKING_THREADS", 0);
+    long stuck_us = c.stuck_us ? c.stuck_us : env_long("WEFT_STUCK_US", DEFAULT_STUCK_US);
 
     pthread_mutex_lock(&rt_lock);
     if (atomic_load(&weft__rt_g.state) != RT_STOPPED) {
@@ -96,7 +98,13 @@ int weft_start(const weft_config_t *cfg)
         r = weft__io_start();
     if (r == 0) {
         weft__net_init();
+        weft__monitor_prepare();
         r = weft__sched_start(workers);
+        if (r == 0) {
+            r = weft__monitor_start(stuck_us > 0 ? (int64_t)stuck_us * 1000 : 0);
+            if (r < 0)
+                weft__sched_stop();
+        }
         if (r < 0)
             weft__io_stop();
     }
@@ -141,7 +149,7 @@ void weft__foreign_leave(void)
 
 int weft_shutdown(void)
 {
-    if (weft__here())
+    if (weft__on_worker())
         return -EDEADLK;
     pthread_mutex_lock(&rt_lock);
     if (atomic_load(&weft__rt_g.state) != RT_RUNNING) {
@@ -150,21 +158,36 @@ int weft_shutdown(void)
     }
     atomic_store_explicit(&weft__rt_g.state, RT_STOPPING, memory_order_seq_cst);
     atomic_store_explicit(&weft__rt_g.quiesce_wanted, 1, memory_order_seq_cst);
+    /* this thread waits in weft now: the deadlock check counts it as idle */
+    atomic_fetch_add_explicit(&weft__rt_g.threads_parked, 1, memory_order_seq_cst);
+    uint64_t deadlocks_before = atomic_load_explicit(&weft__rt_g.deadlocks, memory_order_seq_cst);
+    bool abandon = false;
     for (;;) {
         uint32_t v = atomic_load_explicit(&weft__rt_g.quiesce_futex, memory_order_seq_cst);
         if (weft__quiescent()) {
             weft__tsan_acquire(&weft__rt_g); /* every fiber's end comes before the teardown */
             break;
         }
+        /* a deadlock woke every waiter with -EDEADLK; if they went back to sleep and it was reported
+         * again, they will never finish: leave them */
+        if (atomic_load_explicit(&weft__rt_g.deadlocks, memory_order_seq_cst) - deadlocks_before >= 2) {
+            abandon = true;
+            break;
+        }
         weft__futex_wait(&weft__rt_g.quiesce_futex, v, weft__clock_ns() + 10 * 1000 * 1000);
     }
+    atomic_fetch_sub_explicit(&weft__rt_g.threads_parked, 1, memory_order_seq_cst);
+    int r = atomic_load_explicit(&weft__rt_g.deadlocks, memory_order_seq_cst) ? -EDEADLK : 0;
+    weft__monitor_stop();
     weft__sched_stop();
+    if (abandon)
+        weft__desc_each(weft__desc_abandon, NULL);
     weft__io_stop();
     weft__stack_global_fini();
     atomic_store_explicit(&weft__rt_g.quiesce_wanted, 0, memory_order_seq_cst);
     atomic_store_explicit(&weft__rt_g.state, RT_STOPPED, memory_order_release);
     pthread_mutex_unlock(&rt_lock);
-    return 0;
+    return r;
 }
 
 int weft_run(const weft_config_t *cfg, void *(*fn)(void *), void *arg, void **result)

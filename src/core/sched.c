@@ -81,6 +81,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "arch/switch.h"
 #include "core/internal.h"
@@ -91,8 +93,15 @@
 weft__rt weft__rt_g;
 #define rt (&weft__rt_g)
 
-__thread weft__worker *weft__tls_worker __attribute__((tls_model("initial-exec")));
-__thread weft__fiber *weft__tls_self __attribute__((tls_model("initial-exec")));
+__thread weft__tls_rt_t weft__tls_rt __attribute__((tls_model("initial-exec")));
+#if !defined(__x86_64__) && !defined(__aarch64__)
+weft__tls_rt_t *weft__tls(void)
+{
+    __asm__ volatile(""); /* not pure: every call reads this thread's block anew */
+    return &weft__tls_rt;
+}
+#endif
+_Atomic int weft__enter_fence; /* no membarrier here: threads start M_FENCED (monitor.c) */
 
 enum { S_YIELD, S_PARK, S_EXIT };
 enum { WAKE_NONE = 0, WAKE_INBOX = 1, WAKE_SPIN = 2, WAKE_AWAKE = 3 };
@@ -395,12 +404,13 @@ void weft__io_waiter_added(void)
         atomic_load_explicit(&rt->nsleeping, memory_order_seq_cst) == 0)
         return;
     weft__tsan_internal_begin();
-    weft__worker *self = weft__tls_worker;
+    weft__worker *self = weft__enter();
     for (int i = 0; i < rt->nworkers; i++) {
         weft__worker *v = rt->workers[i];
         if (v != self && atomic_load_explicit(&v->sleeping, memory_order_seq_cst) && worker_wake(v, WAKE_INBOX))
             break;
     }
+    weft__leave();
     weft__tsan_internal_end();
 }
 
@@ -448,8 +458,8 @@ static void fiber_entry(void *arg);
 static inline void san_stack(weft__worker *w, weft__fiber *f, const void **lo, size_t *size)
 {
     if (f->kind == WEFT__KIND_SCHED) {
-        *lo = w->sched_stack_lo;
-        *size = w->sched_stack_size;
+        *lo = weft__tls_m->stack_lo; /* the idle context switched to is always this thread's */
+        *size = weft__tls_m->stack_size;
     } else {
         *lo = f->stack->lo;
         *size = (size_t)((char *)f->stack - f->stack->lo);
@@ -458,7 +468,10 @@ static inline void san_stack(weft__worker *w, weft__fiber *f, const void **lo, s
 
 static inline void switch_to(weft__worker *w, weft__fiber *from, weft__fiber *to, bool dying)
 {
+    weft__dassert(atomic_load_explicit(&weft__tls_depth, memory_order_relaxed) == 1);
     w->cur = to;
+    atomic_store_explicit(&w->nswitch, atomic_load_explicit(&w->nswitch, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     atomic_store_explicit(&to->state, WEFT_RUNNING, memory_order_relaxed);
 #if WEFT_ASAN
     const void *lo;
@@ -585,16 +598,38 @@ static void schedule(weft__worker *w, weft__fiber *self, int why)
     while (!next && (w->runnext || w->ready_head || dq_size(&w->dq) > 0))
         next = runnable(w, pick_local(w)); /* a fiber that could not start: try the next */
     if (!next)
-        next = &w->sched;
+        next = w->idle;
     /* (a finished fiber's descriptor may already be another fiber's: never "resume" it) */
     if (next == self && why != S_EXIT) {
         atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
+        /* no switch, but the fiber came back to the runtime: the monitor must not call it stuck */
+        atomic_store_explicit(&w->nswitch, atomic_load_explicit(&w->nswitch, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
         return;
     }
     switch_to(w, self, next, why == S_EXIT);
     /* resumed: the same worker (a started fiber never moves) */
     w = self->worker;
     after_switch(w, self);
+}
+
+/* The end of a fiber whose thread lost its worker to the monitor while the fiber was stuck: publish its
+ * result and go back to the thread's own idle context, which ends the thread (thread_main). */
+static _Noreturn void orphan_exit(weft__fiber *f, void *result)
+{
+    weft__mthread *m = weft__tls_m;
+    f->result = result;
+    m->dead_stack = f->stack;
+    m->dead_tsan = f->tsan_fiber;
+    f->stack = NULL;
+    f->tsan_fiber = NULL;
+    weft__fiber_publish_done(NULL, f); /* a thread now: the count of its end comes when the thread ends */
+    weft__asan_start_switch(NULL, m->stack_lo, m->stack_size);
+    void *sp = m->idle.sp, *tsan_fiber = m->idle.tsan_fiber;
+    weft__tsan_internal_end(); /* TSan checks that a fiber it destroys hides nothing */
+    weft__tsan_switch(tsan_fiber);
+    weft__ctx_switch_inline(&m->dead_sp, sp);
+    weft__panic("weft: a finished fiber was resumed");
 }
 
 static void fiber_entry(void *arg)
@@ -605,18 +640,22 @@ static void fiber_entry(void *arg)
     after_switch(w, f);
     weft_fn fn = f->fn;
     void *fn_arg = f->arg;
+    void *thread_start = w->idle;
+    weft__leave(); /* the switch that started us was runtime code; what follows is the user's */
     weft__tsan_internal_end();
     weft__tsan_acquire(f); /* everything before the spawn happens before the fiber */
     /* ... and the start of the thread it runs on, whose thread-local storage (errno) it shares: TSan
      * created the fiber where it could not see the creation as an ordering */
-    weft__tsan_acquire(&w->sched);
+    weft__tsan_acquire(thread_start);
     void *result = fn(fn_arg);
     weft__locals_destroy(f);
     weft__tsan_release(f); /* ... and everything in the fiber before its join returns */
     weft__tsan_release(rt); /* ... and before a shutdown that waited for it goes on */
     weft__tsan_internal_begin();
+    w = weft__enter();
+    if (WEFT__UNLIKELY(!w))
+        orphan_exit(f, result);
     f->result = result;
-    w = f->worker;
     w->nresident--;
     w->dead_stack = f->stack;
     w->dead_tsan = f->tsan_fiber;
@@ -650,10 +689,13 @@ static inline bool unpark(weft__fiber *f, uint32_t tok, unsigned why, bool next)
                                                  memory_order_acq_rel, memory_order_relaxed))
         return false;
     weft__tsan_internal_begin();
-    if (f->kind == WEFT__KIND_FIBER)
+    if (f->kind == WEFT__KIND_FIBER) {
+        weft__enter(); /* weft__ready queues it locally when it lives on this thread's worker */
         weft__ready(f, next);
-    else
+        weft__leave();
+    } else {
         weft__futex_wake(&f->park, 1);
+    }
     weft__tsan_internal_end();
     return true;
 }
@@ -687,11 +729,9 @@ int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline)
     if (deadline == WEFT_NOWAIT)
         weft__unpark(self, tok, PW_TIMEOUT); /* fails if a waker got there first: then it counts */
     weft__tsan_internal_begin();
-    bool fiber = self->kind == WEFT__KIND_FIBER;
-    weft__tsan_internal_end();
+    weft__worker *w = weft__enter();
+    bool fiber = w && self->kind == WEFT__KIND_FIBER; /* (a stuck fiber whose worker moved on is not) */
     if (fiber) {
-        weft__tsan_internal_begin();
-        weft__worker *w = self->worker;
         if (deadline > 0 && atomic_load_explicit(&self->park, memory_order_relaxed) == waiting) {
             self->timer_when = deadline;
             if (WEFT__UNLIKELY(weft__timer_add(w, self) != 0)) {
@@ -701,6 +741,7 @@ int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline)
                                                             memory_order_relaxed, memory_order_relaxed)) {
                     atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
                     self->wait_reason = WEFT__WAIT_NONE;
+                    weft__leave();
                     weft__tsan_internal_end();
                     return -ENOMEM;
                 }
@@ -710,8 +751,11 @@ int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline)
         w = self->worker;
         if (self->timer_idx != TIMER_NONE)
             weft__timer_del(w, self);
-        weft__tsan_internal_end();
-    } else {
+    }
+    weft__leave();
+    weft__tsan_internal_end();
+    if (!fiber) {
+        atomic_fetch_add_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
         for (;;) {
             uint32_t pw = atomic_load_explicit(&self->park, memory_order_acquire);
             if (pw != waiting)
@@ -720,6 +764,7 @@ int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline)
                 weft__clock_ns() >= deadline)
                 weft__unpark(self, tok, PW_TIMEOUT);
         }
+        atomic_fetch_sub_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
     }
     /* outside the hidden stretch: this acquire is what orders the waker's writes before our return */
     uint32_t pw = atomic_load_explicit(&self->park, memory_order_acquire);
@@ -735,7 +780,8 @@ int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline)
     switch (PW_WHY(pw)) {
     case PW_OK: return 0;
     case PW_TIMEOUT: return -ETIMEDOUT;
-    default: return -ECANCELED;
+    case PW_CANCELED: return -ECANCELED;
+    default: return -EDEADLK;
     }
 }
 
@@ -750,7 +796,7 @@ static inline bool yield_fast_ok(weft__worker *w)
 int weft_yield(void)
 {
     weft__tsan_internal_begin();
-    weft__worker *w = weft__tls_worker;
+    weft__worker *w = weft__enter();
     if (WEFT__LIKELY(w)) {
         weft__fiber *self = w->cur;
         weft__fiber *next = w->ready_head;
@@ -768,6 +814,7 @@ int weft_yield(void)
             schedule(w, self, S_YIELD);
         }
     }
+    weft__leave();
     weft__tsan_internal_end();
     if (!w)
         sched_yield();
@@ -927,23 +974,76 @@ static weft__fiber *find_work(weft__worker *w)
         uint32_t why = atomic_exchange_explicit(&w->futex, WAKE_AWAKE, memory_order_seq_cst);
         atomic_store_explicit(&w->sleeping, 0, memory_order_seq_cst);
         atomic_fetch_sub_explicit(&rt->nsleeping, 1, memory_order_seq_cst);
+        weft__monitor_worker_woke();
         if (why == WAKE_SPIN)
             w->spinning = true; /* the waker counted us as a spinner already */
     }
 }
 
-static void *worker_main(void *arg)
+/* ------------------------------------------------------------------------------------------------ */
+/* Worker threads                                                                                    */
+
+enum { GATE_WAIT = 0, GATE_GO = 1, GATE_ABORT = 2 };
+
+/* The fiber this thread was running is stuck, and the monitor gave the worker to another thread: go on
+ * as a plain thread with that fiber alone (weft__enter returns NULL from now on). */
+static void become_orphan(weft__mthread *m)
 {
-    weft__worker *w = arg;
+    weft__fiber *f = m->orphan;
+    m->w = NULL;
+    weft__tls_worker = NULL;
+    weft__tls_self = f;
+    f->kind = WEFT__KIND_THREAD; /* it parks on its futex now; only this thread can run it anyway */
+    pthread_detach(pthread_self());
+    atomic_store_explicit(&weft__tls_own, M_ORPHAN, memory_order_relaxed);
+}
+
+weft__worker *weft__enter_slow(weft__mthread *m)
+{
+    for (;;) {
+        switch (atomic_load_explicit(&weft__tls_own, memory_order_acquire)) {
+        case M_OWNED: return m->w;
+        case M_FENCED:
+            /* no membarrier: depth again, and own, both seq_cst; the monitor's exchange of own and its
+             * load of depth are seq_cst too, so one of the two sees the other */
+            atomic_store_explicit(&weft__tls_depth, atomic_load_explicit(&weft__tls_depth, memory_order_relaxed),
+                                  memory_order_seq_cst);
+            if (atomic_load_explicit(&weft__tls_own, memory_order_seq_cst) == M_FENCED)
+                return weft__tls_worker;
+            break; /* a revocation came in meanwhile: its verdict */
+        case M_REVOKING: weft__cpu_relax(); break; /* the monitor decides within microseconds */
+        case M_LOST: become_orphan(m); return NULL;
+        default: return NULL;
+        }
+    }
+}
+
+static void *thread_main(void *arg)
+{
+    weft__mthread *m = arg;
+    while (atomic_load_explicit(&m->gate, memory_order_acquire) == GATE_WAIT)
+        weft__futex_wait(&m->gate, GATE_WAIT, -1);
+    if (atomic_load_explicit(&m->gate, memory_order_acquire) != GATE_GO) {
+        free(m); /* a takeover the monitor called off */
+        return NULL;
+    }
+    weft__worker *w = m->w;
+    weft__tls_m = m;
     weft__tls_worker = w;
-    weft__altstack_install(&w->altstack);
+    atomic_store_explicit(&weft__tls_own, atomic_load_explicit(&weft__enter_fence, memory_order_relaxed)
+                                              ? M_FENCED : M_OWNED, memory_order_relaxed);
+    atomic_store_explicit(&weft__tls_depth, 1, memory_order_relaxed); /* the idle loop is runtime code */
+    atomic_store_explicit(&m->own, &weft__tls_own, memory_order_relaxed);
+    atomic_store_explicit(&m->tid, (int32_t)syscall(SYS_gettid), memory_order_relaxed);
+    atomic_store_explicit(&m->depth, &weft__tls_depth, memory_order_release); /* the monitor may look now */
+    weft__altstack_install(&m->altstack);
     pthread_attr_t a;
     if (pthread_getattr_np(pthread_self(), &a) == 0) {
         void *lo;
         size_t size;
         if (pthread_attr_getstack(&a, &lo, &size) == 0) {
-            w->sched_stack_lo = lo;
-            w->sched_stack_size = size;
+            m->stack_lo = lo;
+            m->stack_size = size;
         }
         pthread_attr_destroy(&a);
     }
@@ -951,30 +1051,76 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof name, "weft-w%d", w->index);
     pthread_setname_np(pthread_self(), name);
 
-    w->sched.kind = WEFT__KIND_SCHED;
-    w->sched.worker = w;
-    w->sched.tsan_fiber = weft__tsan_current();
-    weft__tsan_release(&w->sched); /* this thread's start, its TLS set up, comes before its fibers */
-    w->sched.timer_idx = TIMER_NONE;
-    w->cur = &w->sched;
-
+    m->idle.kind = WEFT__KIND_SCHED;
+    m->idle.worker = w;
+    m->idle.tsan_fiber = weft__tsan_current();
+    weft__tsan_release(&m->idle); /* this thread's start, its TLS set up, comes before its fibers */
+    m->idle.timer_idx = TIMER_NONE;
     weft__tsan_internal_begin();
+    w->idle = &m->idle;
+    w->cur = &m->idle;
+    bool orphaned = false;
     for (;;) {
         weft__fiber *f = find_work(w);
         if (!f)
             break;
-        switch_to(w, &w->sched, f, false);
-        after_switch(w, &w->sched);
+        switch_to(w, &m->idle, f, false);
+        if (WEFT__UNLIKELY(atomic_load_explicit(&weft__tls_own, memory_order_relaxed) == M_ORPHAN)) {
+            /* the orphaned fiber ended (orphan_exit): the worker is another thread's, free what was ours */
+            weft__asan_finish_switch(NULL, NULL, NULL);
+            weft__stack_put(NULL, m->dead_stack);
+            weft__tsan_destroy(m->dead_tsan);
+            orphaned = true;
+            break;
+        }
+        after_switch(w, &m->idle);
     }
-    stop_spinning(w, false);
-    weft__stack_cache_flush(w);
-    weft__desc_cache_flush(w);
-    weft__timer_fini(w);
+    if (!orphaned) {
+        stop_spinning(w, false);
+        weft__stack_cache_flush(w);
+        weft__desc_cache_flush(w);
+        weft__timer_fini(w);
+    }
     weft__tsan_internal_end();
-    weft__altstack_remove(w->altstack);
-    w->altstack = NULL;
+    weft__altstack_remove(m->altstack);
     weft__tls_worker = NULL;
+    weft__tls_m = NULL;
+    atomic_store_explicit(&weft__tls_depth, 0, memory_order_relaxed);
+    atomic_store_explicit(&weft__tls_own, M_OWNED, memory_order_relaxed);
+    free(m);
+    if (orphaned) {
+        /* the last thing: shutdown waits for this count, so nothing of the runtime goes before we are done */
+        atomic_fetch_add_explicit(&rt->orphans_exited, 1, memory_order_seq_cst);
+        weft__quiesce_poke();
+    }
     return NULL;
+}
+
+/* A thread for worker w, waiting at its gate until weft__thread_release. */
+int weft__thread_prepare(weft__worker *w, weft__mthread **out, pthread_t *t)
+{
+    weft__mthread *m = aligned_alloc(WEFT__CACHELINE, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    memset(m, 0, sizeof *m);
+    m->w = w;
+    atomic_store_explicit(&m->gate, GATE_WAIT, memory_order_relaxed);
+    int r = pthread_create(t, NULL, thread_main, m);
+    if (r != 0) {
+        free(m);
+        return -r;
+    }
+    *out = m;
+    return 0;
+}
+
+/* Let a prepared thread take its worker (go), or end (a takeover called off: nobody will join it). */
+void weft__thread_release(weft__mthread *m, pthread_t t, bool go)
+{
+    if (!go)
+        pthread_detach(t);
+    atomic_store_explicit(&m->gate, go ? GATE_GO : GATE_ABORT, memory_order_release);
+    weft__futex_wake(&m->gate, 1);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -1006,15 +1152,22 @@ int weft__sched_start(int nworkers)
         w->futex = WAKE_AWAKE;
         rt->workers[i] = w;
     }
+    atomic_store(&rt->orphans_exited, 0);
+    atomic_store(&rt->deadlocks, 0);
     for (int i = 0; i < nworkers; i++) {
         weft__worker *w = rt->workers[i];
-        int r = pthread_create(&w->thread, NULL, worker_main, w);
-        if (r != 0) {
+        weft__mthread *m;
+        int r = weft__thread_prepare(w, &m, &w->thread);
+        if (r == 0) {
+            w->m = m;
+            weft__thread_release(m, w->thread, true);
+        }
+        if (r < 0) {
             rt->nworkers = i; /* stop the ones that did start */
             weft__sched_stop();
             for (int j = i; j < nworkers; j++)
                 free(rt->workers[j]);
-            return -r;
+            return r;
         }
     }
     return 0;
@@ -1042,11 +1195,11 @@ void weft__sched_stop(void)
     rt->nworkers = 0;
 }
 
-static int64_t live_fibers(void)
+int64_t weft__live_fibers(void)
 {
     /* exits first, then spawns: a fiber counted as exited was counted as spawned, so the difference
      * never reads 0 while a fiber lives (see sched_stop in the essay of runtime.c) */
-    uint64_t exited = 0, spawned = 0;
+    uint64_t exited = atomic_load_explicit(&rt->orphans_exited, memory_order_seq_cst), spawned = 0;
     for (int i = 0; i < rt->nworkers; i++)
         exited += atomic_load_explicit(&rt->workers[i]->nexited, memory_order_seq_cst);
     for (int i = 0; i < rt->nworkers; i++)
@@ -1060,7 +1213,7 @@ bool weft__quiescent(void)
     /* in-flight spawns first: a spawn that leaves has counted its fiber before it leaves */
     if (atomic_load_explicit(&rt->foreign_inflight, memory_order_seq_cst) != 0)
         return false;
-    return live_fibers() == 0;
+    return weft__live_fibers() == 0;
 }
 
 void weft__quiesce_poke(void)

@@ -110,8 +110,10 @@ int weft_sleep_until(int64_t deadline)
     if (deadline == WEFT_NOWAIT)
         return 0;
     weft__tsan_internal_begin();
-    weft__fiber *self = weft__tls_worker ? weft__tls_worker->cur : NULL;
+    weft__worker *w = weft__enter();
+    weft__fiber *self = w ? w->cur : NULL;
     bool fiber = self && self->kind == WEFT__KIND_FIBER;
+    weft__leave();
     weft__tsan_internal_end();
     if (fiber) {
         if (deadline > 0 && deadline <= weft__clock_ns())

@@ -66,6 +66,14 @@ void weft__blocking_configure(int max_threads)
     pthread_mutex_unlock(&B.lock);
 }
 
+int64_t weft__blocking_idle(void)
+{
+    pthread_mutex_lock(&B.lock);
+    int64_t n = B.nidle;
+    pthread_mutex_unlock(&B.lock);
+    return n;
+}
+
 int64_t weft__blocking_busy(void)
 {
     pthread_mutex_lock(&B.lock);

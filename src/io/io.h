@@ -29,6 +29,8 @@ int weft__accept_once(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t
 void weft__blocking_configure(int max_threads);
 /* Calls queued or running right now: their callers will be woken. */
 int64_t weft__blocking_busy(void);
+/* Pool threads waiting for a call right now. */
+int64_t weft__blocking_idle(void);
 /* Start a pool thread for queued calls that have none (after thread creation failed for lack of
  * resources); the monitor calls it now and then. */
 void weft__blocking_kick(void);

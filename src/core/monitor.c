@@ -1,0 +1,342 @@
+/*
+ * The monitor: one thread beside the workers that sees what they cannot see themselves.
+ *
+ * THE JOB
+ *  - A fiber that blocks its thread in a system call (libc sleep, a blocking read of a file, a lock held
+ *    by another thread) or runs a long loop without yielding would hold its worker, and every fiber
+ *    queued there would wait. The monitor notices a worker whose current fiber has run user code for a
+ *    set time (stuck_us, default 10 ms) without a switch, prints a rate-limited warning naming the fiber,
+ *    and gives the worker, with all its other fibers, to a fresh thread. The stuck thread keeps only the
+ *    fiber it was running and goes on as a plain kernel thread (docs/design.md, decision 5: the one case
+ *    where started fibers change thread).
+ *  - When every worker is busy, nobody sleeps in the poller: the monitor looks at it now and then, so
+ *    that fds never starve. It also restarts the blocking pool when the system refused it a thread.
+ *  - When every fiber waits and nothing can wake any, it reports the deadlock (deadlock.c).
+ *  - It costs nothing when the runtime is idle: with every worker asleep it sleeps until one wakes.
+ *
+ * THE HAND-OFF
+ * A worker's state belongs to the thread running it, which changes it without locks. The monitor may take
+ * the worker only while that thread is in user code, and the thread must not touch the worker after.
+ * weft__enter/weft__leave (internal.h) keep a per-thread depth of runtime code; the monitor:
+ *   1. marks the thread's hold REVOKING;
+ *   2. runs membarrier(PRIVATE_EXPEDITED): every thread of the process passes a full barrier, so the
+ *      thread's depth store before it is visible now, and its own-load after it sees REVOKING;
+ *   3. reads depth: not zero (runtime code) or a switch happened meanwhile: gives up, restores the hold;
+ *      zero: marks the hold LOST and lets the waiting fresh thread take the worker.
+ * The thread, entering the runtime, sees REVOKING and waits for the verdict, or LOST and becomes an
+ * orphan: its fiber becomes a thread-kind descriptor (it parks on its futex, spawns from outside), and
+ * when it ends the thread ends. Where membarrier is missing, weft__enter fences (M_FENCED) instead.
+ *
+ * REJECTED
+ *  - Signals to interrupt the stuck thread: they would cut the user's own system calls short (a libc
+ *    sleep(1) returns early when a handler runs).
+ *  - A fence in every weft__enter: measured 3-4 ns more per yield round trip; membarrier moves the cost to
+ *    the rare revocation.
+ */
+#include <errno.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+#include "io/io.h"
+
+#define rt (&weft__rt_g)
+#define TICK_MIN_NS ((int64_t)1000000)
+#define TICK_MAX_NS ((int64_t)5000000)
+#define WARN_EVERY_NS ((int64_t)1000000000)
+#define KICK_EVERY_NS ((int64_t)100000000)
+
+static struct {
+    pthread_t thread;
+    bool running;
+    _Atomic int stop;
+    _Atomic uint32_t futex;  /* bumped to wake the monitor */
+    _Atomic int deep;        /* 1 while it sleeps until a worker wakes */
+    int64_t stuck_ns;        /* 0: hand nothing off */
+    int membarrier;          /* PRIVATE_EXPEDITED works here */
+    uint64_t *seen_switch;   /* per worker: the switch count last seen ... */
+    int64_t *seen_at;        /* ... and since when */
+    int64_t *cpu_at;         /* ... and the thread's CPU time then (-1: not read yet) */
+    int64_t last_warn;
+    long unwarned;           /* stuck fibers not warned about since the last warning */
+    _Atomic uint64_t handoffs;
+} mon;
+
+/* Before the workers start: can revocations use membarrier, or must every weft__enter fence? */
+void weft__monitor_prepare(void)
+{
+    if (mon.membarrier)
+        return;
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+        mon.membarrier = 1;
+    atomic_store_explicit(&weft__enter_fence, mon.membarrier ? 0 : 1, memory_order_relaxed);
+}
+
+/* Without membarrier, threads are M_FENCED: their seq_cst accesses and ours order themselves. */
+static void barrier_everywhere(void)
+{
+    if (mon.membarrier)
+        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+}
+
+void weft__monitor_poke(void)
+{
+    atomic_fetch_add_explicit(&mon.futex, 1, memory_order_seq_cst);
+    weft__futex_wake(&mon.futex, 1);
+}
+
+void weft__monitor_worker_woke(void)
+{
+    if (WEFT__UNLIKELY(atomic_load_explicit(&mon.deep, memory_order_relaxed)) &&
+        atomic_exchange_explicit(&mon.deep, 0, memory_order_seq_cst))
+        weft__monitor_poke();
+}
+
+uint64_t weft__monitor_handoffs(void)
+{
+    return atomic_load_explicit(&mon.handoffs, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Stuck workers                                                                                     */
+
+static void warn_stuck(const weft__fiber *f, int worker, int64_t ran_ns, bool moved)
+{
+    int64_t now = weft__clock_ns();
+    if (mon.last_warn && now - mon.last_warn < WARN_EVERY_NS) {
+        mon.unwarned++;
+        return;
+    }
+    mon.last_warn = now;
+    char name[40] = "";
+    if (f->flags & WEFT__F_NAMED)
+        snprintf(name, sizeof name, "\"%.31s\" ", f->name);
+    char buf[512];
+    int n = snprintf(buf, sizeof buf,
+                     "weft: fiber %s(id %llu) has run %lld ms without yielding on worker %d: a blocking call "
+                     "(run it with weft_blocking) or a long loop (call weft_yield now and then)?%s",
+                     name, (unsigned long long)f->id, (long long)(ran_ns / 1000000), worker,
+                     moved ? " Its worker's other fibers go on on a new thread." : "");
+    if (n > 0 && mon.unwarned > 0 && (size_t)n < sizeof buf)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " (%ld more stuck fibers since the last warning)",
+                      mon.unwarned);
+    if (n > 0 && (size_t)n < sizeof buf - 1) {
+        buf[n++] = '\n';
+        ssize_t r = write(STDERR_FILENO, buf, (size_t)n);
+        (void)r;
+    }
+    mon.unwarned = 0;
+}
+
+/* Would other fibers wait for this worker? (Racy reads of owner fields, while the owner runs user code:
+ * good enough to decide whether a fresh thread is worth making.) */
+static bool others_wait(weft__worker *w)
+{
+    weft__tsan_internal_begin();
+    bool r = w->nresident > 1 || w->heap_len > 0 || w->runnext || w->ready_head ||
+             atomic_load_explicit(&w->inbox, memory_order_relaxed) ||
+             atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) > atomic_load_explicit(&w->dq.top, memory_order_relaxed) ||
+             (rt->nworkers == 1 && atomic_load_explicit(&rt->gq_len, memory_order_relaxed) > 0);
+    weft__tsan_internal_end();
+    return r;
+}
+
+/* Give w to a fresh thread, if its thread is still in user code with the same fiber (see the top). */
+static bool take_over(weft__worker *w, uint64_t switches)
+{
+    weft__mthread *fresh;
+    pthread_t t;
+    if (weft__thread_prepare(w, &fresh, &t) < 0)
+        return false; /* no thread to give it to: try again later */
+    /* the worker's state and its thread's record, as runtime code sees them (hidden from TSan, as in the
+     * workers; the thread frees its record when it ends, ordered by own, which TSan is not told about) */
+    weft__tsan_internal_begin();
+    weft__mthread *m = w->m;
+    _Atomic uint32_t *own = atomic_load_explicit(&m->own, memory_order_relaxed);
+    _Atomic uint32_t *depth = atomic_load_explicit(&m->depth, memory_order_acquire);
+    uint32_t prev = atomic_exchange_explicit(own, M_REVOKING, memory_order_seq_cst);
+    barrier_everywhere();
+    bool moved = atomic_load_explicit(depth, memory_order_seq_cst) != 0 ||
+                 atomic_load_explicit(&w->nswitch, memory_order_relaxed) != switches;
+    if (moved) {
+        atomic_store_explicit(own, prev, memory_order_release); /* it moved: nothing to do */
+    } else {
+        m->orphan = w->cur;
+        w->nresident--; /* the stuck fiber leaves the worker with its thread */
+        w->m = fresh;
+        w->thread = t;
+        atomic_store_explicit(own, M_LOST, memory_order_release);
+    }
+    weft__tsan_internal_end();
+    weft__thread_release(fresh, t, !moved);
+    if (moved)
+        return false;
+    atomic_fetch_add_explicit(&mon.handoffs, 1, memory_order_relaxed);
+    return true;
+}
+
+static int64_t thread_cpu_ns(weft__worker *w)
+{
+    clockid_t c;
+    struct timespec ts;
+    if (pthread_getcpuclockid(w->thread, &c) != 0 || clock_gettime(c, &ts) != 0)
+        return -1;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The kernel's word on a thread: 'R' runnable (running, or waiting for a CPU), 'S'/'D' asleep in a
+ * system call, ...; 0 when unknown. */
+static char thread_state(weft__worker *w)
+{
+    weft__tsan_internal_begin();
+    int tid = atomic_load_explicit(&w->m->tid, memory_order_relaxed);
+    weft__tsan_internal_end();
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    FILE *f = tid ? fopen(path, "re") : NULL;
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the name may hold spaces and parentheses: the state follows the last */
+    return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/* No switch for stuck_ns with the fiber in user code. Stuck if its thread sleeps in the kernel (a blocking
+ * call) or has used most of that time on a CPU (a long loop); not if it merely waited for a CPU (an
+ * oversubscribed machine preempted it): then it is looked at again later. */
+static bool really_stuck(weft__worker *w, int i, int64_t ran)
+{
+    char st = thread_state(w);
+    if (st == 'S' || st == 'D')
+        return true;
+    int64_t cpu = thread_cpu_ns(w);
+    return cpu < 0 || mon.cpu_at[i] < 0 || cpu - mon.cpu_at[i] >= ran / 2;
+}
+
+static void check_stuck(int64_t now)
+{
+    for (int i = 0; i < rt->nworkers; i++) {
+        weft__worker *w = rt->workers[i];
+        weft__tsan_internal_begin(); /* the worker's thread record: runtime state, as the workers see it */
+        uint64_t s = atomic_load_explicit(&w->nswitch, memory_order_relaxed);
+        _Atomic uint32_t *dp = atomic_load_explicit(&w->m->depth, memory_order_acquire);
+        uint32_t depth = dp ? atomic_load_explicit(dp, memory_order_acquire) : 1; /* not started: not stuck */
+        weft__tsan_internal_end();
+        if (s != mon.seen_switch[i] || depth != 0) {
+            mon.seen_switch[i] = s;
+            mon.seen_at[i] = now;
+            mon.cpu_at[i] = -1;
+            continue;
+        }
+        if (mon.cpu_at[i] < 0)
+            mon.cpu_at[i] = thread_cpu_ns(w); /* the first look at this stretch of user code */
+        int64_t ran = now - mon.seen_at[i];
+        if (ran < mon.stuck_ns || !really_stuck(w, i, ran))
+            continue;
+        mon.seen_at[i] = now; /* once per interval, whatever happens next */
+        mon.cpu_at[i] = -1;
+        weft__tsan_internal_begin();
+        weft__fiber *f = w->cur;
+        weft__tsan_internal_end();
+        bool moved = others_wait(w) && take_over(w, s);
+        warn_stuck(f, i, ran, moved);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The loop                                                                                          */
+
+static void *monitor_main(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "weft-monitor");
+    int64_t tick = mon.stuck_ns ? mon.stuck_ns / 4 : TICK_MAX_NS;
+    if (tick < TICK_MIN_NS)
+        tick = TICK_MIN_NS;
+    if (tick > TICK_MAX_NS)
+        tick = TICK_MAX_NS;
+    int64_t last_kick = 0;
+    while (!atomic_load_explicit(&mon.stop, memory_order_acquire)) {
+        uint32_t seq = atomic_load_explicit(&mon.futex, memory_order_seq_cst);
+        int64_t now = weft__clock_ns();
+        if (mon.stuck_ns)
+            check_stuck(now);
+        /* every worker busy: nobody sleeps in the poller; look at it for them */
+        if (weft__io_waiting() > 0 && !atomic_load_explicit(&rt->poller, memory_order_relaxed))
+            weft__io_poll(WEFT_NOWAIT);
+        if (now - last_kick >= KICK_EVERY_NS) {
+            weft__blocking_kick();
+            last_kick = now;
+        }
+        int64_t deadline = now + tick;
+        if (atomic_load_explicit(&rt->nsleeping, memory_order_seq_cst) == rt->nworkers) {
+            /* all asleep: nothing can be stuck; see whether anything can ever wake again, then sleep
+             * until a worker wakes (it pokes us) */
+            if (weft__deadlock_check(now))
+                continue;
+            atomic_store_explicit(&mon.deep, 1, memory_order_seq_cst);
+            if (atomic_load_explicit(&rt->nsleeping, memory_order_seq_cst) == rt->nworkers)
+                deadline = weft__deadlock_next(now);
+        }
+        weft__futex_wait(&mon.futex, seq, deadline);
+        atomic_store_explicit(&mon.deep, 0, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+int weft__monitor_start(int64_t stuck_ns)
+{
+    int n = weft__rt_g.nworkers;
+    mon.seen_switch = calloc((size_t)n, sizeof *mon.seen_switch);
+    mon.seen_at = calloc((size_t)n, sizeof *mon.seen_at);
+    mon.cpu_at = calloc((size_t)n, sizeof *mon.cpu_at);
+    if (!mon.seen_switch || !mon.seen_at || !mon.cpu_at) {
+        free(mon.seen_switch);
+        free(mon.seen_at);
+        free(mon.cpu_at);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < n; i++)
+        mon.cpu_at[i] = -1;
+    mon.stuck_ns = stuck_ns > 0 ? stuck_ns : 0;
+    mon.last_warn = 0;
+    mon.unwarned = 0;
+    atomic_store(&mon.stop, 0);
+    atomic_store(&mon.deep, 0);
+    weft__deadlock_reset();
+    int r = pthread_create(&mon.thread, NULL, monitor_main, NULL);
+    if (r != 0) {
+        free(mon.seen_switch);
+        free(mon.seen_at);
+        free(mon.cpu_at);
+        return -r;
+    }
+    mon.running = true;
+    return 0;
+}
+
+void weft__monitor_stop(void)
+{
+    if (!mon.running)
+        return;
+    atomic_store_explicit(&mon.stop, 1, memory_order_seq_cst);
+    weft__monitor_poke();
+    pthread_join(mon.thread, NULL);
+    mon.running = false;
+    free(mon.seen_switch);
+    free(mon.seen_at);
+    free(mon.cpu_at);
+    mon.seen_switch = NULL;
+    mon.seen_at = NULL;
+    mon.cpu_at = NULL;
+}

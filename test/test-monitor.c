@@ -1,0 +1,464 @@
+/*
+ * The monitor: a fiber stuck in a blocking call or a long loop does not stall the other fibers of its
+ * worker (they move to a fresh thread), is named in a rate-limited warning, and finishes as a thread of
+ * its own; fibers that yield are left alone. Deadlocks are reported with every waiting fiber and end the
+ * run with -EDEADLK; no report while a timer, an fd, a blocking call or another thread can still wake a
+ * fiber. Scenarios run in child processes so that their stderr can be read; the tests check progress
+ * counts and messages, never times.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <weft.h>
+
+#include "helpers.h"
+#include "runner.h"
+
+static char out[1 << 16];
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+static int count_lines(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
+
+static void run_scenario(void (*fn)(void *), void *arg, int want_exit)
+{
+    int st = runner_capture(fn, arg, out, sizeof out, 60);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != want_exit)
+        FAIL("the scenario ended with status %#x, want exit %d; it printed:\n%s", st, want_exit, out);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Stuck fibers                                                                                      */
+
+static atomic_long ticks;
+static atomic_int stop_ticking;
+
+static void *ticker(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&stop_ticking)) {
+        weft_sleep(MS);
+        atomic_fetch_add(&ticks, 1);
+    }
+    return NULL;
+}
+
+static atomic_int stuck_started;
+
+static void *libc_sleeper(void *arg)
+{
+    atomic_fetch_add(&stuck_started, 1);
+    sleep(1); /* blocks the thread, as any plain blocking call would */
+    return arg;
+}
+
+static void *spinner(void *arg)
+{
+    atomic_fetch_add(&stuck_started, 1);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do { /* a long loop that never yields */
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 1000000000L);
+    return arg;
+}
+
+static void stuck_scenario(void *arg)
+{
+    (void)arg;
+    weft_config_t one = {.workers = 1};
+    if (weft_start(&one) < 0)
+        exit(10);
+    enum { N = 1000 };
+    static weft_fiber_t t[N];
+    for (int i = 0; i < N; i++)
+        if (weft_spawn(&t[i], NULL, ticker, NULL) < 0)
+            exit(11);
+    while (atomic_load(&ticks) < N) /* the tickers run */
+        nap_ms(1);
+    weft_attr_t sa = {.name = "sleeper"}, pa = {.name = "spinner"};
+    weft_fiber_t s, p;
+    if (weft_spawn(&s, &sa, libc_sleeper, (void *)11) < 0 || weft_spawn(&p, &pa, spinner, (void *)22) < 0)
+        exit(12);
+    while (atomic_load(&stuck_started) < 2)
+        nap_ms(1);
+    /* both are stuck now, on the worker every ticker lives on: do the ticks keep coming? */
+    long before = atomic_load(&ticks);
+    nap_ms(500);
+    long during = atomic_load(&ticks) - before;
+    printf("ticks while two fibers were stuck: %ld\n", during);
+    fflush(stdout);
+    atomic_store(&stop_ticking, 1);
+    void *r1, *r2;
+    if (weft_join(s, &r1) < 0 || weft_join(p, &r2) < 0 || r1 != (void *)11 || r2 != (void *)22)
+        exit(13);
+    for (int i = 0; i < N; i++)
+        if (weft_join(t[i], NULL) < 0)
+            exit(14);
+    if (weft_shutdown() < 0)
+        exit(15);
+    /* 1000 fibers ticking every millisecond for 500 ms: without the hand-off, not one tick */
+    exit(during >= N ? 0 : 16);
+}
+
+TEST_TIMEOUT(stuck_fibers_hand_their_worker_to_a_new_thread_and_the_ticks_keep_coming, 120)
+{
+    run_scenario(stuck_scenario, NULL, 0);
+    ASSERT_CONTAINS(out, "without yielding");
+    /* two stuck within a second: one warning, rate-limited, naming the first */
+    ASSERT_EQ(count_lines(out, "without yielding"), 1);
+    ASSERT(strstr(out, "\"sleeper\"") || strstr(out, "\"spinner\""));
+    ASSERT_CONTAINS(out, "go on on a new thread");
+}
+
+static void no_stuck_scenario(void *arg)
+{
+    (void)arg;
+    weft_config_t one = {.workers = 1, .stuck_us = -1}; /* never */
+    if (weft_start(&one) < 0)
+        exit(10);
+    weft_fiber_t t, p;
+    if (weft_spawn(&t, NULL, ticker, NULL) < 0)
+        exit(11);
+    while (atomic_load(&ticks) < 1)
+        nap_ms(1);
+    if (weft_spawn(&p, NULL, spinner, NULL) < 0)
+        exit(12);
+    while (atomic_load(&stuck_started) < 1)
+        nap_ms(1);
+    long before = atomic_load(&ticks);
+    nap_ms(300);
+    long during = atomic_load(&ticks) - before;
+    atomic_store(&stop_ticking, 1);
+    weft_join(p, NULL);
+    weft_join(t, NULL);
+    weft_shutdown();
+    exit(during == 0 ? 0 : 16); /* the control: with no hand-off, the worker's other fiber stalls */
+}
+
+TEST_TIMEOUT(with_stuck_detection_off_a_stuck_fiber_stalls_its_worker_and_nothing_is_said, 60)
+{
+    run_scenario(no_stuck_scenario, NULL, 0);
+    ASSERT_NOT_CONTAINS(out, "without yielding");
+}
+
+static void *yield_every_ms(void *arg)
+{
+    (void)arg;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long last_ms = 0;
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long ms = (t.tv_sec - t0.tv_sec) * 1000L + (t.tv_nsec - t0.tv_nsec) / 1000000L;
+        if (ms > 300)
+            break;
+        if (ms != last_ms) { /* busy all along, but back in the runtime every millisecond */
+            last_ms = ms;
+            weft_yield();
+        }
+    }
+    return NULL;
+}
+
+static void busy_but_yielding_scenario(void *arg)
+{
+    (void)arg;
+    weft_config_t one = {.workers = 1};
+    if (weft_start(&one) < 0)
+        exit(10);
+    weft_fiber_t b, t;
+    if (weft_spawn(&t, NULL, ticker, NULL) < 0 || weft_spawn(&b, NULL, yield_every_ms, NULL) < 0)
+        exit(11);
+    weft_join(b, NULL);
+    atomic_store(&stop_ticking, 1);
+    weft_join(t, NULL);
+    weft_shutdown();
+    exit(0);
+}
+
+TEST_TIMEOUT(a_busy_fiber_that_yields_is_left_alone, 60)
+{
+    run_scenario(busy_but_yielding_scenario, NULL, 0);
+    ASSERT_NOT_CONTAINS(out, "without yielding");
+}
+
+/* A stuck fiber goes on as a thread: it may yield, sleep, spawn and join, and its result comes back. */
+static void *stuck_then_carries_on(void *arg)
+{
+    (void)arg;
+    sleep(1); /* stuck: its worker moves on without it */
+    weft_yield();
+    weft_sleep(2 * MS);
+    weft_fiber_t c;
+    if (weft_spawn(&c, NULL, add_one, (void *)41) < 0)
+        return (void *)-1;
+    void *r;
+    if (weft_join(c, &r) < 0)
+        return (void *)-2;
+    return r;
+}
+
+static void orphan_scenario(void *arg)
+{
+    (void)arg;
+    weft_config_t one = {.workers = 1};
+    if (weft_start(&one) < 0)
+        exit(10);
+    weft_fiber_t f, t;
+    if (weft_spawn(&t, NULL, ticker, NULL) < 0 || weft_spawn(&f, NULL, stuck_then_carries_on, NULL) < 0)
+        exit(11);
+    void *r = NULL;
+    int j = weft_join(f, &r);
+    atomic_store(&stop_ticking, 1);
+    weft_join(t, NULL);
+    if (weft_shutdown() < 0)
+        exit(12);
+    exit(j == 0 && r == (void *)42 ? 0 : 13);
+}
+
+TEST_TIMEOUT(a_stuck_fiber_finishes_as_a_thread_of_its_own, 60)
+{
+    run_scenario(orphan_scenario, NULL, 0);
+    ASSERT_CONTAINS(out, "go on on a new thread");
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Deadlocks                                                                                         */
+
+static weft_wg_t never;
+static atomic_int got_edeadlk;
+
+/*
+ * Under qemu-user the emulator runs a thread of its own in the process, which the deadlock check must
+ * take for a thread that could still wake a fiber: no report is right there, so these two tests cannot
+ * see one. qemu shows itself by the zero it puts for the thread count in /proc/self/stat.
+ */
+static int under_emulator(void)
+{
+    char b[2048];
+    FILE *f = fopen("/proc/self/stat", "re");
+    if (!f)
+        return 0;
+    size_t n = fread(b, 1, sizeof b - 1, f);
+    fclose(f);
+    b[n] = '\0';
+    char *p = strrchr(b, ')');
+    int field = 2;
+    for (char *t = p ? strtok(p + 2, " ") : NULL; t; t = strtok(NULL, " "))
+        if (++field == 20)
+            return atol(t) == 0;
+    return 0;
+}
+
+#define SKIP_UNDER_EMULATOR()                                                                       \
+    do {                                                                                            \
+        if (under_emulator()) {                                                                     \
+            printf("skipped: under an emulator whose own thread keeps the deadlock check away\n");  \
+            return;                                                                                 \
+        }                                                                                           \
+    } while (0)
+
+static void *wait_forever(void *arg)
+{
+    (void)arg;
+    int r = weft_wg_wait(&never, WEFT_FOREVER);
+    if (r == -EDEADLK)
+        atomic_fetch_add(&got_edeadlk, 1);
+    return (void *)(intptr_t)r;
+}
+
+static void *deadlocked_main(void *arg)
+{
+    (void)arg;
+    weft_wg_add(&never, 1);
+    weft_fiber_t f[3];
+    const char *names[3] = {"alpha", "beta", "gamma"};
+    for (int i = 0; i < 3; i++) {
+        weft_attr_t a = {.name = names[i]};
+        weft_spawn(&f[i], &a, wait_forever, NULL);
+    }
+    for (int i = 0; i < 3; i++)
+        while (weft_join(f[i], NULL) == -EDEADLK) /* our own join was part of it: join again */
+            ;
+    return NULL;
+}
+
+static void deadlock_scenario(void *arg)
+{
+    (void)arg;
+    /* weft_run's own join is part of the deadlock: it returns -EDEADLK, and the fibers finish since each
+     * of their waits got -EDEADLK too */
+    int r = weft_run(NULL, deadlocked_main, NULL, NULL);
+    printf("weft_run returned %d (%s), %d waits got -EDEADLK\n", r, weft_err_name(r), atomic_load(&got_edeadlk));
+    fflush(stdout);
+    exit(r == -EDEADLK && atomic_load(&got_edeadlk) == 3 ? 0 : 20);
+}
+
+TEST_TIMEOUT(a_deadlock_is_reported_with_every_waiting_fiber_and_ends_the_run_with_edeadlk, 60)
+{
+    SKIP_UNDER_EMULATOR();
+    run_scenario(deadlock_scenario, NULL, 0);
+    ASSERT_CONTAINS(out, "all fibers are asleep - deadlock!");
+    ASSERT_CONTAINS(out, "\"alpha\" [waiting: wait group]");
+    ASSERT_CONTAINS(out, "\"beta\" [waiting: wait group]");
+    ASSERT_CONTAINS(out, "\"gamma\" [waiting: wait group]");
+    ASSERT_CONTAINS(out, "\"main\" [waiting: join]");
+    ASSERT_CONTAINS(out, "a thread outside weft [waiting: join]"); /* weft_run's caller */
+    ASSERT_EQ(count_lines(out, "deadlock!"), 1);
+}
+
+static void *thread_joins_a_stuck_fiber(void *arg)
+{
+    return (void *)(intptr_t)weft_join(*(weft_fiber_t *)arg, NULL);
+}
+
+static void thread_deadlock_scenario(void *arg)
+{
+    (void)arg;
+    weft_wg_add(&never, 1);
+    weft_fiber_t f, t;
+    weft_attr_t fa = {.name = "waiter"}, ta = {.name = "joiner"};
+    if (weft_spawn(&f, &fa, wait_forever, NULL) < 0 || weft_thread_spawn(&t, &ta, thread_joins_a_stuck_fiber, &f) < 0)
+        exit(10);
+    void *r = NULL;
+    int j, woken = 0;
+    while ((j = weft_join(t, &r)) == -EDEADLK) /* this thread waits in weft too: all of them wait */
+        woken++;
+    int s = weft_shutdown();
+    long tr = (long)(intptr_t)r; /* -EDEADLK, or 0 where the fiber finished before the joiner looked again */
+    printf("join %d after %d deadlock wakeups, the thread's join %ld, shutdown %d\n", j, woken, tr, s);
+    fflush(stdout);
+    exit(j == 0 && woken <= 1 && (tr == 0 || tr == -EDEADLK) && s == -EDEADLK ? 0 : 20);
+}
+
+TEST_TIMEOUT(threads_waiting_in_weft_are_part_of_a_deadlock_too, 60)
+{
+    SKIP_UNDER_EMULATOR();
+    run_scenario(thread_deadlock_scenario, NULL, 0);
+    ASSERT_CONTAINS(out, "all fibers are asleep - deadlock!");
+    ASSERT_CONTAINS(out, "\"waiter\" [waiting: wait group]");
+    ASSERT_CONTAINS(out, "\"joiner\" [waiting: join]");
+    ASSERT_CONTAINS(out, "  thread ");
+}
+
+/* No false report: each of these can still wake the waiting fiber after 300 ms. */
+
+static weft_wg_t later;
+
+static void *wait_later(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)weft_wg_wait(&later, WEFT_FOREVER);
+}
+
+static void *done_after_a_timer(void *arg)
+{
+    (void)arg;
+    weft_sleep(300 * MS);
+    weft_wg_done(&later);
+    return NULL;
+}
+
+static void *sleep_300ms(void *arg)
+{
+    nap_ms(300);
+    return arg;
+}
+
+static void *done_after_a_blocking_call(void *arg)
+{
+    weft_blocking(sleep_300ms, arg, NULL);
+    weft_wg_done(&later);
+    return NULL;
+}
+
+static void *done_after_reading(void *arg)
+{
+    char c;
+    weft_read((int)(intptr_t)arg, &c, 1, WEFT_FOREVER);
+    weft_wg_done(&later);
+    return NULL;
+}
+
+static void *plain_thread_done_later(void *arg)
+{
+    (void)arg;
+    nap_ms(300); /* a thread weft has never seen, doing its own thing */
+    weft_wg_done(&later);
+    return NULL;
+}
+
+typedef enum { BY_TIMER, BY_BLOCKING_CALL, BY_FD, BY_PLAIN_THREAD } waker_t;
+
+static void *later_main(void *arg)
+{
+    waker_t how = (waker_t)(intptr_t)arg;
+    weft_wg_add(&later, 1);
+    weft_fiber_t w, k;
+    pthread_t pt;
+    int p[2] = {-1, -1};
+    weft_spawn(&w, NULL, wait_later, NULL);
+    switch (how) {
+    case BY_TIMER: weft_spawn(&k, NULL, done_after_a_timer, NULL); break;
+    case BY_BLOCKING_CALL: weft_spawn(&k, NULL, done_after_a_blocking_call, NULL); break;
+    case BY_FD:
+        if (pipe2(p, O_CLOEXEC) != 0)
+            exit(30);
+        if (fork() == 0) { /* another process writes in 300 ms */
+            nap_ms(300);
+            if (write(p[1], "x", 1) != 1)
+                _exit(1);
+            _exit(0);
+        }
+        weft_spawn(&k, NULL, done_after_reading, (void *)(intptr_t)p[0]);
+        break;
+    case BY_PLAIN_THREAD:
+        pthread_create(&pt, NULL, plain_thread_done_later, NULL);
+        pthread_detach(pt);
+        break;
+    }
+    void *r;
+    weft_join(w, &r);
+    if (how != BY_PLAIN_THREAD)
+        weft_join(k, NULL);
+    return r;
+}
+
+static void later_scenario(void *arg)
+{
+    void *r = (void *)1;
+    int rc = weft_run(NULL, later_main, arg, &r);
+    printf("weft_run %d, the wait %ld\n", rc, (long)(intptr_t)r);
+    fflush(stdout);
+    exit(rc == 0 && r == NULL ? 0 : 20);
+}
+
+TEST_TIMEOUT(no_deadlock_is_reported_while_something_can_still_wake_a_fiber, 120)
+{
+    const char *what[] = {"a timer", "a blocking call", "an fd", "a thread weft does not know"};
+    for (intptr_t how = BY_TIMER; how <= BY_PLAIN_THREAD; how++) {
+        run_scenario(later_scenario, (void *)how, 0);
+        if (strstr(out, "deadlock"))
+            FAIL("a deadlock was reported while %s could still wake the fiber:\n%s", what[how], out);
+    }
+}
