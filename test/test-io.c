@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,6 +280,97 @@ static void *receive_pattern(void *arg)
     char c;
     ASSERT_EQ(weft_read(s->fd, &c, 1, WEFT_FOREVER), 0); /* end of stream */
     return NULL;
+}
+
+/*
+ * A read that returns less than it asked for has emptied a stream, and weft parks the next read at once,
+ * waiting for the next edge. What comes after the short read must still reach it, also when the poller
+ * heard it before the next read began: more data, or the end of the stream (which raises no edge after
+ * the short read when it came before it).
+ */
+typedef struct {
+    int rfd, wfd;
+    bool end;
+    ssize_t first, second;
+} after_short_t;
+
+static void *read_short_then_again(void *arg)
+{
+    after_short_t *a = arg;
+    char buf[64];
+    ASSERT_ERR(weft_read(a->rfd, buf, sizeof buf, WEFT_NOWAIT), -ETIMEDOUT); /* the poller watches it now */
+    ASSERT_EQ(write(a->wfd, "0123456789", 10), 10);
+    if (a->end) { /* the end comes with the data, and the poller hears of both before the first read */
+        if (shutdown(a->wfd, SHUT_WR) != 0) { /* a pipe ends when its writer closes */
+            ASSERT_EQ(close(a->wfd), 0);
+            a->wfd = -1;
+        }
+        weft_sleep(50 * MS); /* the bystander keeps a worker in the poller: it hears the edge now */
+    }
+    a->first = weft_read(a->rfd, buf, sizeof buf, weft_deadline_in(5 * SEC));
+    if (!a->end) { /* more data comes after the first read, and the poller hears of it before the next */
+        ASSERT_EQ(write(a->wfd, "more", 4), 4);
+        weft_sleep(50 * MS);
+    }
+    a->second = weft_read(a->rfd, buf, sizeof buf, weft_deadline_in(5 * SEC));
+    return NULL;
+}
+
+static void *bystander(void *arg)
+{
+    char c;
+    weft_read((int)(intptr_t)arg, &c, 1, WEFT_FOREVER);
+    return NULL;
+}
+
+static void tcp_pair(int s[2])
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    ASSERT_EQ(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    ASSERT_EQ(listen(l, 1), 0);
+    ASSERT_EQ(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    s[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(connect(s[1], (struct sockaddr *)&a, sizeof a), 0);
+    s[0] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT_GE(s[0], 0);
+    close(l);
+}
+
+TEST(what_comes_after_a_short_read_reaches_the_next_read)
+{
+    start_workers(1);
+    int quiet[2];
+    make_pipe(quiet);
+    weft_fiber_t by;
+    ASSERT_OK(weft_spawn(&by, NULL, bystander, (void *)(intptr_t)quiet[0]));
+    for (int kind = 0; kind < 3; kind++) {
+        for (int end = 0; end < 2; end++) {
+            int fds[2]; /* [0] read, [1] write */
+            if (kind == 0)
+                make_pipe(fds);
+            else if (kind == 1)
+                make_socketpair(fds);
+            else
+                tcp_pair(fds);
+            after_short_t a = {fds[0], fds[1], end, 0, 0};
+            weft_fiber_t f;
+            ASSERT_OK(weft_spawn(&f, NULL, read_short_then_again, &a));
+            ASSERT_OK(weft_join(f, NULL));
+            if (a.first != 10 || a.second != (end ? 0 : 4))
+                FAIL("%s, then %s: the reads gave %zd and %zd", kind == 0 ? "pipe" : kind == 1 ? "unix" : "tcp",
+                     end ? "the end" : "more data", a.first, a.second);
+            ASSERT_OK(weft_close(fds[0]));
+            if (a.wfd >= 0)
+                close(a.wfd);
+        }
+    }
+    ASSERT_EQ(write(quiet[1], "x", 1), 1);
+    ASSERT_OK(weft_join(by, NULL));
+    ASSERT_OK(weft_close(quiet[0]));
+    close(quiet[1]);
+    ASSERT_OK(weft_shutdown());
 }
 
 static void *send_then_shut(void *arg)

@@ -122,6 +122,8 @@ int weft__poll_wait(weft__poll_event *out, int max, int64_t deadline)
             w |= WEFT__POLL_IN;
         if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))
             w |= WEFT__POLL_OUT;
+        if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            w |= WEFT__POLL_END;
         out[k].key = evs[i].data.u64;
         out[k].events = w;
         k++;

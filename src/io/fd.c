@@ -72,7 +72,10 @@ typedef struct weft__pd {
     uint32_t epoch;           /* the poller it is registered with (io.epoch); under the lock */
     bool file;                /* cannot be polled: a regular file or the like; under the lock */
     bool sock;                /* a socket: writes use send(MSG_NOSIGNAL), never raising SIGPIPE */
+    bool drains;              /* a stream socket or a pipe: a short read leaves nothing to read */
     _Atomic uint32_t seq[2];  /* edges seen, per direction (0 read, 1 write) */
+    _Atomic uint32_t dry;     /* 1 + the read sequence at which a short read emptied it; 0: unknown */
+    _Atomic bool ended;       /* the poller saw the peer close or an error: reads always try */
     pd_waiter *waiters[2];    /* under the lock */
     _Atomic int32_t refs;     /* operations in flight */
 } weft__pd;
@@ -167,6 +170,12 @@ static int pd_open_locked(weft__pd *pd, int fd)
     pd->file = false;
     struct stat st;
     pd->sock = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    int type = 0;
+    socklen_t tlen = sizeof type;
+    pd->drains = pd->sock ? getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 && type == SOCK_STREAM
+                          : S_ISFIFO(st.st_mode);
+    atomic_store_explicit(&pd->dry, 0, memory_order_relaxed);
+    atomic_store_explicit(&pd->ended, false, memory_order_relaxed);
     if (atomic_load_explicit(&io.running, memory_order_acquire)) {
         uint32_t gen = atomic_load_explicit(&pd->gen, memory_order_relaxed);
         int r = weft__poll_add(fd, pd_key(fd, gen));
@@ -336,6 +345,8 @@ int weft__io_poll(int64_t deadline)
             for (int dir = 0; dir < 2; dir++) {
                 if (!(ev[i].events & (dir ? WEFT__POLL_OUT : WEFT__POLL_IN)))
                     continue;
+                if (dir == 0 && (ev[i].events & WEFT__POLL_END))
+                    atomic_store_explicit(&pd->ended, true, memory_order_relaxed);
                 atomic_fetch_add_explicit(&pd->seq[dir], 1, memory_order_release);
                 woken += wake_dir(pd, dir);
             }
@@ -417,8 +428,17 @@ static void *run_file_job(void *arg)
     return NULL;
 }
 
-/* Run op until it does not say EAGAIN: op returns what its system call returns, with errno set. */
-static ssize_t io_run(int fd, int dir, io_op op, void *ctx, int64_t deadline)
+/*
+ * Run op until it does not say EAGAIN: op returns what its system call returns, with errno set.
+ *
+ * want (reads only, else 0): the bytes asked for. On a stream socket or a pipe, a read that returns fewer
+ * has emptied the fd; every byte that comes after it raises an edge. So the next read, if no edge has come
+ * since, parks at once rather than make a system call that can only say EAGAIN (a server reads once per
+ * request instead of twice). An edge that comes while it parks wakes it as always. Not so an end of
+ * stream or an error that came before the short read: it raises no edge after it. The poller notes those
+ * (ended) before it counts their edge, so a read that sees the count sees the note, and tries.
+ */
+static ssize_t io_run(int fd, int dir, io_op op, void *ctx, size_t want, int64_t deadline)
 {
     int err;
     weft__pd *pd = op_begin(fd, &err);
@@ -432,15 +452,24 @@ static ssize_t io_run(int fd, int dir, io_op op, void *ctx, int64_t deadline)
         return b < 0 ? b : j.r;
     }
     uint32_t gen = atomic_load_explicit(&pd->gen, memory_order_relaxed);
-    for (;;) {
-        uint32_t seq = atomic_load_explicit(&pd->seq[dir], memory_order_acquire);
-        r = op(fd, ctx, pd->sock);
-        if (r >= 0)
-            break;
-        if (r == -EINTR)
-            continue;
-        if (r != -EAGAIN && r != -EWOULDBLOCK)
-            break;
+    want = pd->drains ? want : 0;
+    uint32_t seq = atomic_load_explicit(&pd->seq[dir], memory_order_acquire);
+    bool dry = want && deadline != WEFT_NOWAIT && atomic_load_explicit(&pd->dry, memory_order_relaxed) == seq + 1 &&
+               !atomic_load_explicit(&pd->ended, memory_order_relaxed);
+    for (;; seq = atomic_load_explicit(&pd->seq[dir], memory_order_acquire)) {
+        if (!dry) {
+            r = op(fd, ctx, pd->sock);
+            if (r >= 0) {
+                if (r > 0 && (size_t)r < want)
+                    atomic_store_explicit(&pd->dry, seq + 1, memory_order_relaxed);
+                break;
+            }
+            if (r == -EINTR)
+                continue;
+            if (r != -EAGAIN && r != -EWOULDBLOCK)
+                break;
+        }
+        dry = false;
         int w;
         if (atomic_load_explicit(&io.running, memory_order_acquire) && pd->epoch == atomic_load_explicit(&io.epoch, memory_order_relaxed))
             w = pd_park(pd, dir, seq, gen, deadline);
@@ -528,33 +557,36 @@ static ssize_t op_poll(int fd, void *c, bool sock)
 ssize_t weft_read(int fd, void *buf, size_t len, int64_t deadline)
 {
     io_args a = {.buf = buf, .len = len};
-    return io_run(fd, 0, op_read, &a, deadline);
+    return io_run(fd, 0, op_read, &a, len, deadline);
 }
 
 ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline)
 {
     io_args a = {.iov = iov, .iovcnt = iovcnt};
-    return io_run(fd, 0, op_readv, &a, deadline);
+    size_t want = 0;
+    for (int i = 0; i < iovcnt && iov; i++)
+        want += iov[i].iov_len;
+    return io_run(fd, 0, op_readv, &a, want, deadline);
 }
 
 ssize_t weft_recv(int fd, void *buf, size_t len, int flags, int64_t deadline)
 {
     io_args a = {.buf = buf, .len = len, .flags = flags};
-    return io_run(fd, 0, op_recvfrom, &a, deadline);
+    return io_run(fd, 0, op_recvfrom, &a, 0, deadline);
 }
 
 ssize_t weft_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen,
                       int64_t deadline)
 {
     io_args a = {.buf = buf, .len = len, .flags = flags, .addr = from, .addrlen = fromlen};
-    return io_run(fd, 0, op_recvfrom, &a, deadline);
+    return io_run(fd, 0, op_recvfrom, &a, 0, deadline);
 }
 
 ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen,
                     int64_t deadline)
 {
     io_args a = {.buf = (void *)buf, .len = len, .flags = flags, .to = to, .tolen = tolen};
-    return io_run(fd, 1, op_sendto, &a, deadline); /* a datagram goes whole or not at all */
+    return io_run(fd, 1, op_sendto, &a, 0, deadline); /* a datagram goes whole or not at all */
 }
 
 /* Writes go on until every byte is written, like a blocking write to a socket. An error or the deadline
@@ -566,7 +598,7 @@ static ssize_t write_all(int fd, io_op op, io_args *a, int64_t deadline)
     while (done < len || len == 0) {
         a->buf = p + done;
         a->len = len - done;
-        ssize_t r = io_run(fd, 1, op, a, deadline);
+        ssize_t r = io_run(fd, 1, op, a, 0, deadline);
         if (r < 0)
             return done ? (ssize_t)done : r;
         done += (size_t)r;
@@ -606,7 +638,7 @@ ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt, int64_t deadlin
     ssize_t ret = 0;
     do {
         io_args a = {.iov = v + first, .iovcnt = iovcnt - first};
-        ssize_t r = io_run(fd, 1, op_writev, &a, deadline);
+        ssize_t r = io_run(fd, 1, op_writev, &a, 0, deadline);
         if (r < 0) {
             ret = done ? (ssize_t)done : r;
             goto out;
@@ -636,7 +668,7 @@ int weft_fd_wait(int fd, unsigned events, int64_t deadline)
         return -EINVAL; /* one direction at a time: the waits are per direction */
     int dir = events == WEFT_WRITABLE;
     io_args a = {.flags = dir ? POLLOUT : POLLIN};
-    ssize_t r = io_run(fd, dir, op_poll, &a, deadline);
+    ssize_t r = io_run(fd, dir, op_poll, &a, 0, deadline);
     if (r < 0)
         return (int)r;
     unsigned got = 0;
@@ -662,7 +694,7 @@ static ssize_t op_accept(int fd, void *c, bool sock)
 int weft__accept_once(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline)
 {
     accept_args a = {addr, addrlen};
-    ssize_t r = io_run(fd, 0, op_accept, &a, deadline);
+    ssize_t r = io_run(fd, 0, op_accept, &a, 0, deadline);
     if (r >= 0) {
         int e = weft__fd_adopt((int)r);
         if (e < 0) {
@@ -708,7 +740,7 @@ static ssize_t op_connect(int fd, void *c, bool sock)
 int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline)
 {
     connect_args a = {addr, addrlen, false};
-    return (int)io_run(fd, 1, op_connect, &a, deadline);
+    return (int)io_run(fd, 1, op_connect, &a, 0, deadline);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

@@ -22,6 +22,7 @@
 enum {
     WEFT__POLL_IN = 1u << 0,  /* readable, or the peer closed its side, or an error: readers retry */
     WEFT__POLL_OUT = 1u << 1, /* writable, or an error: writers retry */
+    WEFT__POLL_END = 1u << 2, /* with POLL_IN: the peer closed its side, or an error; no edge may follow */
 };
 
 typedef struct weft__poll_event {
