@@ -266,14 +266,19 @@ static void *monitor_main(void *arg)
     if (tick > TICK_MAX_NS)
         tick = TICK_MAX_NS;
     int64_t last_kick = 0;
+    uint64_t polls = weft__io_polls();
     while (!atomic_load_explicit(&mon.stop, memory_order_acquire)) {
         uint32_t seq = atomic_load_explicit(&mon.futex, memory_order_seq_cst);
         int64_t now = weft__clock_ns();
         if (mon.stuck_ns)
             check_stuck(now);
-        /* every worker busy: nobody sleeps in the poller; look at it for them */
-        if (weft__io_waiting() > 0 && !atomic_load_explicit(&rt->poller, memory_order_relaxed))
+        /* every worker busy and none has looked at the poller for a whole tick: look for them. (Not
+         * every tick: the fibers it wakes go through their workers' inboxes, dearer than a worker
+         * polling for itself; measured 8.7 instead of 6.8 us of CPU per HTTP request.) */
+        if (weft__io_waiting() > 0 && !atomic_load_explicit(&rt->poller, memory_order_relaxed) &&
+            weft__io_polls() == polls)
             weft__io_poll(WEFT_NOWAIT);
+        polls = weft__io_polls();
         if (now - last_kick >= KICK_EVERY_NS) {
             weft__blocking_kick();
             last_kick = now;

@@ -90,6 +90,7 @@ static struct {
     _Atomic uint32_t epoch;    /* bumped at every runtime start: registrations with older pollers are void */
     _Atomic int running;       /* the poller exists */
     _Atomic int64_t waiting;   /* fibers and threads parked on fds: the poller has work */
+    _Atomic uint64_t polls;    /* looks at the poller so far (approximate: it only has to move) */
 } io;
 
 static size_t max_chunks(void)
@@ -331,6 +332,10 @@ static int wake_dir(weft__pd *pd, int dir)
 
 int weft__io_poll(int64_t deadline)
 {
+    /* a plain load and store, not an atomic increment: a lost count does not matter, a locked
+     * instruction on a line every polling worker writes would */
+    atomic_store_explicit(&io.polls, atomic_load_explicit(&io.polls, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     weft__poll_event ev[64];
     int n = weft__poll_wait(ev, 64, deadline);
     int woken = 0;
@@ -354,6 +359,11 @@ int weft__io_poll(int64_t deadline)
         weft__spin_unlock(&pd->lock);
     }
     return woken;
+}
+
+uint64_t weft__io_polls(void)
+{
+    return atomic_load_explicit(&io.polls, memory_order_relaxed);
 }
 
 int64_t weft__io_waiting(void)

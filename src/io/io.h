@@ -15,6 +15,8 @@ void weft__io_stop(void);
 int weft__io_poll(int64_t deadline);
 /* Fibers and threads parked on fds right now: someone should be polling. */
 int64_t weft__io_waiting(void);
+/* A count that moves whenever a worker looks at the poller (for the monitor). */
+uint64_t weft__io_polls(void);
 /* The scheduler's hook: a fiber just parked on an fd (sched.c makes sure some worker will poll). */
 void weft__io_waiter_added(void);
 
