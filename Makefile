@@ -2,7 +2,7 @@
 #
 #   make run     build, then run the main job (the core benchmarks, weft side)
 #   make test    build every flavour (release, ASan+UBSan, TSan, aarch64 under qemu) and run every test
-#   make bench   build, then run the benchmarks side by side with their peers (Go, Boost, TBB, OpenMP...)
+#   make bench   build, then run the benchmarks side by side with their peers (Go, Boost, TBB, OpenMP, libuv, nginx...)
 #   make install PREFIX=/usr/local
 
 BUILD ?= build
@@ -25,7 +25,7 @@ test:
 	scripts/test.sh
 
 bench: build
-	WEFT_BENCH=$(BUILD)/bench/weft-bench BUILD=$(BUILD) bench/run.sh
+	WEFT_BENCH=$(BUILD)/bench/weft-bench BUILD=$(BUILD) bench/run.sh && BUILD=$(BUILD) bench/net.sh
 
 install: build
 	cmake --install $(BUILD)

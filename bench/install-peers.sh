@@ -5,9 +5,10 @@
 #     bench/install-peers.sh --check    only say what is missing; exit 1 if anything is
 #
 # The peers (bench/peers/) are built with g++ (Boost.Context, Boost.Fiber,
-# oneTBB), gcc with OpenMP, and Go.  Each need is probed by compiling and
-# linking a tiny program, so a header without its library (or the reverse)
-# counts as missing.  Nothing is installed when everything is present.  Not
+# oneTBB), gcc with OpenMP or libuv, and Go; the network benches
+# (bench/net.sh) also run wrk and nginx.  Each library is probed by compiling
+# and linking a tiny program, so a header without its library (or the
+# reverse) counts as missing; each tool, by looking for its program.  Nothing is installed when everything is present.  Not
 # root, or no apt-get: say what is missing and how to get it, and exit 0, so
 # bench/run.sh can still run the peers that do build.
 set -euo pipefail
@@ -71,6 +72,16 @@ int main() { tbb::task_group g; g.run([] {}); g.wait(); }' -ltbb -pthread ||
     links gcc '#include <omp.h>
 int main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }' -fopenmp ||
         need "OpenMP (omp.h + libgomp, part of gcc)" ""
+    command -v pkg-config >/dev/null 2>&1 || need "pkg-config" pkg-config
+    local uv_flags
+    uv_flags=$(pkg-config --cflags --libs libuv 2>/dev/null) || uv_flags=-luv
+    # shellcheck disable=SC2086 # the flags are words
+    links gcc '#include <uv.h>
+int main(void) { uv_loop_t l; return uv_loop_init(&l) || uv_loop_close(&l); }' $uv_flags ||
+        need "libuv (uv.h + libuv)" libuv1-dev
+    command -v wrk >/dev/null 2>&1 || need "wrk (HTTP load generator)" wrk
+    # nginx lives in /usr/sbin, which a user's PATH may lack
+    command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need "nginx" nginx
     return 0
 }
 
