@@ -6,19 +6,15 @@
  *
  * Each connection's fiber reads what has come, answers every whole request in it at once (pipelined
  * requests get their answers in one write) and reads again; while it waits for bytes it is parked and
- * its worker serves other connections.
+ * its worker serves other connections. serve.c does the listening, the accepting and the clean end.
  */
-#include <signal.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
 
 #include <weft.h>
 
 #include "http-parse.h"
+#include "serve.h"
 
 #define IDLE_NS (60 * (int64_t)1000000000) /* a connection quiet this long is closed */
 #define MAX_BODY (1 << 20)
@@ -48,7 +44,7 @@ static bool put(int fd, struct out *o, const char *s, size_t n)
     return true;
 }
 
-static void *serve(void *arg)
+static void *serve_connection(void *arg)
 {
     int fd = (int)(intptr_t)arg;
     char in[8192];
@@ -97,59 +93,7 @@ static void *serve(void *arg)
     return NULL;
 }
 
-/* SIGINT and SIGTERM are blocked in every thread and read here, as data: then the process ends. */
-static void *await_signal(void *arg)
-{
-    int sfd = (int)(intptr_t)arg;
-    struct signalfd_siginfo si;
-    while (weft_read(sfd, &si, sizeof si, WEFT_FOREVER) != (ssize_t)sizeof si)
-        ;
-    exit(0);
-}
-
-static void *accept_loop(void *arg)
-{
-    int port = *(int *)arg;
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    int sfd = signalfd(-1, &stop, SFD_CLOEXEC);
-    if (sfd < 0) {
-        perror("http-server: signalfd");
-        exit(1);
-    }
-    int lfd = weft_tcp_listen("127.0.0.1", port, 0);
-    if (lfd < 0) {
-        fprintf(stderr, "http-server: cannot listen on 127.0.0.1:%d: %s\n", port, strerror(-lfd));
-        exit(1);
-    }
-    weft_go(await_signal, (void *)(intptr_t)sfd);
-    for (;;) {
-        int c = weft_accept(lfd, NULL, NULL, WEFT_FOREVER);
-        if (c >= 0 && weft_go(serve, (void *)(intptr_t)c) < 0)
-            weft_close(c);
-    }
-}
-
 int main(int argc, char **argv)
 {
-    int port = 8080, opt;
-    weft_config_t cfg = {0};
-    while ((opt = getopt(argc, argv, "p:w:")) != -1) {
-        if (opt == 'p')
-            port = atoi(optarg);
-        else if (opt == 'w')
-            cfg.workers = atoi(optarg);
-        else {
-            fprintf(stderr, "usage: %s [-p PORT] [-w WORKERS]\n", argv[0]);
-            return 2;
-        }
-    }
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL); /* before any thread starts: they all inherit it */
-    return weft_run(&cfg, accept_loop, &port, NULL) < 0;
+    return serve(argc, argv, 8080, serve_connection);
 }
