@@ -5,6 +5,7 @@
 #define WEFT_TEST_HELPERS_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include <weft.h>
 
@@ -12,6 +13,15 @@
 
 #define MS ((int64_t)1000000)
 #define SEC ((int64_t)1000000000)
+
+/* How often needle occurs in text (overlapping ones too). */
+static inline int count_occurrences(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
 
 static inline void cpu_relax(void)
 {

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "http-parse.h"
 #include "runner.h"
 
@@ -261,14 +262,6 @@ static size_t recv_upto(int s, char *buf, size_t want)
 static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
                          "Hello, World!";
 
-static int count(const char *text, const char *needle)
-{
-    int n = 0;
-    for (const char *p = text; (p = strstr(p, needle)); p++)
-        n++;
-    return n;
-}
-
 TEST(the_http_server_answers_keep_alive_pipelined_split_and_body_requests)
 {
     int port;
@@ -288,7 +281,7 @@ TEST(the_http_server_answers_keep_alive_pipelined_split_and_body_requests)
     const char *three = "GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 4\r\n\r\nbodyGET /c HTTP/1.1\r\n\r\n";
     send_all(s, three, strlen(three));
     ASSERT_EQ(recv_upto(s, buf, 3 * n), 3 * n);
-    ASSERT_EQ(count(buf, "HTTP/1.1 200 OK"), 3);
+    ASSERT_EQ(count_occurrences(buf, "HTTP/1.1 200 OK"), 3);
     /* one request a byte at a time */
     const char *slow = "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
     for (const char *p = slow; *p; p++)
@@ -319,7 +312,7 @@ TEST(the_http_server_answers_malformed_requests_with_400_and_huge_heads_with_431
         send_all(s, "GET / HTTP/1.1\r\n\r\n", 18);
         send_all(s, cases[i], strlen(cases[i]));
         recv_upto(s, buf, sizeof buf - 1); /* until the server closes */
-        ASSERT_EQ(count(buf, "HTTP/1.1 200 OK"), 1);
+        ASSERT_EQ(count_occurrences(buf, "HTTP/1.1 200 OK"), 1);
         ASSERT_CONTAINS(buf, "HTTP/1.1 400 Bad Request");
         close(s);
     }

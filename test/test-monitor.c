@@ -31,14 +31,6 @@ static void nap_ms(long ms)
         ;
 }
 
-static int count_lines(const char *text, const char *needle)
-{
-    int n = 0;
-    for (const char *p = text; (p = strstr(p, needle)); p++)
-        n++;
-    return n;
-}
-
 static void run_scenario(void (*fn)(void *), void *arg, int want_exit)
 {
     int st = runner_capture(fn, arg, out, sizeof out, 60);
@@ -125,7 +117,7 @@ TEST_TIMEOUT(stuck_fibers_hand_their_worker_to_a_new_thread_and_the_ticks_keep_c
     run_scenario(stuck_scenario, NULL, 0);
     ASSERT_CONTAINS(out, "without yielding");
     /* two stuck within a second: one warning, rate-limited, naming the first */
-    ASSERT_EQ(count_lines(out, "without yielding"), 1);
+    ASSERT_EQ(count_occurrences(out, "without yielding"), 1);
     ASSERT(strstr(out, "\"sleeper\"") || strstr(out, "\"spinner\""));
     ASSERT_CONTAINS(out, "go on on a new thread");
 }
@@ -324,7 +316,7 @@ TEST_TIMEOUT(a_deadlock_is_reported_with_every_waiting_fiber_and_ends_the_run_wi
     ASSERT_CONTAINS(out, "\"gamma\" [waiting: wait group]");
     ASSERT_CONTAINS(out, "\"main\" [waiting: join]");
     ASSERT_CONTAINS(out, "a thread outside weft [waiting: join]"); /* weft_run's caller */
-    ASSERT_EQ(count_lines(out, "deadlock!"), 1);
+    ASSERT_EQ(count_occurrences(out, "deadlock!"), 1);
 }
 
 static void *thread_joins_a_stuck_fiber(void *arg)
