@@ -466,12 +466,19 @@ static inline void san_stack(weft__worker *w, weft__fiber *f, const void **lo, s
     }
 }
 
+/* The monitor reads the count to tell a stuck fiber (no switch for stuck_us) from a busy worker. Only the
+ * owner writes it: a plain load and store, no locked instruction. */
+static inline void count_switch(weft__worker *w)
+{
+    atomic_store_explicit(&w->nswitch, atomic_load_explicit(&w->nswitch, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
 static inline void switch_to(weft__worker *w, weft__fiber *from, weft__fiber *to, bool dying)
 {
     weft__dassert(atomic_load_explicit(&weft__tls_depth, memory_order_relaxed) == 1);
     w->cur = to;
-    atomic_store_explicit(&w->nswitch, atomic_load_explicit(&w->nswitch, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    count_switch(w);
     atomic_store_explicit(&to->state, WEFT_RUNNING, memory_order_relaxed);
 #if WEFT_ASAN
     const void *lo;
@@ -602,9 +609,7 @@ static void schedule(weft__worker *w, weft__fiber *self, int why)
     /* (a finished fiber's descriptor may already be another fiber's: never "resume" it) */
     if (next == self && why != S_EXIT) {
         atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
-        /* no switch, but the fiber came back to the runtime: the monitor must not call it stuck */
-        atomic_store_explicit(&w->nswitch, atomic_load_explicit(&w->nswitch, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
+        count_switch(w); /* no switch, but the fiber came back to the runtime: it is not stuck */
         return;
     }
     switch_to(w, self, next, why == S_EXIT);
