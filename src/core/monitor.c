@@ -267,8 +267,13 @@ static void *monitor_main(void *arg)
         tick = TICK_MAX_NS;
     int64_t last_kick = 0;
     uint64_t polls = weft__io_polls();
-    while (!atomic_load_explicit(&mon.stop, memory_order_acquire)) {
+    for (;;) {
+        /* the futex word first, then stop: a stop that comes after this look bumps the word, so the wait
+         * below returns at once (looking at stop first, a stop and its poke could both fall between the
+         * two looks, and the monitor would sleep for ever) */
         uint32_t seq = atomic_load_explicit(&mon.futex, memory_order_seq_cst);
+        if (atomic_load_explicit(&mon.stop, memory_order_seq_cst))
+            break;
         int64_t now = weft__clock_ns();
         if (mon.stuck_ns)
             check_stuck(now);
