@@ -225,6 +225,219 @@ WEFT_EXTERN int weft_wg_wait(weft_wg_t *wg, int64_t deadline);
 WEFT_EXTERN int weft_wg_destroy(weft_wg_t *wg);
 
 /* ------------------------------------------------------------------------------------------------ */
+/* Cancellation                                                                                      */
+
+/* Cancel a fiber or weft thread: the wait it is in now, and every wait it starts afterwards, returns
+ * -ECANCELED at once (sleep, join, every lock, channel, fd and blocking call). The request stays until
+ * the fiber finishes, so a fiber unwinds through its waits quickly; code that runs without waiting can
+ * look at weft_cancelled(). A wait that won its wakeup before the cancel keeps what it won: no permit,
+ * count, lock or channel value is ever lost to a cancel. 0, or -ESRCH for a handle that names no live
+ * fiber. Callable from any thread. */
+WEFT_EXTERN int weft_cancel(weft_fiber_t f);
+/* 1 when the calling fiber (or weft thread) has been cancelled, else 0. */
+WEFT_EXTERN int weft_cancelled(void);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Locks and synchronizers                                                                           */
+/*
+ * Every one parks the fiber, not its worker, and works the same from a plain thread outside the
+ * runtime (which then blocks that thread). Every wait takes a deadline and returns -ETIMEDOUT when it
+ * passes or -ECANCELED when the waiter is cancelled. Objects live in caller memory: *_init before use
+ * (or the zero initialiser where one is given), *_destroy returns -EBUSY while the object is held or
+ * waited on. None may be copied or moved while in use.
+ */
+
+/* Mutex. Uncontended lock and unlock are one atomic operation each. Fair under load: a waiter that has
+ * waited longer than about a millisecond is handed the lock directly by the next unlock (Go's
+ * starvation mode), so a fiber that locks in a tight loop cannot keep others out. Not recursive; any
+ * fiber may unlock it (as in Go). */
+typedef struct weft_mutex {
+    _Alignas(8) unsigned char opaque_[32];
+} weft_mutex_t;
+#define WEFT_MUTEX_INIT {{0}}
+WEFT_EXTERN int weft_mutex_init(weft_mutex_t *m);
+/* 0, -ETIMEDOUT, -ECANCELED. may park */
+WEFT_EXTERN int weft_mutex_lock(weft_mutex_t *m, int64_t deadline);
+/* 0, or -EBUSY when it is held. */
+WEFT_EXTERN int weft_mutex_trylock(weft_mutex_t *m);
+/* 0, or -EPERM when it is not locked. */
+WEFT_EXTERN int weft_mutex_unlock(weft_mutex_t *m);
+WEFT_EXTERN int weft_mutex_destroy(weft_mutex_t *m);
+
+/* Reader-writer lock. Many readers or one writer; a waiting writer keeps new readers out, and waiters
+ * are granted in arrival order (a run of readers together), so neither side starves. */
+typedef struct weft_rwlock {
+    _Alignas(8) unsigned char opaque_[32];
+} weft_rwlock_t;
+#define WEFT_RWLOCK_INIT {{0}}
+WEFT_EXTERN int weft_rwlock_init(weft_rwlock_t *l);
+/* 0, -ETIMEDOUT, -ECANCELED; -EAGAIN past 2^30 readers. may park */
+WEFT_EXTERN int weft_rwlock_rdlock(weft_rwlock_t *l, int64_t deadline);
+/* 0, -ETIMEDOUT, -ECANCELED. may park */
+WEFT_EXTERN int weft_rwlock_wrlock(weft_rwlock_t *l, int64_t deadline);
+/* Releases the read or the write hold the caller has. 0, or -EPERM when it is not held. */
+WEFT_EXTERN int weft_rwlock_unlock(weft_rwlock_t *l);
+WEFT_EXTERN int weft_rwlock_destroy(weft_rwlock_t *l);
+
+/* Condition variable, used with a weft_mutex_t. No lost wakeups: a signal sent after a waiter released
+ * the mutex in weft_cond_wait always finds it. No spurious wakeups either, but re-check the condition
+ * in a loop all the same: another fiber may take the mutex first. */
+typedef struct weft_cond {
+    _Alignas(8) unsigned char opaque_[32];
+} weft_cond_t;
+#define WEFT_COND_INIT {{0}}
+WEFT_EXTERN int weft_cond_init(weft_cond_t *c);
+/* Release m, wait for a signal, take m again (always, even on -ETIMEDOUT or -ECANCELED, and without a
+ * deadline, as pthread_cond_timedwait does). 0, -ETIMEDOUT, -ECANCELED. may park */
+WEFT_EXTERN int weft_cond_wait(weft_cond_t *c, weft_mutex_t *m, int64_t deadline);
+/* Wake one waiter (the longest waiting), or all. 0. */
+WEFT_EXTERN int weft_cond_signal(weft_cond_t *c);
+WEFT_EXTERN int weft_cond_broadcast(weft_cond_t *c);
+WEFT_EXTERN int weft_cond_destroy(weft_cond_t *c);
+
+/* Counting semaphore. Permits go to waiters in arrival order; a release never wakes a waiter that then
+ * finds nothing. */
+typedef struct weft_sem {
+    _Alignas(8) unsigned char opaque_[32];
+} weft_sem_t;
+/* count: the permits it starts with, 0 to 2^62 - 1. */
+WEFT_EXTERN int weft_sem_init(weft_sem_t *s, int64_t count);
+/* Take one permit. 0, -ETIMEDOUT (also for WEFT_NOWAIT with none free), -ECANCELED. may park */
+WEFT_EXTERN int weft_sem_acquire(weft_sem_t *s, int64_t deadline);
+/* Add n permits (n >= 1). 0, -EINVAL, or -EOVERFLOW past 2^62 - 1. */
+WEFT_EXTERN int weft_sem_release(weft_sem_t *s, int64_t n);
+/* The permits free right now (a snapshot). */
+WEFT_EXTERN int64_t weft_sem_value(weft_sem_t *s);
+WEFT_EXTERN int weft_sem_destroy(weft_sem_t *s);
+
+/* Once: run an initialiser exactly once, however many fibers and threads ask at the same time; the
+ * others wait until it has returned. */
+typedef struct weft_once {
+    _Alignas(8) unsigned char opaque_[32];
+} weft_once_t;
+#define WEFT_ONCE_INIT {{0}}
+/* 0 once fn has run (here or elsewhere). -ECANCELED when the caller is cancelled while it waits for
+ * another's fn (fn itself is never cancelled: it runs to its end). may park */
+WEFT_EXTERN int weft_once(weft_once_t *o, void (*fn)(void *arg), void *arg);
+
+/* Barrier: parties fibers wait until all have arrived, then all go on; it is ready again at once for
+ * the next round. */
+typedef struct weft_barrier {
+    _Alignas(8) unsigned char opaque_[48];
+} weft_barrier_t;
+#define WEFT_BARRIER_SERIAL 1
+/* parties >= 1. */
+WEFT_EXTERN int weft_barrier_init(weft_barrier_t *b, int parties);
+/* WEFT_BARRIER_SERIAL for exactly one caller of each round (the last to arrive), 0 for the others.
+ * A waiter that times out or is cancelled withdraws its arrival (-ETIMEDOUT, -ECANCELED); once its
+ * round is complete, it returns as the others do. may park */
+WEFT_EXTERN int weft_barrier_wait(weft_barrier_t *b, int64_t deadline);
+WEFT_EXTERN int weft_barrier_destroy(weft_barrier_t *b);
+
+/* Latch (C++ std::latch): a count that only goes down; waiters go on once it reaches zero, and from
+ * then on every wait returns at once. */
+typedef struct weft_latch {
+    _Alignas(8) unsigned char opaque_[32];
+} weft_latch_t;
+/* count >= 0. */
+WEFT_EXTERN int weft_latch_init(weft_latch_t *l, int64_t count);
+/* Take n (>= 1) from the count. -EINVAL when that would go below zero (the count is left as it was). */
+WEFT_EXTERN int weft_latch_count_down(weft_latch_t *l, int64_t n);
+/* Wait for zero. 0, -ETIMEDOUT, -ECANCELED. may park */
+WEFT_EXTERN int weft_latch_wait(weft_latch_t *l, int64_t deadline);
+/* 1 when the count is zero, else 0. */
+WEFT_EXTERN int weft_latch_done(weft_latch_t *l);
+WEFT_EXTERN int weft_latch_destroy(weft_latch_t *l);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Channels and select (Go's chan)                                                                   */
+/*
+ * A channel carries elements of one fixed size, copied in and out. Unbuffered (capacity 0): a send
+ * waits for a receiver and hands the element over directly. Buffered: a send waits only while the
+ * buffer is full. Close has Go's meaning: receivers first drain what is buffered, then every receive
+ * returns -EPIPE at once; a send on a closed channel returns -EPIPE (an error, not a crash), and so
+ * does a second close. Senders waiting when the channel closes wake with -EPIPE; their elements were
+ * never sent. Every element sent is received exactly once.
+ */
+typedef struct weft_chan weft_chan_t;
+/* elem_size >= 1; capacity 0 for unbuffered. 0, -EINVAL, -ENOMEM. */
+WEFT_EXTERN int weft_chan_new(weft_chan_t **out, size_t elem_size, size_t capacity);
+/* -EBUSY while a fiber waits on it (nothing is freed then). */
+WEFT_EXTERN int weft_chan_free(weft_chan_t *c);
+/* Copy elem_size bytes from elem into the channel. 0, -EPIPE (closed), -ETIMEDOUT, -ECANCELED.
+ * may park */
+WEFT_EXTERN int weft_chan_send(weft_chan_t *c, const void *elem, int64_t deadline);
+/* Receive into elem (NULL: drop it). 0, -EPIPE (closed and drained), -ETIMEDOUT, -ECANCELED. may park */
+WEFT_EXTERN int weft_chan_recv(weft_chan_t *c, void *elem, int64_t deadline);
+/* 0, or -EPIPE when it was already closed. */
+WEFT_EXTERN int weft_chan_close(weft_chan_t *c);
+/* Elements buffered now (a snapshot), and the capacity. */
+WEFT_EXTERN size_t weft_chan_len(weft_chan_t *c);
+WEFT_EXTERN size_t weft_chan_cap(weft_chan_t *c);
+
+enum weft_case_op { WEFT_SEND = 1, WEFT_RECV = 2 };
+typedef struct weft_case {
+    weft_chan_t *chan; /* NULL: never ready (Go's nil channel) */
+    int op;            /* WEFT_SEND or WEFT_RECV */
+    void *elem;        /* send: the element to send; receive: where to put it (NULL: drop it) */
+    int result;        /* out, for the chosen case: 0, or -EPIPE (the channel is closed) */
+} weft_case_t;
+/* Wait until one case can go on, do it, and return its index; when several are ready, one is chosen
+ * at random (fair). Only the chosen case happens. deadline WEFT_NOWAIT is Go's default clause: none
+ * ready gives -ETIMEDOUT at once. -ETIMEDOUT, -ECANCELED, -EINVAL (bad case or n < 0). A receive from
+ * a closed channel and a send to one are ready: the case's result says -EPIPE. may park */
+WEFT_EXTERN int weft_select(weft_case_t *cases, int n, int64_t deadline);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Parallel loops                                                                                    */
+/*
+ * For CPU-bound work over an index range [begin, end): the range is split in halves down to about
+ * grain indices (0: chosen from the range and the worker count), the halves become fibers that idle
+ * workers steal, and the call returns when every index has been done. body gets whole sub-ranges, so
+ * its inner loop stays a plain loop. They nest (a body may call them again), and they may be called
+ * from a fiber, a weft thread or a plain thread (the runtime must be running). The split does not
+ * depend on which worker runs what, so a reduce joins its partial results in the same order on every
+ * run with the same range, grain and worker count.
+ */
+typedef void (*weft_for_body)(int64_t lo, int64_t hi, void *arg);
+/* 0, -EINVAL (end < begin, grain < 0, no body), -ESHUTDOWN (no runtime), -ENOMEM. may park */
+WEFT_EXTERN int weft_parallel_for(int64_t begin, int64_t end, int64_t grain, weft_for_body body, void *arg);
+
+/* acc points at acc_size bytes. Each sub-range starts from a copy of identity, body folds its indices
+ * into it, and join(into, from, arg) combines two partial results, left into right-neighbour order;
+ * the whole result is joined into *acc last (so *acc's value on entry counts once). */
+typedef void (*weft_reduce_body)(int64_t lo, int64_t hi, void *acc, void *arg);
+typedef void (*weft_reduce_join)(void *into, const void *from, void *arg);
+/* 0, -EINVAL, -ESHUTDOWN, -ENOMEM (acc untouched on failure). may park */
+WEFT_EXTERN int weft_parallel_reduce(int64_t begin, int64_t end, int64_t grain, void *acc, size_t acc_size,
+                                     const void *identity, weft_reduce_body body, weft_reduce_join join,
+                                     void *arg);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Counters                                                                                          */
+
+/* An atomic counter alone on its cache line (so two counters never falsely share one). */
+typedef struct weft_counter {
+    _Alignas(64) int64_t value_;
+    char pad_[64 - sizeof(int64_t)];
+} weft_counter_t;
+#define WEFT_COUNTER_INIT {0, {0}}
+/* Add n; returns the new value. */
+WEFT_EXTERN int64_t weft_counter_add(weft_counter_t *c, int64_t n);
+WEFT_EXTERN int64_t weft_counter_load(const weft_counter_t *c);
+WEFT_EXTERN void weft_counter_store(weft_counter_t *c, int64_t v);
+
+/* A sharded counter: one padded slot per worker (threads outside the runtime share a few more), so
+ * adds from all workers never contend. Reading sums the slots: exact once the adds have stopped,
+ * a value somewhere between the sums before and after while they go on. */
+typedef struct weft_sharded_counter weft_sharded_counter_t;
+/* 0, -ENOMEM. */
+WEFT_EXTERN int weft_sharded_counter_new(weft_sharded_counter_t **out);
+WEFT_EXTERN void weft_sharded_counter_add(weft_sharded_counter_t *c, int64_t n);
+WEFT_EXTERN int64_t weft_sharded_counter_load(const weft_sharded_counter_t *c);
+WEFT_EXTERN void weft_sharded_counter_free(weft_sharded_counter_t *c);
+
+/* ------------------------------------------------------------------------------------------------ */
 /* I/O: file descriptors that park the fiber, not the worker                                        */
 /*
  * Any fd used with these calls is put in non-blocking mode and watched by the runtime's poller. A fiber

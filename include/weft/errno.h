@@ -22,6 +22,7 @@
     XX(ENOSPC, "no free key left")                                                                 \
     XX(EOVERFLOW, "value too large (a wait group counter past 2^62 - 1)")                          \
     XX(EPERM, "operation not permitted here")                                                      \
+    XX(EPIPE, "broken pipe: the channel, or the peer, is closed")                                 \
     XX(ESHUTDOWN, "the runtime is shutting down")                                                  \
     XX(ESRCH, "no such fiber (already joined, detached and finished, or never valid)")             \
     XX(ETIMEDOUT, "deadline passed")
