@@ -260,6 +260,10 @@ const char *weft__wait_reason_name(unsigned reason)
         [WEFT__WAIT_IO_READ] = "IO wait (read)",
         [WEFT__WAIT_IO_WRITE] = "IO wait (write)",
         [WEFT__WAIT_BLOCKING] = "blocking call",
+        [WEFT__WAIT_CHAN_SEND] = "chan send",
+        [WEFT__WAIT_CHAN_RECV] = "chan receive",
+        [WEFT__WAIT_SELECT] = "select",
+        [WEFT__WAIT_SELECT_NONE] = "select (no cases)",
     };
     return reason < WEFT__WAIT_REASONS_ && names[reason] ? names[reason] : "?";
 }
