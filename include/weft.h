@@ -416,7 +416,9 @@ WEFT_EXTERN int weft_parallel_reduce(int64_t begin, int64_t end, int64_t grain, 
 /* ------------------------------------------------------------------------------------------------ */
 /* Counters                                                                                          */
 
-/* An atomic counter alone on its cache line (so two counters never falsely share one). */
+/* An atomic counter alone on its cache line (so two counters never falsely share one). Its operations
+ * are relaxed: no add is lost, but a counter orders no other memory (publish data with a lock, a
+ * channel or a wait group). */
 typedef struct weft_counter {
     _Alignas(64) int64_t value_;
     char pad_[64 - sizeof(int64_t)];
@@ -429,9 +431,11 @@ WEFT_EXTERN void weft_counter_store(weft_counter_t *c, int64_t v);
 
 /* A sharded counter: one padded slot per worker (threads outside the runtime share a few more), so
  * adds from all workers never contend. Reading sums the slots: exact once the adds have stopped,
- * a value somewhere between the sums before and after while they go on. */
+ * a value somewhere between the sums before and after while they go on. Relaxed, as weft_counter_t.
+ * It has a slot for every worker a runtime may have (1024), about 66 KiB, so it may outlive a runtime
+ * and serve the next; a read costs only the slots of workers that have added. */
 typedef struct weft_sharded_counter weft_sharded_counter_t;
-/* 0, -ENOMEM. */
+/* 0, -EINVAL (out is NULL), -ENOMEM. */
 WEFT_EXTERN int weft_sharded_counter_new(weft_sharded_counter_t **out);
 WEFT_EXTERN void weft_sharded_counter_add(weft_sharded_counter_t *c, int64_t n);
 WEFT_EXTERN int64_t weft_sharded_counter_load(const weft_sharded_counter_t *c);
