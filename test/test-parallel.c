@@ -830,9 +830,9 @@ static void dsum_sleep_body(int64_t lo, int64_t hi, void *acc, void *arg)
 static void *starved_loop(void *arg)
 {
     cover_t *c = arg;
-    /* stacks come from 32 MiB chunks: with 16 MiB to spare, no new chunk can be mapped, and the one
-     * this fiber's stack came from has room for a couple of hundred */
-    cap_address_space(16 << 20);
+    /* 64 MiB stacks, 512 MiB to spare: a handful of fibers at a time get one (glibc may map and unmap
+     * 128 MiB for a thread's arena while we read the size: the margin keeps that a handful) */
+    cap_address_space((size_t)512 << 20);
     ASSERT_OK(weft_parallel_for(0, 4000, 1, hold_body, c));
     /* a reduce whose halves partly run in their spawners joins in the same order all the same */
     double sum = 0.0, zero = 0.0;
@@ -846,7 +846,8 @@ static void *starved_loop(void *arg)
 
 TEST(a_loop_completes_when_fibers_get_no_stack)
 {
-    start_workers(2);
+    weft_config_t cfg = {.workers = 2, .stack_size = (size_t)64 << 20};
+    ASSERT_OK(weft_start(&cfg));
     cover_t c = {.begin = 0, .end = 4000, .grain = 1, .min_leaf = LONG_MAX};
     c.hits = calloc(4000, sizeof *c.hits);
     ASSERT(c.hits);
@@ -876,11 +877,12 @@ static void thread_only_body(int64_t lo, int64_t hi, void *arg)
 
 TEST(a_loop_from_a_thread_runs_there_when_no_fiber_gets_a_stack)
 {
-    start_workers(2);
+    weft_config_t cfg = {.workers = 2, .stack_size = (size_t)1 << 30};
+    ASSERT_OK(weft_start(&cfg));
     cover_t c = {.begin = 0, .end = 1000, .grain = 1, .min_leaf = LONG_MAX};
     c.hits = calloc(1000, sizeof *c.hits);
     ASSERT(c.hits);
-    cap_address_space(16 << 20); /* no fiber has run yet: no stack chunk is mapped, none can be */
+    cap_address_space((size_t)512 << 20); /* 1 GiB stacks: not one fits */
     ASSERT_OK(weft_parallel_for(0, 1000, 1, thread_only_body, &c));
     struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
     ASSERT_EQ(setrlimit(RLIMIT_AS, &rl), 0);
@@ -896,10 +898,11 @@ TEST(reduce_without_memory_fails_and_leaves_acc_alone)
     static unsigned char acc[1], id[1];
     /* too big for any allocation */
     ASSERT_ERR(weft_parallel_reduce(0, 10, 1, acc, SIZE_MAX / 2, id, never_rbody, never_join, NULL), -ENOMEM);
-    /* 64 MiB partial results with 16 MiB to spare: the first malloc fails, nothing runs */
-    cap_address_space(16 << 20);
+    /* 1 GiB partial results with 512 MiB to spare: the first malloc fails, nothing runs */
+    cap_address_space((size_t)512 << 20);
     int64_t big_acc = 5;
-    ASSERT_ERR(weft_parallel_reduce(0, 10, 1, &big_acc, 64 << 20, id, never_rbody, never_join, NULL), -ENOMEM);
+    ASSERT_ERR(weft_parallel_reduce(0, 10, 1, &big_acc, (size_t)1 << 30, id, never_rbody, never_join, NULL),
+               -ENOMEM);
     ASSERT_EQ(big_acc, 5);
     ASSERT_EQ(atomic_load(&called), 0);
     struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};

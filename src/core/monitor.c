@@ -245,9 +245,16 @@ static void check_stuck(int64_t now)
             continue;
         mon.seen_at[i] = now; /* once per interval, whatever happens next */
         mon.cpu_at[i] = -1;
+        /* really_stuck takes a while: the fiber may have switched out meanwhile, and w->cur be another
+         * fiber or the idle loop. Then nothing is stuck; and the idle context lives in its thread's
+         * record, which the thread frees when it ends, so warn_stuck must not read it. (The idle loop never
+         * runs user code: seeing it is always such a late look.) */
         weft__tsan_internal_begin();
         weft__fiber *f = w->cur;
+        bool gone = f->kind == WEFT__KIND_SCHED || atomic_load_explicit(&w->nswitch, memory_order_relaxed) != s;
         weft__tsan_internal_end();
+        if (gone)
+            continue;
         bool moved = others_wait(w) && take_over(w, s);
         warn_stuck(f, i, ran, moved);
     }

@@ -19,9 +19,8 @@
  * indices and, when the range had more, at least grain / 2. Grain 0 picks ceil(n / (8 * workers)), which
  * makes 8 to 16 leaves per worker (binary splitting rounds the leaf count up to about a power of two):
  * slack enough for stealing to even out bodies of uneven cost, few enough that a spawn (about 70 ns)
- * stays far below the work.
- * With one worker, grain 0 means one leaf, and no task ever spawns: an explicit grain still bounds what
- * the body gets, but the leaves run one after the other in the caller.
+ * stays far below the work. With one worker, grain 0 means one leaf, and no task ever spawns: an
+ * explicit grain still bounds what the body gets, but the leaves run one after the other in the caller.
  *
  * Nesting: a join parks the fiber, not its worker, so a body may run another loop. The inner loop's
  * fibers go to the same deques, and the outer task that waits for them holds no worker meanwhile.
@@ -53,9 +52,10 @@
  *    anyway, and joining a fiber that has finished costs no more than a wait group's done.
  *
  * Memory ordering: what a task wrote (its leaves' side effects, its result) happens before its spawner's
- * join returns (weft_join); the spawn publishes the task record to the fiber. `err` is relaxed: a task that
- * read it set was joined, directly or through its spawners, before anyone reads it again, so by coherence
- * every later read sees it set too.
+ * join returns (weft_join); the spawn publishes the task record to the fiber. `err` is relaxed: a result
+ * is left unmade only by a task that set err or read it set, and that task's end happens before anyone
+ * looks at the result (through the joins, or program order when it ran inline), so by coherence whoever
+ * looks reads err set as well, and skips the join.
  */
 #include <errno.h>
 #include <stdbool.h>
