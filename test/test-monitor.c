@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -453,4 +454,69 @@ TEST_TIMEOUT(no_deadlock_is_reported_while_something_can_still_wake_a_fiber, 120
         if (strstr(out, "deadlock"))
             FAIL("a deadlock was reported while %s could still wake the fiber:\n%s", what[how], out);
     }
+}
+
+/* A thread that has been woken but has not run yet can still wake a fiber. Here it is held up in a
+ * signal handler just as its wakeup comes, for longer than the deadlock check waits to be sure; the
+ * fiber it will wake is the last one, and every worker sleeps meanwhile. */
+static weft_wg_t gate, after_gate;
+static _Atomic pthread_t held_thread;
+static atomic_int in_handler;
+
+static void hold_up(int sig)
+{
+    (void)sig;
+    atomic_store(&in_handler, 1);
+    nap_ms(300);
+}
+
+static void *wait_gate_then_done(void *arg)
+{
+    (void)arg;
+    atomic_store(&held_thread, pthread_self());
+    int r = weft_wg_wait(&gate, WEFT_FOREVER);
+    weft_wg_done(&after_gate);
+    return (void *)(intptr_t)r;
+}
+
+static void *woken_thread_main(void *arg)
+{
+    (void)arg;
+    weft_wg_add(&gate, 1);
+    weft_wg_add(&after_gate, 1);
+    weft_fiber_t t;
+    if (weft_thread_spawn(&t, NULL, wait_gate_then_done, NULL) < 0)
+        exit(30);
+    while (weft_fiber_state(t) != WEFT_WAITING)
+        weft_yield();
+    weft_sleep(20 * MS); /* into its futex wait, most likely */
+    pthread_kill(atomic_load(&held_thread), SIGUSR1);
+    while (!atomic_load(&in_handler))
+        weft_yield();
+    weft_wg_done(&gate); /* wakes the thread, which cannot run for a while */
+    int r = weft_wg_wait(&after_gate, WEFT_FOREVER);
+    void *tr = (void *)1;
+    weft_join(t, &tr);
+    return (void *)(intptr_t)(r != 0 ? r : (int)(intptr_t)tr);
+}
+
+static void woken_thread_scenario(void *arg)
+{
+    (void)arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = hold_up;
+    sigaction(SIGUSR1, &sa, NULL);
+    void *r = (void *)1;
+    int rc = weft_run(NULL, woken_thread_main, NULL, &r);
+    printf("weft_run %d, the waits %ld\n", rc, (long)(intptr_t)r);
+    fflush(stdout);
+    exit(rc == 0 && r == NULL ? 0 : 20);
+}
+
+TEST_TIMEOUT(a_woken_thread_that_has_not_run_yet_can_still_wake_a_fiber, 60)
+{
+    run_scenario(woken_thread_scenario, NULL, 0);
+    if (strstr(out, "deadlock"))
+        FAIL("a deadlock was reported while a woken thread could still wake the fiber:\n%s", out);
 }
