@@ -1401,6 +1401,7 @@ static void deadlock_scenario(void *arg)
 
 TEST_TIMEOUT(the_deadlock_report_names_channel_waits, 60)
 {
+    SKIP_UNDER_EMULATOR();
     static char out[16384];
     int st = runner_capture(deadlock_scenario, NULL, out, sizeof out, 50);
     printf("%s", out);

@@ -6,6 +6,7 @@
  *   - a timer is pending (a sleep, a deadline),
  *   - a fiber or thread waits on an fd (the outside world may write to it),
  *   - a blocking call is queued or running (it will wake its fiber),
+ *   - a thread has been woken and has not run yet (it still counts as parked, and may wake others),
  *   - or any thread of the process is doing something other than waiting in weft: a thread weft does not
  *     know about may hold a wait group, a handle, an fd, and wake a fiber any moment.
  * The last one is counted, not guessed: the threads of the process (/proc/self/status) against those
@@ -37,7 +38,8 @@ static struct {
     bool candidate;       /* the conditions held at `since` ... */
     int64_t since;
     uint64_t switches;    /* ... with this many switches in all */
-    bool recheck;         /* only a thread weft does not know kept it from being one: look again later */
+    bool recheck;         /* only a thread weft does not know (or one woken that has not run yet) kept it
+                           * from being one: look again later */
 } dl;
 
 void weft__deadlock_reset(void)
@@ -106,6 +108,21 @@ static uint64_t all_switches(void)
     return s;
 }
 
+/* For weft__desc_each: a thread that waits in weft (or a fiber that parks like one, on a thread that
+ * lost its worker) whose wakeup came but which has not run yet. It is still in threads_parked until it
+ * runs, which may be much later on a loaded machine; then it may wake anyone. */
+static void find_woken_thread(weft__fiber *f, void *arg)
+{
+    bool *found = arg;
+    weft__tsan_internal_begin();
+    int kind = f->kind;
+    uint32_t pw = atomic_load_explicit(&f->park, memory_order_acquire);
+    weft__tsan_internal_end();
+    if ((kind == WEFT__KIND_FIBER || kind == WEFT__KIND_THREAD || kind == WEFT__KIND_FOREIGN) &&
+        PW_STATE(pw) == PW_WOKEN)
+        *found = true;
+}
+
 /* Could anything wake a fiber? (Every worker is asleep: their owner-only fields are quiet.) */
 static bool something_can_wake(bool *only_unknown_threads)
 {
@@ -134,7 +151,12 @@ static bool something_can_wake(bool *only_unknown_threads)
         *only_unknown_threads = all > known;
         return true;
     }
-    return false;
+    /* a woken fiber on a worker would keep that worker awake; a woken thread wakes no worker, and it
+     * may wait again without waking anyone: then look again later, as for a thread we cannot see */
+    bool woken = false;
+    weft__desc_each(find_woken_thread, &woken);
+    *only_unknown_threads = woken;
+    return woken;
 }
 
 /* ------------------------------------------------------------------------------------------------ */

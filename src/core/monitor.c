@@ -108,7 +108,8 @@ uint64_t weft__monitor_handoffs(void)
 /* ------------------------------------------------------------------------------------------------ */
 /* Stuck workers                                                                                     */
 
-static void warn_stuck(const weft__fiber *f, int worker, int64_t ran_ns, bool moved)
+/* name: the fiber's name in quotes and a space, or "" */
+static void warn_stuck(uint64_t id, const char *name, int worker, int64_t ran_ns, bool moved)
 {
     int64_t now = weft__clock_ns();
     if (mon.last_warn && now - mon.last_warn < WARN_EVERY_NS) {
@@ -116,14 +117,11 @@ static void warn_stuck(const weft__fiber *f, int worker, int64_t ran_ns, bool mo
         return;
     }
     mon.last_warn = now;
-    char name[40] = "";
-    if (f->flags & WEFT__F_NAMED)
-        snprintf(name, sizeof name, "\"%.31s\" ", f->name);
     char buf[512];
     int n = snprintf(buf, sizeof buf,
                      "weft: fiber %s(id %llu) has run %lld ms without yielding on worker %d: a blocking call "
                      "(run it with weft_blocking) or a long loop (call weft_yield now and then)?%s",
-                     name, (unsigned long long)f->id, (long long)(ran_ns / 1000000), worker,
+                     name, (unsigned long long)id, (long long)(ran_ns / 1000000), worker,
                      moved ? " Its worker's other fibers go on on a new thread." : "");
     if (n > 0 && mon.unwarned > 0 && (size_t)n < sizeof buf)
         n += snprintf(buf + n, sizeof buf - (size_t)n, " (%ld more stuck fibers since the last warning)",
@@ -247,16 +245,23 @@ static void check_stuck(int64_t now)
         mon.cpu_at[i] = -1;
         /* really_stuck takes a while: the fiber may have switched out meanwhile, and w->cur be another
          * fiber or the idle loop. Then nothing is stuck; and the idle context lives in its thread's
-         * record, which the thread frees when it ends, so warn_stuck must not read it. (The idle loop never
-         * runs user code: seeing it is always such a late look.) */
+         * record, which the thread frees when it ends, so it must not be read further. (The idle loop
+         * never runs user code: seeing it is always such a late look.) What the warning says about the
+         * fiber is read now: after a take-over its thread may end at any time. Hidden from TSan like
+         * the rest of the worker's state: the ordering with that free goes through runtime sync it
+         * does not see */
+        char name[40] = "";
         weft__tsan_internal_begin();
         weft__fiber *f = w->cur;
         bool gone = f->kind == WEFT__KIND_SCHED || atomic_load_explicit(&w->nswitch, memory_order_relaxed) != s;
+        uint64_t id = gone ? 0 : f->id;
+        if (!gone && (f->flags & WEFT__F_NAMED))
+            snprintf(name, sizeof name, "\"%.31s\" ", f->name);
         weft__tsan_internal_end();
         if (gone)
             continue;
         bool moved = others_wait(w) && take_over(w, s);
-        warn_stuck(f, i, ran, moved);
+        warn_stuck(id, name, i, ran, moved);
     }
 }
 

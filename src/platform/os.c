@@ -52,9 +52,10 @@ int weft__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline
                      NULL, FUTEX_BITSET_MATCH_ANY);
     if (r == 0)
         return 0;
-    if (errno == EAGAIN)
-        return 0;
-    return -errno;
+    /* weft__errno: a fiber whose worker the monitor moved to another thread waits here too, and TSan,
+     * which sees each fiber as a thread of its own, would call its read of its thread's errno a race */
+    int e = weft__errno();
+    return e == EAGAIN ? 0 : -e;
 }
 
 void weft__futex_wake(_Atomic uint32_t *addr, int n)
