@@ -38,8 +38,7 @@ static struct {
     bool candidate;       /* the conditions held at `since` ... */
     int64_t since;
     uint64_t switches;    /* ... with this many switches in all */
-    bool recheck;         /* only a thread weft does not know (or one woken that has not run yet) kept it
-                           * from being one: look again later */
+    bool recheck;         /* a passing state kept it from being one: look again later */
 } dl;
 
 void weft__deadlock_reset(void)
@@ -123,39 +122,53 @@ static void find_woken_thread(weft__fiber *f, void *arg)
         *found = true;
 }
 
-/* Could anything wake a fiber? (Every worker is asleep: their owner-only fields are quiet.) */
-static bool something_can_wake(bool *only_unknown_threads)
+/* Could anything wake a fiber? (Every worker is asleep: their owner-only fields are quiet.) When the
+ * answer rests on something that will make a worker wake up (a timer, an fd, a blocking call), that
+ * worker pokes the monitor and nothing more is needed. When it rests on a passing state (a worker
+ * with work that has not woken yet, a thread just starting or ending or woken but not yet running,
+ * a thread we cannot see into), nobody may poke the monitor afterwards: *look_again asks it to look
+ * again later instead of sleeping until a worker wakes, which might be never. */
+static bool something_can_wake(bool *look_again)
 {
-    *only_unknown_threads = false;
-    if (weft__live_fibers() <= 0 || atomic_load_explicit(&rt->foreign_inflight, memory_order_seq_cst) != 0)
-        return true; /* nothing waits, or a spawn is under way */
-    if (atomic_load_explicit(&rt->gq_len, memory_order_seq_cst) > 0 || weft__io_waiting() > 0 ||
-        weft__blocking_busy() > 0)
+    *look_again = false;
+    if (weft__live_fibers() <= 0)
+        return true; /* nothing waits */
+    if (atomic_load_explicit(&rt->foreign_inflight, memory_order_seq_cst) != 0 ||
+        atomic_load_explicit(&rt->gq_len, memory_order_seq_cst) > 0) {
+        *look_again = true; /* a spawn is under way */
+        return true;
+    }
+    if (weft__io_waiting() > 0 || weft__blocking_busy() > 0)
         return true;
     weft__tsan_internal_begin();
-    bool busy = false;
+    bool busy = false, timers = false;
     for (int i = 0; i < rt->nworkers && !busy; i++) {
         weft__worker *w = rt->workers[i];
-        busy = !atomic_load_explicit(&w->sleeping, memory_order_seq_cst) || w->heap_len > 0 || w->runnext ||
-               w->ready_head || atomic_load_explicit(&w->inbox, memory_order_relaxed) ||
+        timers = timers || w->heap_len > 0;
+        busy = !atomic_load_explicit(&w->sleeping, memory_order_seq_cst) || w->runnext || w->ready_head ||
+               atomic_load_explicit(&w->inbox, memory_order_relaxed) ||
                atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) >
                    atomic_load_explicit(&w->dq.top, memory_order_relaxed);
     }
     weft__tsan_internal_end();
-    if (busy)
+    if (busy) {
+        *look_again = true;
+        return true;
+    }
+    if (timers)
         return true;
     int64_t known = rt->nworkers + 1 /* the monitor */ + weft__blocking_idle() +
                     atomic_load_explicit(&rt->threads_parked, memory_order_seq_cst) + sanitizer_threads();
     int64_t all = process_threads();
     if (all != known) {
-        *only_unknown_threads = all > known;
+        *look_again = true; /* more: a thread we cannot see into; fewer: one starting or ending */
         return true;
     }
     /* a woken fiber on a worker would keep that worker awake; a woken thread wakes no worker, and it
      * may wait again without waking anyone: then look again later, as for a thread we cannot see */
     bool woken = false;
     weft__desc_each(find_woken_thread, &woken);
-    *only_unknown_threads = woken;
+    *look_again = woken;
     return woken;
 }
 
@@ -223,10 +236,10 @@ static void report_and_break(void)
 
 bool weft__deadlock_check(int64_t now)
 {
-    bool unknown;
-    if (something_can_wake(&unknown)) {
+    bool look_again;
+    if (something_can_wake(&look_again)) {
         dl.candidate = false;
-        dl.recheck = unknown; /* a thread we cannot see into may end without waking anyone: look again */
+        dl.recheck = look_again;
         return false;
     }
     dl.recheck = false;
