@@ -140,7 +140,7 @@ WEFT_EXTERN int weft_thread_spawn(weft_fiber_t *out, const weft_attr_t *attr, we
 /* Wait for the fiber or thread to finish and collect its result (result may be NULL); the handle is then
  * stale. -ESRCH: stale handle (joined already). -EINVAL: detached, or another join is under way.
  * -EDEADLK: joining yourself. -ENOMEM: the fiber never ran, no stack could be allocated for it.
- * may park */
+ * -ECANCELED: the caller was cancelled (the handle stays joinable). may park */
 WEFT_EXTERN int weft_join(weft_fiber_t f, void **result);
 
 /* weft_join with a deadline. -ETIMEDOUT leaves the handle joinable. may park */
@@ -178,7 +178,8 @@ WEFT_EXTERN int weft_in_fiber(void);
  * On a thread that is not a fiber: sched_yield(). may park */
 WEFT_EXTERN int weft_yield(void);
 
-/* Sleep until the deadline (never wakes early). Returns 0. may park */
+/* Sleep until the deadline (never wakes early). 0, or -ECANCELED when a fiber or weft thread is
+ * cancelled. may park */
 WEFT_EXTERN int weft_sleep_until(int64_t deadline);
 
 /* Sleep for ns nanoseconds: weft_sleep_until(weft_deadline_in(ns)). may park */

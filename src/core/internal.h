@@ -94,6 +94,14 @@ enum weft__wait_reason {
     WEFT__WAIT_IO_READ,
     WEFT__WAIT_IO_WRITE,
     WEFT__WAIT_BLOCKING,
+    WEFT__WAIT_MUTEX,
+    WEFT__WAIT_RWLOCK_READ,
+    WEFT__WAIT_RWLOCK_WRITE,
+    WEFT__WAIT_COND,
+    WEFT__WAIT_SEM,
+    WEFT__WAIT_ONCE,
+    WEFT__WAIT_BARRIER,
+    WEFT__WAIT_LATCH,
     WEFT__WAIT_REASONS_
 };
 const char *weft__wait_reason_name(unsigned reason);
@@ -157,6 +165,7 @@ typedef struct weft__fiber {
     int start_err;                /* < 0 when it could not start (no stack): joiners get it */
     uint32_t joiner_tok;          /* the joiner's park token, written before it publishes itself */
     uint16_t wait_reason;         /* enum weft__wait_reason; written by the fiber itself */
+    _Atomic uint32_t cancel_gen;  /* == gen: weft_cancel asked this fiber to stop waiting (any thread) */
 
     /* -- line 2: timers, tools, name -- */
     _Alignas(WEFT__CACHELINE) int64_t timer_when; /* deadline of the current wait; owner */
@@ -209,6 +218,15 @@ weft__fiber *weft__self_if_any(void); /* never allocates; NULL on plain foreign 
  */
 uint32_t weft__park_prepare(weft__fiber *self, unsigned reason, const void *obj);
 int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline);
+/* The same, deaf to weft_cancel: for the rare wait that must last until its waker comes, because the
+ * waker still uses the waiter's memory (a blocking call that is running). */
+int weft__park_uncancellable(weft__fiber *self, uint32_t tok, int64_t deadline);
+/* Whether weft_cancel has been called on f (for f itself to look at). */
+static inline bool weft__cancelled(weft__fiber *f)
+{
+    return atomic_load_explicit(&f->cancel_gen, memory_order_relaxed) ==
+           atomic_load_explicit(&f->gen, memory_order_relaxed);
+}
 bool weft__unpark(weft__fiber *f, uint32_t tok, unsigned why);
 /* The same for a batch of wakeups (timers, wake-all): woken fibers on this worker queue in order at the
  * back of the ready queue instead of jumping ahead through runnext. */
@@ -439,8 +457,8 @@ typedef struct weft__rt {
 
     _Alignas(WEFT__CACHELINE) _Atomic uint64_t foreign_spawned;
     _Atomic uint64_t orphans_exited;  /* fibers that ended on a thread that had lost its worker */
-    _Atomic int64_t threads_parked;   /* threads (not fibers) waiting in weft right now: the deadlock
-                                       * check counts them as idle */
+    _Atomic int64_t threads_parked;   /* threads (not fibers) waiting in weft right now with no deadline:
+                                       * the deadlock check counts them as idle */
     _Atomic uint64_t deadlocks;       /* deadlocks reported since the runtime started */
     _Atomic int64_t foreign_inflight; /* spawns from outside the runtime between their state check and
                                        * their count: shutdown waits for them (weft__foreign_enter) */

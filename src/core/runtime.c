@@ -260,6 +260,14 @@ const char *weft__wait_reason_name(unsigned reason)
         [WEFT__WAIT_IO_READ] = "IO wait (read)",
         [WEFT__WAIT_IO_WRITE] = "IO wait (write)",
         [WEFT__WAIT_BLOCKING] = "blocking call",
+        [WEFT__WAIT_MUTEX] = "mutex",
+        [WEFT__WAIT_RWLOCK_READ] = "rwlock (read)",
+        [WEFT__WAIT_RWLOCK_WRITE] = "rwlock (write)",
+        [WEFT__WAIT_COND] = "condition variable",
+        [WEFT__WAIT_SEM] = "semaphore",
+        [WEFT__WAIT_ONCE] = "once",
+        [WEFT__WAIT_BARRIER] = "barrier",
+        [WEFT__WAIT_LATCH] = "latch",
     };
     return reason < WEFT__WAIT_REASONS_ && names[reason] ? names[reason] : "?";
 }

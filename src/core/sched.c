@@ -715,12 +715,20 @@ bool weft__unpark_fifo(weft__fiber *f, uint32_t tok, unsigned why)
     return unpark(f, tok, why, false);
 }
 
+static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancellable);
+
 void weft__park_cancel(weft__fiber *self, uint32_t tok)
 {
     uint32_t exp = PW_WORD(tok, PW_OK, PW_WAITING);
     if (!atomic_compare_exchange_strong_explicit(&self->park, &exp, PW_WORD(tok, PW_OK, PW_RUNNING),
-                                                 memory_order_relaxed, memory_order_relaxed))
-        weft__panic("weft: a wait that was never published was woken (park word %#x)", exp);
+                                                 memory_order_relaxed, memory_order_relaxed)) {
+        /* only weft_cancel wakes a wait nobody can find; its wakeup is under way (a fiber is queued to
+         * run again): let it land */
+        if (exp != PW_WORD(tok, PW_CANCELED, PW_WOKEN))
+            weft__panic("weft: a wait that was never published was woken (park word %#x)", exp);
+        park(self, tok, WEFT_FOREVER, false);
+        return;
+    }
     weft__tsan_internal_begin();
     atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
     self->wait_reason = WEFT__WAIT_NONE;
@@ -728,11 +736,56 @@ void weft__park_cancel(weft__fiber *self, uint32_t tok)
     weft__tsan_internal_end();
 }
 
+/*
+ * Cancellation. weft_cancel stores the target's generation in its cancel_gen (sticky until the fiber
+ * is freed, when gen moves on) and then wakes its current wait, if any, with PW_CANCELED; a wait that
+ * starts later sees the flag in park() and wakes itself. Between the two sides it is Dekker's pattern:
+ * the waiter stores WAITING and then loads the flag, the canceller stores the flag and then loads the
+ * park word, each with a full fence in between, so at least one of them sees the other. (Measured: the
+ * fence adds under 1 ns to a park, which has just done a locked operation in the common case.) Waking
+ * goes through the park word's one CAS like any wakeup, so a real waker and the cancel never both win:
+ * whichever loses, the primitive sorts out as it does a timeout.
+ */
+int weft_cancel(weft_fiber_t h)
+{
+    weft__fiber *f = weft__desc_lookup(h);
+    if (!f)
+        return -ESRCH;
+    /* if f was freed since the lookup, its gen has moved on and this store means nothing */
+    atomic_store_explicit(&f->cancel_gen, (uint32_t)(h.handle_ >> 32), memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    uint32_t pw = atomic_load_explicit(&f->park, memory_order_relaxed);
+    if (PW_STATE(pw) == PW_WAITING && atomic_load_explicit(&f->gen, memory_order_acquire) == (uint32_t)(h.handle_ >> 32))
+        weft__unpark(f, PW_SEQ(pw), PW_CANCELED);
+    return 0;
+}
+
+int weft_cancelled(void)
+{
+    weft__fiber *self = weft__self_if_any();
+    return self && weft__cancelled(self);
+}
+
 int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline)
+{
+    return park(self, tok, deadline, true);
+}
+
+int weft__park_uncancellable(weft__fiber *self, uint32_t tok, int64_t deadline)
+{
+    return park(self, tok, deadline, false);
+}
+
+static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancellable)
 {
     uint32_t waiting = PW_WORD(tok, PW_OK, PW_WAITING);
     if (deadline == WEFT_NOWAIT)
         weft__unpark(self, tok, PW_TIMEOUT); /* fails if a waker got there first: then it counts */
+    if (cancellable) {
+        atomic_thread_fence(memory_order_seq_cst); /* WAITING before the flag: see weft_cancel */
+        if (WEFT__UNLIKELY(weft__cancelled(self)))
+            weft__unpark(self, tok, PW_CANCELED);
+    }
     weft__tsan_internal_begin();
     weft__worker *w = weft__enter();
     bool fiber = w && self->kind == WEFT__KIND_FIBER; /* (a stuck fiber whose worker moved on is not) */
@@ -760,7 +813,11 @@ int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline)
     weft__leave();
     weft__tsan_internal_end();
     if (!fiber) {
-        atomic_fetch_add_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
+        /* a wait with a deadline ends on its own, and the thread may then wake anyone: only one
+         * without is known to the deadlock check as a thread that cannot */
+        bool forever = deadline < 0;
+        if (forever)
+            atomic_fetch_add_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
         for (;;) {
             uint32_t pw = atomic_load_explicit(&self->park, memory_order_acquire);
             if (pw != waiting)
@@ -769,7 +826,8 @@ int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline)
                 weft__clock_ns() >= deadline)
                 weft__unpark(self, tok, PW_TIMEOUT);
         }
-        atomic_fetch_sub_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
+        if (forever)
+            atomic_fetch_sub_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
     }
     /* outside the hidden stretch: this acquire is what orders the waker's writes before our return */
     uint32_t pw = atomic_load_explicit(&self->park, memory_order_acquire);

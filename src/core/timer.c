@@ -115,6 +115,11 @@ int weft_sleep_until(int64_t deadline)
     bool fiber = self && self->kind == WEFT__KIND_FIBER;
     weft__leave();
     weft__tsan_internal_end();
+    if (!fiber) {
+        /* a weft thread has a handle, so it can be cancelled: it sleeps on its park word */
+        self = weft__self_if_any();
+        fiber = self && self->kind == WEFT__KIND_THREAD;
+    }
     if (fiber) {
         if (deadline > 0 && deadline <= weft__clock_ns())
             return 0;

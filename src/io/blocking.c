@@ -207,7 +207,7 @@ int weft_blocking_until(weft_fn fn, void *arg, void **result, int64_t deadline)
         /* running: it must finish (it may use our stack); wait for it, without a deadline now */
         j.tok = weft__park_prepare(self, WEFT__WAIT_BLOCKING, &j);
         pthread_mutex_unlock(&B.lock);
-        r = weft__park(self, j.tok, WEFT_FOREVER);
+        r = weft__park_uncancellable(self, j.tok, WEFT_FOREVER);
     }
     weft__tsan_acquire(&j);
     if (result)

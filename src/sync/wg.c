@@ -29,6 +29,7 @@
 
 #include "core/internal.h"
 #include "obs/sanitize.h"
+#include "sync/waitq.h"
 
 #define WG_LOCKED ((uint64_t)1)
 #define WG_WAITERS ((uint64_t)2)
@@ -181,7 +182,17 @@ int weft_wg_done(weft_wg_t *wg)
     return weft_wg_add(wg, -1);
 }
 
+int64_t weft__wg_count(weft_wg_t *wg)
+{
+    return WG_COUNT(atomic_load_explicit(&impl(wg)->state, memory_order_acquire));
+}
+
 int weft_wg_wait(weft_wg_t *wg, int64_t deadline)
+{
+    return weft__wg_wait(wg, deadline, WEFT__WAIT_WAITGROUP);
+}
+
+int weft__wg_wait(weft_wg_t *wg, int64_t deadline, unsigned reason)
 {
     if (!wg)
         return -EINVAL;
@@ -200,7 +211,7 @@ int weft_wg_wait(weft_wg_t *wg, int64_t deadline)
         return 0;
     }
     wg_waiter node = {.f = self, .next = g->head};
-    node.tok = weft__park_prepare(self, WEFT__WAIT_WAITGROUP, wg);
+    node.tok = weft__park_prepare(self, reason, wg);
     if (g->head)
         g->head->prev = &node;
     g->head = &node;
