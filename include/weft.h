@@ -358,12 +358,16 @@ WEFT_EXTERN int weft_latch_destroy(weft_latch_t *l);
  * buffer is full. Close has Go's meaning: receivers first drain what is buffered, then every receive
  * returns -EPIPE at once; a send on a closed channel returns -EPIPE (an error, not a crash), and so
  * does a second close. Senders waiting when the channel closes wake with -EPIPE; their elements were
- * never sent. Every element sent is received exactly once.
+ * never sent. Every element sent is received exactly once: a call that fails (a deadline, a cancel) did
+ * nothing, and one whose operation had already happened when its wait ended returns success.
+ * -EINVAL: no channel (or no element to send). -ENOMEM: a thread outside weft could not get the
+ * record it waits with.
  */
 typedef struct weft_chan weft_chan_t;
-/* elem_size >= 1; capacity 0 for unbuffered. 0, -EINVAL, -ENOMEM. */
+/* elem_size >= 1; capacity 0 for unbuffered. 0, -EINVAL (elem_size 0, elem_size * capacity too big),
+ * -ENOMEM. */
 WEFT_EXTERN int weft_chan_new(weft_chan_t **out, size_t elem_size, size_t capacity);
-/* -EBUSY while a fiber waits on it (nothing is freed then). */
+/* -EBUSY while a fiber or thread waits on it, in a select too (nothing is freed then). NULL: 0. */
 WEFT_EXTERN int weft_chan_free(weft_chan_t *c);
 /* Copy elem_size bytes from elem into the channel. 0, -EPIPE (closed), -ETIMEDOUT, -ECANCELED.
  * may park */
@@ -385,8 +389,9 @@ typedef struct weft_case {
 } weft_case_t;
 /* Wait until one case can go on, do it, and return its index; when several are ready, one is chosen
  * at random (fair). Only the chosen case happens. deadline WEFT_NOWAIT is Go's default clause: none
- * ready gives -ETIMEDOUT at once. -ETIMEDOUT, -ECANCELED, -EINVAL (bad case or n < 0). A receive from
- * a closed channel and a send to one are ready: the case's result says -EPIPE. may park */
+ * ready gives -ETIMEDOUT at once. -ETIMEDOUT, -ECANCELED, -EINVAL (bad case or n < 0), -ENOMEM. A
+ * receive from a closed channel and a send to one are ready: the case's result says -EPIPE. No case
+ * with a channel (n == 0, or all NULL): waits for the deadline alone. may park */
 WEFT_EXTERN int weft_select(weft_case_t *cases, int n, int64_t deadline);
 
 /* ------------------------------------------------------------------------------------------------ */

@@ -319,6 +319,57 @@ TEST_TIMEOUT(a_deadlock_is_reported_with_every_waiting_fiber_and_ends_the_run_wi
     ASSERT_EQ(count_occurrences(out, "deadlock!"), 1);
 }
 
+/* The classic: two fibers take two mutexes in opposite orders. */
+static weft_mutex_t lock_a = WEFT_MUTEX_INIT, lock_b = WEFT_MUTEX_INIT;
+static weft_barrier_t both_hold_one;
+
+static void *take_two(void *arg)
+{
+    weft_mutex_t *first = arg ? &lock_a : &lock_b, *second = arg ? &lock_b : &lock_a;
+    weft_mutex_lock(first, WEFT_FOREVER);
+    weft_barrier_wait(&both_hold_one, WEFT_FOREVER);
+    int r = weft_mutex_lock(second, WEFT_FOREVER);
+    if (r == -EDEADLK)
+        atomic_fetch_add(&got_edeadlk, 1);
+    else if (r == 0)
+        weft_mutex_unlock(second);
+    weft_mutex_unlock(first);
+    return NULL;
+}
+
+static void *lock_order_main(void *arg)
+{
+    (void)arg;
+    weft_barrier_init(&both_hold_one, 2);
+    weft_fiber_t f[2];
+    weft_spawn(&f[0], &(weft_attr_t){.name = "a-then-b"}, take_two, (void *)1);
+    weft_spawn(&f[1], &(weft_attr_t){.name = "b-then-a"}, take_two, NULL);
+    for (int i = 0; i < 2; i++)
+        while (weft_join(f[i], NULL) == -EDEADLK)
+            ;
+    return NULL;
+}
+
+static void lock_order_scenario(void *arg)
+{
+    (void)arg;
+    int r = weft_run(NULL, lock_order_main, NULL, NULL);
+    printf("weft_run returned %d (%s), %d locks got -EDEADLK\n", r, weft_err_name(r), atomic_load(&got_edeadlk));
+    fflush(stdout);
+    /* the first to get -EDEADLK lets go of its mutex, which may reach the other before its own
+     * -EDEADLK does: then that lock succeeds (a wait keeps what it was given) */
+    exit(r == -EDEADLK && atomic_load(&got_edeadlk) >= 1 ? 0 : 20);
+}
+
+TEST_TIMEOUT(two_fibers_taking_two_mutexes_in_opposite_orders_are_reported, 60)
+{
+    SKIP_UNDER_EMULATOR();
+    run_scenario(lock_order_scenario, NULL, 0);
+    ASSERT_CONTAINS(out, "all fibers are asleep - deadlock!");
+    ASSERT_CONTAINS(out, "\"a-then-b\" [waiting: mutex]");
+    ASSERT_CONTAINS(out, "\"b-then-a\" [waiting: mutex]");
+}
+
 static void *thread_joins_a_stuck_fiber(void *arg)
 {
     return (void *)(intptr_t)weft_join(*(weft_fiber_t *)arg, NULL);

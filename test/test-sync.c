@@ -696,3 +696,24 @@ TEST(a_latch_opens_at_zero_and_stays_open)
     ASSERT_OK(weft_latch_destroy(&latch));
     ASSERT_OK(weft_shutdown());
 }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Without a runtime                                                                                 */
+
+TEST(locks_and_conditions_work_between_plain_threads_with_no_runtime)
+{
+    /* no weft_start: the waits sleep on futexes */
+    pp_turn = 0;
+    pthread_t a = start_thread(pingpong, (void *)0), b = start_thread(pingpong, (void *)1);
+    ASSERT_EQ(pthread_join(a, NULL), 0);
+    ASSERT_EQ(pthread_join(b, NULL), 0);
+    ASSERT_OK(weft_sem_init(&sem, 3));
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        t[i] = start_thread(use_a_permit, (void *)(uintptr_t)i);
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(pthread_join(t[i], NULL), 0);
+    ASSERT_LE(atomic_load(&most_inside), 3);
+    ASSERT_EQ(weft_sem_value(&sem), 3);
+    ASSERT_EQ(weft_workers(), 0); /* and nothing started one */
+}

@@ -102,6 +102,10 @@ enum weft__wait_reason {
     WEFT__WAIT_ONCE,
     WEFT__WAIT_BARRIER,
     WEFT__WAIT_LATCH,
+    WEFT__WAIT_CHAN_SEND,
+    WEFT__WAIT_CHAN_RECV,
+    WEFT__WAIT_SELECT,
+    WEFT__WAIT_SELECT_NONE, /* a select with no channel in it: only its deadline can end it */
     WEFT__WAIT_REASONS_
 };
 const char *weft__wait_reason_name(unsigned reason);

@@ -268,6 +268,10 @@ const char *weft__wait_reason_name(unsigned reason)
         [WEFT__WAIT_ONCE] = "once",
         [WEFT__WAIT_BARRIER] = "barrier",
         [WEFT__WAIT_LATCH] = "latch",
+        [WEFT__WAIT_CHAN_SEND] = "chan send",
+        [WEFT__WAIT_CHAN_RECV] = "chan receive",
+        [WEFT__WAIT_SELECT] = "select",
+        [WEFT__WAIT_SELECT_NONE] = "select (no cases)",
     };
     return reason < WEFT__WAIT_REASONS_ && names[reason] ? names[reason] : "?";
 }
