@@ -397,24 +397,28 @@ WEFT_EXTERN int weft_select(weft_case_t *cases, int n, int64_t deadline);
 /* ------------------------------------------------------------------------------------------------ */
 /* Parallel loops                                                                                    */
 /*
- * For CPU-bound work over an index range [begin, end): the range is split in halves down to about
+ * For CPU-bound work over an index range [begin, end): the range is split in halves down to at most
  * grain indices (0: chosen from the range and the worker count), the halves become fibers that idle
  * workers steal, and the call returns when every index has been done. body gets whole sub-ranges, so
  * its inner loop stays a plain loop. They nest (a body may call them again), and they may be called
  * from a fiber, a weft thread or a plain thread (the runtime must be running). The split does not
  * depend on which worker runs what, so a reduce joins its partial results in the same order on every
- * run with the same range, grain and worker count.
+ * run with the same range, grain and worker count (with a grain given, whatever the worker count).
+ * An empty range calls nothing.
  */
 typedef void (*weft_for_body)(int64_t lo, int64_t hi, void *arg);
-/* 0, -EINVAL (end < begin, grain < 0, no body), -ESHUTDOWN (no runtime), -ENOMEM. may park */
+/* 0, -EINVAL (end < begin, grain < 0, no body), -ESHUTDOWN (no runtime; or, from outside it, one that
+ * is shutting down). Never -ENOMEM: a half that gets no fiber runs in the fiber that split it. may park */
 WEFT_EXTERN int weft_parallel_for(int64_t begin, int64_t end, int64_t grain, weft_for_body body, void *arg);
 
 /* acc points at acc_size bytes. Each sub-range starts from a copy of identity, body folds its indices
- * into it, and join(into, from, arg) combines two partial results, left into right-neighbour order;
- * the whole result is joined into *acc last (so *acc's value on entry counts once). */
+ * into it, and join(into, from, arg) folds the result of a sub-range (from) into that of the sub-range
+ * just left of it (into); the whole result is joined into *acc last (so *acc's value on entry counts
+ * once). Partial results are aligned for max_align_t. */
 typedef void (*weft_reduce_body)(int64_t lo, int64_t hi, void *acc, void *arg);
 typedef void (*weft_reduce_join)(void *into, const void *from, void *arg);
-/* 0, -EINVAL, -ESHUTDOWN, -ENOMEM (acc untouched on failure). may park */
+/* 0, -EINVAL, -ESHUTDOWN, -ENOMEM (no room for partial results: acc untouched, though body may have
+ * run on some sub-ranges). may park */
 WEFT_EXTERN int weft_parallel_reduce(int64_t begin, int64_t end, int64_t grain, void *acc, size_t acc_size,
                                      const void *identity, weft_reduce_body body, weft_reduce_join join,
                                      void *arg);
@@ -422,7 +426,9 @@ WEFT_EXTERN int weft_parallel_reduce(int64_t begin, int64_t end, int64_t grain, 
 /* ------------------------------------------------------------------------------------------------ */
 /* Counters                                                                                          */
 
-/* An atomic counter alone on its cache line (so two counters never falsely share one). */
+/* An atomic counter alone on its cache line (so two counters never falsely share one). Its operations
+ * are relaxed: no add is lost, but a counter orders no other memory (publish data with a lock, a
+ * channel or a wait group). */
 typedef struct weft_counter {
     _Alignas(64) int64_t value_;
     char pad_[64 - sizeof(int64_t)];
@@ -435,9 +441,11 @@ WEFT_EXTERN void weft_counter_store(weft_counter_t *c, int64_t v);
 
 /* A sharded counter: one padded slot per worker (threads outside the runtime share a few more), so
  * adds from all workers never contend. Reading sums the slots: exact once the adds have stopped,
- * a value somewhere between the sums before and after while they go on. */
+ * a value somewhere between the sums before and after while they go on. Relaxed, as weft_counter_t.
+ * It has a slot for every worker a runtime may have (1024), about 66 KiB, so it may outlive a runtime
+ * and serve the next; a read costs only the slots of workers that have added. */
 typedef struct weft_sharded_counter weft_sharded_counter_t;
-/* 0, -ENOMEM. */
+/* 0, -EINVAL (out is NULL), -ENOMEM. */
 WEFT_EXTERN int weft_sharded_counter_new(weft_sharded_counter_t **out);
 WEFT_EXTERN void weft_sharded_counter_add(weft_sharded_counter_t *c, int64_t n);
 WEFT_EXTERN int64_t weft_sharded_counter_load(const weft_sharded_counter_t *c);

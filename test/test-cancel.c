@@ -26,6 +26,7 @@ static weft_wg_t wg = WEFT_WG_INIT;
 static weft_once_t once = WEFT_ONCE_INIT;
 static weft_fiber_t forever_fiber;
 static int pipe_fds[2];
+static weft_chan_t *chan, *chan_s; /* receives wait on one, the send on the other */
 static atomic_int once_may_finish;
 
 static void slow_init(void *arg)
@@ -69,12 +70,20 @@ static void *wait_in(void *arg)
     case 9: r = (int)weft_read(pipe_fds[0], &c, 1, WEFT_FOREVER); break;
     case 10: r = weft_once(&once, slow_init, NULL); break;
     case 11: r = weft_sleep(10 * SEC); break;
+    case 12: r = weft_chan_recv(chan, &c, WEFT_FOREVER); break;
+    case 13: r = weft_chan_send(chan_s, "x", WEFT_FOREVER); break;
+    case 14: {
+        weft_case_t cs[2] = {{.chan = chan, .op = WEFT_RECV, .elem = &c}, {.chan = NULL, .op = WEFT_SEND}};
+        r = weft_select(cs, 2, WEFT_FOREVER);
+        break;
+    }
     }
     return (void *)(intptr_t)r;
 }
 
 static const char *const kinds[] = {"sleep", "join", "mutex", "rwlock", "cond", "sem", "barrier", "latch",
-                                    "wait group", "fd read", "once", "sleep(10 s)"};
+                                    "wait group", "fd read", "once", "sleep(10 s)", "chan receive",
+                                    "chan send", "select"};
 enum { KINDS = sizeof kinds / sizeof kinds[0] };
 
 static void set_up_waits(void)
@@ -87,6 +96,8 @@ static void set_up_waits(void)
     ASSERT_OK(weft_latch_init(&latch, 1));
     ASSERT_OK(weft_wg_add(&wg, 1));
     ASSERT_EQ(pipe(pipe_fds), 0);
+    ASSERT_OK(weft_chan_new(&chan, 1, 0));
+    ASSERT_OK(weft_chan_new(&chan_s, 1, 0));
     weft_fiber_t o;
     ASSERT_OK(weft_spawn(&o, NULL, runs_once, NULL));
     ASSERT_OK(weft_detach(o));
@@ -112,6 +123,8 @@ static void check_objects_intact(void)
     ASSERT_OK(weft_wg_destroy(&wg));
     atomic_store(&once_may_finish, 1);
     ASSERT_OK(weft_once(&once, slow_init, NULL));
+    ASSERT_OK(weft_chan_free(chan)); /* nobody waits on them any more */
+    ASSERT_OK(weft_chan_free(chan_s));
 }
 
 static void cancel_every_kind_of_wait(int (*spawn)(weft_fiber_t *, const weft_attr_t *, weft_fn, void *))

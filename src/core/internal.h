@@ -17,6 +17,8 @@
 #include "weft.h"
 
 #define WEFT__CACHELINE 64
+/* The most workers a runtime runs (weft_start caps them): per-worker tables may be sized by it. */
+#define WEFT__MAX_WORKERS 1024
 #define WEFT__LIKELY(x) __builtin_expect(!!(x), 1)
 #define WEFT__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define WEFT__NOINLINE __attribute__((noinline))

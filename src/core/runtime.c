@@ -29,7 +29,6 @@
 #define DEFAULT_STACK ((size_t)128 << 10)
 #define DEFAULT_SPIN_US 50
 #define DEFAULT_STUCK_US 10000
-#define MAX_WORKERS 1024
 
 static pthread_mutex_t rt_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -65,7 +64,7 @@ int weft_start(const weft_config_t *cfg)
     weft_config_t c = {0};
     if (cfg)
         c = *cfg;
-    if (c.workers < 0 || c.workers > MAX_WORKERS)
+    if (c.workers < 0 || c.workers > WEFT__MAX_WORKERS)
         return -EINVAL;
     if (c.stack_size > ((size_t)1 << 30) || c.blocking_threads < 0)
         return -EINVAL;
@@ -73,7 +72,9 @@ int weft_start(const weft_config_t *cfg)
     int workers = c.workers;
     if (!workers) {
         long e = env_long("WEFT_WORKERS", 0);
-        workers = e > 0 && e <= MAX_WORKERS ? (int)e : weft__cpu_count();
+        workers = e > 0 && e <= WEFT__MAX_WORKERS ? (int)e : weft__cpu_count();
+        if (workers > WEFT__MAX_WORKERS)
+            workers = WEFT__MAX_WORKERS; /* a machine with more CPUs than that still starts */
     }
     size_t stack = c.stack_size;
     if (!stack)
