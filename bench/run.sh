@@ -3,7 +3,9 @@
 #
 #     bench/run.sh [--runs N] [--quick] [bench ...]
 #
-# benches: switch handoff spawn parked-create parked-mem fib units (default: all)
+# benches: switch handoff spawn parked-create parked-mem fib units
+#          chan-pingpong chan-buffered-1x1 chan-buffered-4x4 mutex pfor-sqrt pfor-tiny
+#          (default: all)
 #   --runs N   runs of every implementation, interleaved (default 5)
 #   --quick    small counts and 3 runs: a smoke test, not figures to publish
 #
@@ -20,9 +22,12 @@
 # (bench/peers/README.md); they live in bench/peers/ and are built into
 # $BUILD/bench-peers/ when their sources are newer than the binaries.  Each
 # round runs weft, then every peer, so machine noise hits all sides alike;
-# the tables show the median per implementation.  All result lines go to
+# the tables show the median per implementation.  An implementation named
+# IMPL@N ran on N workers (threads, GOMAXPROCS) and is compared with weft@N
+# when there is one.  All result lines go to
 # $BUILD/bench-results.txt.  Exits 0 unless the weft program itself failed: a
-# missing weft program is skipped, a peer that fails is shown as failed.
+# missing weft program, or one that does not know a bench (exit 2, no
+# result), is skipped; a peer that fails is shown as failed.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,7 +41,8 @@ usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 }
 
-all_benches=(switch handoff spawn parked-create parked-mem fib units)
+all_benches=(switch handoff spawn parked-create parked-mem fib units
+    chan-pingpong chan-buffered-1x1 chan-buffered-4x4 mutex pfor-sqrt pfor-tiny)
 runs=""
 quick=0
 benches=()
@@ -111,11 +117,13 @@ note() { printf '%s\n' "$*" >&2; }
 group_of() {
     case "$1" in
         parked-create | parked-mem) echo parked ;;
+        chan-buffered-1x1 | chan-buffered-4x4) echo chan-buffered ;;
         *) echo "$1" ;;
     esac
 }
 
-# "program:impl[,impl]" for each peer of a group, in table order
+# "program:impl[,impl]" for each peer of a group, in table order; @N stands
+# for all CPUs (nproc)
 group_peers() {
     case "$1" in
         switch) echo "go-switch:go switch-boost-context:boost-context switch-boost-fiber:boost-fiber" ;;
@@ -123,8 +131,27 @@ group_peers() {
         parked) echo "go-parked:go parked-boost-fiber:boost-fiber" ;;
         fib) echo "go-fib:go fib-tbb:tbb fib-openmp:openmp" ;;
         units) echo "units:pthread,fork" ;;
+        chan-pingpong) echo "go-chan-pingpong:go@1,go@2" ;;
+        chan-buffered) echo "go-chan-buffered:go" ;;
+        mutex) echo "go-mutex:go mutex-pthread:pthread,pthread-64" ;;
+        pfor-sqrt) echo "pfor-sqrt-openmp:openmp@1,openmp@N pfor-sqrt-tbb:tbb@1,tbb@N" ;;
+        pfor-tiny) echo "pfor-tiny-openmp:openmp-static,openmp-dynamic pfor-tiny-tbb:tbb" ;;
     esac
 }
+
+# the impls the weft program prints for a bench (more, such as weft-thread,
+# are shown when they come); @N as above
+weft_impls() {
+    case "$1" in
+        chan-pingpong) echo "weft@1 weft@2" ;;
+        pfor-sqrt) echo "weft@1 weft@N" ;;
+        *) echo weft ;;
+    esac
+}
+
+# benches whose table ends with each implementation's speedup from 1 worker
+# to all
+scaling_benches=" pfor-sqrt "
 
 # the count --quick passes (to the peers and to weft)
 quick_count() {
@@ -133,12 +160,20 @@ quick_count() {
         handoff) echo 20000 ;;
         fib) echo 25 ;;
         units) echo 2000 ;;
+        chan-pingpong) echo 50000 ;;
+        chan-buffered) echo 200000 ;;
+        mutex) echo 1000000 ;;
+        pfor-sqrt | pfor-tiny) echo 10000000 ;;
     esac
 }
 
 bench_title() {
     local fibn=30 n=1,000,000 units="20,000 threads, 2,000 processes"
-    if ((quick)); then fibn=25 n=100,000 units="2,000 threads, 200 processes"; fi
+    local pp=500,000 elems=2,000,000 locks=10,000,000 dbl=100M iters=100M
+    if ((quick)); then
+        fibn=25 n=100,000 units="2,000 threads, 200 processes"
+        pp=50,000 elems=200,000 locks=1,000,000 dbl=10M iters=10M
+    fi
     case "$1" in
         switch) echo "two fibers yielding to each other on one thread: ns per round trip (A->B->A)" ;;
         handoff) echo "two fibers on two workers waking each other in turn: ns per round trip (weft only; Go's channel ping-pong comes with channels)" ;;
@@ -147,6 +182,12 @@ bench_title() {
         parked-mem) echo "$n fibers blocked at once: bytes per fiber of VmRSS + VmPTE" ;;
         fib) echo "fib($fibn) with a task per call on all CPUs: total ms" ;;
         units) echo "one unit of concurrency created and joined, doing nothing: ns each ($units)" ;;
+        chan-pingpong) echo "a counter passed back and forth over two unbuffered channels by two fibers, on 1 and 2 workers: ns per round trip ($pp)" ;;
+        chan-buffered-1x1) echo "$elems elements through a channel of capacity 128, 1 producer 1 consumer, all CPUs: ns per element" ;;
+        chan-buffered-4x4) echo "$elems elements through a channel of capacity 128, 4 producers 4 consumers, all CPUs: ns per element" ;;
+        mutex) echo "$locks lock + increment + unlock of one mutex by 64 fibers on 2 workers (pthread: 2 and 64 threads): ns per pair" ;;
+        pfor-sqrt) echo "sum of sqrt over $dbl doubles, parallel reduce, on 1 worker and on all: ms" ;;
+        pfor-tiny) echo "$iters iterations of a[i] += 1, passes of a parallel for over 1M ints, default grain, all CPUs: ns per iteration" ;;
     esac
 }
 
@@ -165,7 +206,7 @@ peer_sources() { # program: sets srcs to the files its binary depends on
     local p=$1 s=$here/peers
     case "$p" in
         go-*) srcs=("$s/go/go.mod" "$s/go/peer/peer.go" "$s/go/${p#go-}/main.go") ;;
-        fib-openmp | units) srcs=("$s/peer.h" "$s/$p.c") ;;
+        *-openmp | units | mutex-pthread) srcs=("$s/peer.h" "$s/$p.c") ;;
         *) srcs=("$s/peer.h" "$s/$p.cpp") ;;
     esac
 }
@@ -176,9 +217,9 @@ build_peer() { # program: compiles it into $peer_dir
         go-*) (cd "$s/go" && go build -o "$out" "./${p#go-}") ;;
         switch-boost-context) g++ -O2 -o "$out" "$s/$p.cpp" -lboost_context ;;
         *-boost-fiber) g++ -O2 -pthread -o "$out" "$s/$p.cpp" -lboost_fiber -lboost_context ;;
-        fib-tbb) g++ -O2 -pthread -o "$out" "$s/$p.cpp" -ltbb ;;
-        fib-openmp) gcc -O2 -fopenmp -o "$out" "$s/$p.c" ;;
-        units) gcc -O2 -pthread -o "$out" "$s/$p.c" ;;
+        *-tbb) g++ -O2 -pthread -o "$out" "$s/$p.cpp" -ltbb ;;
+        *-openmp) gcc -O2 -fopenmp -o "$out" "$s/$p.c" -lm ;;
+        units | mutex-pthread) gcc -O2 -pthread -o "$out" "$s/$p.c" ;;
     esac
 }
 
@@ -298,6 +339,13 @@ for g in "${groups[@]}"; do
             for b in "${wanted[@]}"; do
                 if grep -q "^result $b " "$tmp/weft-run"; then continue; fi
                 if ! run_weft "$b"; then
+                    if ((run_rc == 2)) && [[ ! -s $tmp/last ]]; then
+                        # it knows none of the names: a weft program older
+                        # than the bench, not a failure
+                        weft_why[$g]="skipped (not in $WEFT_BENCH)"
+                        note "#   weft: $b is not in $WEFT_BENCH; skipped"
+                        break
+                    fi
                     weft_state=failed
                     weft_why[$g]="$b: $run_why"
                     note "#   weft failed: ${weft_why[$g]}"
@@ -350,27 +398,40 @@ verdict() { # peer weft: "ratio  weft Nx faster|slower|even"
 
 row() { printf '%-14s %10s %-4s %-22s %s\n' "$@"; }
 
-declare -A impl_prog # impl -> the program that prints it
+ncpu=$(nproc 2>/dev/null || echo 1)
+declare -A impl_prog   # impl -> the program that prints it
+declare -A median_of   # impl -> its median, for the bench at hand
+declare -A speedup_of  # family (weft, openmp, ...) -> its speedup, for a scaling bench
 printf '\n'
 for b in "${benches[@]}"; do
     g=$(group_of "$b")
     printf '%s: %s; median of %s\n\n' "$b" "$(bench_title "$b")" "$( ((runs == 1)) && echo "1 run" || echo "$runs runs")"
     row impl median unit min..max "peer/weft"
-    # weft, its variants (weft-thread, ...), then each peer's impls
-    impls=(weft)
+    # weft, its variants (weft-thread, weft@2, ...), then each peer's impls,
+    # then any impl a program printed that is not listed
+    impls=()
+    for i in $(weft_impls "$b"); do impls+=("${i/%@N/@$ncpu}"); done
+    impl_prog=()
     while read -r i; do
-        impls+=("$i")
-    done < <(awk -v b="$b" '$2 == b && $3 ~ /^weft-/ { print $3 }' "$results" | sort -u)
-    impl_prog=([weft]=weft)
+        [[ " ${impls[*]} " == *" $i "* ]] || impls+=("$i")
+    done < <(awk -v b="$b" '$2 == b && $3 ~ /^weft[-@]/ { print $3 }' "$results" | sort -V -u)
     for entry in $(group_peers "$g"); do
         IFS=, read -r -a list <<<"${entry#*:}"
         for i in "${list[@]}"; do
+            i=${i/%@N/@$ncpu}
+            [[ " ${impls[*]} " == *" $i "* ]] && continue
             impls+=("$i")
             impl_prog[$i]=${entry%%:*}
         done
     done
-    weft_median=""
-    if s=$(stats "$b" weft) && [[ -n $s ]]; then weft_median=$(echo "$s" | cut -d' ' -f2); fi
+    while read -r i; do
+        [[ " ${impls[*]} " == *" $i "* ]] || impls+=("$i")
+    done < <(awk -v b="$b" '$2 == b { print $3 }' "$results" | sort -V -u)
+    median_of=()
+    for i in "${impls[@]}"; do
+        if s=$(stats "$b" "$i") && [[ -n $s ]]; then median_of[$i]=$(echo "$s" | cut -d' ' -f2); fi
+    done
+    at_rows=0
     for i in "${impls[@]}"; do
         p=${impl_prog[$i]:-weft}
         s=$(stats "$b" "$i")
@@ -379,7 +440,10 @@ for b in "${benches[@]}"; do
                 if [[ $weft_state == missing ]]; then
                     row "$i" - - - "skipped ($WEFT_BENCH not built)"
                 else
-                    row "$i" - - - "failed (${weft_why[$g]:-no result line})"
+                    case ${weft_why[$g]:-} in
+                        skipped*) row "$i" - - - "${weft_why[$g]}" ;;
+                        *) row "$i" - - - "failed (${weft_why[$g]:-no result line})" ;;
+                    esac
                 fi
             else
                 row "$i" - - - "failed (${failed[$p]:-no result line})"
@@ -388,9 +452,16 @@ for b in "${benches[@]}"; do
         fi
         read -r n median min max unit <<<"$s"
         ratio="-"
-        if [[ $i != weft && -n $weft_median ]] &&
+        # the weft figure to compare with: weft@N for IMPL@N when there is one
+        weft_median=${median_of[weft]:-} by_at=0
+        if [[ $i == *@* && -n ${median_of[weft@${i##*@}]:-} ]]; then
+            weft_median=${median_of[weft@${i##*@}]}
+            by_at=1
+        fi
+        if [[ $i != weft && $i != weft@* && -n $weft_median ]] &&
             awk -v w="$weft_median" -v m="$median" 'BEGIN { exit !(w > 0 && m > 0) }'; then
             ratio=$(verdict "$median" "$weft_median")
+            ((at_rows += by_at)) || true
         fi
         range="$(fmt "$min")..$(fmt "$max")"
         if ((n < runs)); then
@@ -399,6 +470,36 @@ for b in "${benches[@]}"; do
         fi
         row "$i" "$(fmt "$median")" "$unit" "$range" "$ratio"
     done
+    if ((at_rows)); then printf '    (peer@N rows are compared with weft@N)\n'; fi
+    if [[ $scaling_benches == *" $b "* ]]; then
+        # each family's median on 1 worker over its median on the most
+        line=""
+        weft_speedup=""
+        for i in "${impls[@]}"; do
+            [[ $i == *@1 && -n ${median_of[$i]:-} ]] || continue
+            fam=${i%@1} top=""
+            for j in "${impls[@]}"; do
+                if [[ $j == "$fam"@* && $j != "$i" && -n ${median_of[$j]:-} ]]; then top=$j; fi
+            done
+            [[ -n $top ]] || continue
+            x=$(awk -v a="${median_of[$i]}" -v z="${median_of[$top]}" 'BEGIN { if (z > 0) print a / z }')
+            [[ -n $x ]] || continue
+            if [[ $fam == weft ]]; then weft_speedup=$x; fi
+            line+="${line:+, }$fam $(fmt "$x")x (@${top##*@})"
+            speedup_of[$fam]=$x
+        done
+        if [[ -n $line ]]; then
+            printf '    speedup from 1 worker to all, median over median: %s\n' "$line"
+            if [[ -n $weft_speedup ]]; then
+                for fam in "${!speedup_of[@]}"; do
+                    [[ $fam == weft ]] && continue
+                    printf '    weft speedup / %s speedup: %s\n' "$fam" \
+                        "$(fmt "$(awk -v w="$weft_speedup" -v p="${speedup_of[$fam]}" 'BEGIN { print w / p }')")"
+                done | sort
+            fi
+        fi
+        speedup_of=()
+    fi
     # what each program said about its set-up
     for p in weft $(for e in $(group_peers "$g"); do echo "${e%%:*}"; done); do
         if [[ -n ${notes[$g:$p]:-} ]]; then printf '%s\n' "${notes[$g:$p]}" | sed "s/^# */    $p: /"; fi
