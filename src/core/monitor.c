@@ -210,15 +210,20 @@ static char thread_state(weft__worker *w)
 }
 
 /* No switch for stuck_ns with the fiber in user code. Stuck if its thread sleeps in the kernel (a blocking
- * call) or has used most of that time on a CPU (a long loop); not if it merely waited for a CPU (an
- * oversubscribed machine preempted it): then it is looked at again later. */
+ * call) or has spent most of that time on a CPU (a long loop); not if it merely waited for a CPU (an
+ * oversubscribed machine preempted it): then it is looked at again later. A loop on a machine so busy
+ * that it never gets half of the time still counts once it has used stuck_ns of CPU since the first
+ * look: otherwise, on a machine more than twice oversubscribed, no loop would ever be stuck. */
 static bool really_stuck(weft__worker *w, int i, int64_t ran)
 {
     char st = thread_state(w);
     if (st == 'S' || st == 'D')
         return true;
     int64_t cpu = thread_cpu_ns(w);
-    return cpu < 0 || mon.cpu_at[i] < 0 || cpu - mon.cpu_at[i] >= ran / 2;
+    if (cpu < 0 || mon.cpu_at[i] < 0)
+        return true;
+    int64_t used = cpu - mon.cpu_at[i];
+    return used >= ran / 2 || used >= mon.stuck_ns;
 }
 
 static void check_stuck(int64_t now)
