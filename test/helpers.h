@@ -31,36 +31,6 @@ static inline void cpu_relax(void)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield" ::: "memory");
-/*
- * Under qemu-user the emulator runs a thread of its own in the process, which the deadlock check must
- * take for a thread that could still wake a fiber: no report is right there, so the tests of the report
- * cannot see one and skip. qemu shows itself by the zero it puts for the thread count in /proc/self/stat.
- */
-static inline int under_emulator(void)
-{
-    char b[2048];
-    FILE *f = fopen("/proc/self/stat", "re");
-    if (!f)
-        return 0;
-    size_t n = fread(b, 1, sizeof b - 1, f);
-    fclose(f);
-    b[n] = '\0';
-    char *p = strrchr(b, ')');
-    int field = 2;
-    for (char *t = p ? strtok(p + 2, " ") : NULL; t; t = strtok(NULL, " "))
-        if (++field == 20)
-            return atol(t) == 0;
-    return 0;
-}
-
-#define SKIP_UNDER_EMULATOR()                                                                       \
-    do {                                                                                            \
-        if (under_emulator()) {                                                                     \
-            printf("skipped: under an emulator whose own thread keeps the deadlock check away\n");  \
-            return;                                                                                 \
-        }                                                                                           \
-    } while (0)
-
 #endif
 }
 
