@@ -317,3 +317,41 @@ TEST_TIMEOUT(a_mutex_handed_over_as_the_cancel_comes_is_never_left_locked, 120)
     }
     ASSERT_OK(weft_shutdown());
 }
+
+/* A parallel loop's sub-ranges live in the caller's frame: a cancel must not cut the loop short (it
+ * finishes, every index once), and waits after it see the cancel as usual. */
+enum { PN = 1 << 16 };
+static atomic_int seen[PN];
+static atomic_int loop_started;
+
+static void visit(int64_t lo, int64_t hi, void *arg)
+{
+    atomic_store(&loop_started, 1);
+    for (int64_t i = lo; i < hi; i++)
+        atomic_fetch_add(&seen[i], 1);
+    weft_sleep(MS); /* leaves take a while, so the cancel comes while the caller waits for halves */
+}
+
+static void *loop_then_wait(void *arg)
+{
+    int r = weft_parallel_for(0, PN, PN / 256, visit, NULL);
+    int after = weft_sleep(SEC);
+    return (void *)(intptr_t)(r == 0 && after == -ECANCELED ? 0 : -1);
+}
+
+TEST(a_cancel_does_not_cut_a_parallel_loop_short)
+{
+    start_workers(2);
+    weft_fiber_t f;
+    ASSERT_OK(weft_spawn(&f, NULL, loop_then_wait, NULL));
+    while (!atomic_load(&loop_started))
+        weft_yield();
+    ASSERT_OK(weft_cancel(f));
+    void *r;
+    ASSERT_OK(weft_join(f, &r));
+    ASSERT_EQ((int)(intptr_t)r, 0);
+    for (int i = 0; i < PN; i++)
+        if (atomic_load(&seen[i]) != 1)
+            FAIL("index %d was visited %d times", i, atomic_load(&seen[i]));
+    ASSERT_OK(weft_shutdown());
+}

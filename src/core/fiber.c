@@ -342,7 +342,19 @@ static int collect(weft__fiber *f, void **result)
     return err;
 }
 
+static int join_until(weft_fiber_t h, void **result, int64_t deadline, bool cancellable);
+
 int weft_join_until(weft_fiber_t h, void **result, int64_t deadline)
+{
+    return join_until(h, result, deadline, true);
+}
+
+int weft__join_uncancellable(weft_fiber_t h, void **result)
+{
+    return join_until(h, result, WEFT_FOREVER, false);
+}
+
+static int join_until(weft_fiber_t h, void **result, int64_t deadline, bool cancellable)
 {
     weft__fiber *f = weft__desc_lookup(h);
     if (!f)
@@ -373,7 +385,7 @@ int weft_join_until(weft_fiber_t h, void **result, int64_t deadline)
             weft__park_cancel(self, tok);
             continue;
         }
-        int r = weft__park(self, tok, deadline);
+        int r = cancellable ? weft__park(self, tok, deadline) : weft__park_uncancellable(self, tok, deadline);
         if (r == 0)
             return collect(f, result);
         /* timed out: take our name back, unless the fiber finished and is waking us right now */

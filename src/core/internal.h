@@ -195,6 +195,8 @@ static inline const char *weft__name(const weft__fiber *f)
 weft__fiber *weft__desc_alloc(struct weft__worker *w);
 void weft__desc_free(struct weft__worker *w, weft__fiber *f);
 weft__fiber *weft__desc_lookup(weft_fiber_t h); /* NULL for stale or invalid */
+/* weft_join, deaf to weft_cancel: for a joiner whose frame the joined fiber still uses. */
+int weft__join_uncancellable(weft_fiber_t h, void **result);
 weft_fiber_t weft__handle(const weft__fiber *f);
 void weft__desc_cache_flush(struct weft__worker *w);
 uint64_t weft__next_id(struct weft__worker *w);

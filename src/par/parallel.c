@@ -118,12 +118,12 @@ static bool spawn_half(par_job *j, par_task *t, weft_fiber_t *f)
 }
 
 /* Wait for a half's fiber: 0 when it ran, -ENOMEM when it never did (no stack for it: the caller runs
- * the half itself). Its task lives in our frame, so nothing may cut the wait short: a join that comes
- * back with the fiber still there (the waiter was cancelled) is tried again, yielding in between. */
+ * the half itself). Its task lives in our frame, so nothing may cut the wait short: the join is deaf to
+ * weft_cancel (the deadlock report could still end it, with the fiber still there: then wait on). */
 static int join_half(weft_fiber_t f)
 {
     for (;;) {
-        int r = weft_join(f, NULL);
+        int r = weft__join_uncancellable(f, NULL);
         if (r == 0)
             return 0;
         if (weft_fiber_state(f) == -ESRCH) { /* collected: r is why it never ran */
