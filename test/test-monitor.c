@@ -238,6 +238,101 @@ TEST_TIMEOUT(a_stuck_fiber_finishes_as_a_thread_of_its_own, 60)
     ASSERT_CONTAINS(out, "go on on a new thread");
 }
 
+/* Long loops that keep nothing from running: the leaves of a parallel loop on both workers, each with an
+ * unstarted half of the loop in its worker's queue. No fiber is ready meanwhile, so nothing is stuck: no
+ * warning, and no fresh thread to take a CPU from the loop. (Four leaves of equal length: a task waits
+ * for a half on the other worker only when its own worker is idle.) */
+static atomic_int leaves_done;
+
+static void spin_ms(long ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000L + (t.tv_nsec - t0.tv_nsec) / 1000000L < ms);
+}
+
+static void long_leaf(int64_t lo, int64_t hi, void *arg)
+{
+    (void)arg;
+    spin_ms(100 * (hi - lo));
+    atomic_fetch_add(&leaves_done, (int)(hi - lo));
+}
+
+static void calm_loop_scenario(void *arg)
+{
+    (void)arg;
+    weft_config_t two = {.workers = 2};
+    if (weft_start(&two) < 0)
+        exit(10);
+    if (weft_parallel_for(0, 4, 1, long_leaf, NULL) < 0)
+        exit(11);
+    printf("%d leaves ran\n", atomic_load(&leaves_done));
+    fflush(stdout);
+    if (weft_shutdown() < 0)
+        exit(12);
+    exit(atomic_load(&leaves_done) == 4 ? 0 : 13);
+}
+
+TEST_TIMEOUT(a_long_loop_that_keeps_nothing_waiting_is_left_alone, 60)
+{
+    run_scenario(calm_loop_scenario, NULL, 0);
+    ASSERT_NOT_CONTAINS(out, "without yielding");
+}
+
+/* ... but once a fiber of its worker is woken, the worker goes on on a fresh thread: the loop is judged
+ * again when that happens, not only an interval later. */
+static weft_wg_t go_ahead;
+static atomic_int woke_during_the_loop, loop_over;
+
+static void *waits_for_go_ahead(void *arg)
+{
+    (void)arg;
+    if (weft_wg_wait(&go_ahead, WEFT_FOREVER) == 0 && !atomic_load(&loop_over))
+        atomic_store(&woke_during_the_loop, 1);
+    return NULL;
+}
+
+static void *loops_two_seconds(void *arg)
+{
+    spin_ms(2000);
+    atomic_store(&loop_over, 1);
+    return arg;
+}
+
+static void calm_then_woken_scenario(void *arg)
+{
+    (void)arg;
+    weft_config_t one = {.workers = 1};
+    if (weft_start(&one) < 0)
+        exit(10);
+    weft_wg_add(&go_ahead, 1);
+    weft_fiber_t waiter, looper;
+    weft_attr_t la = {.name = "looper"};
+    if (weft_spawn(&waiter, NULL, waits_for_go_ahead, NULL) < 0)
+        exit(11);
+    nap_ms(50); /* the waiter parks first */
+    if (weft_spawn(&looper, &la, loops_two_seconds, NULL) < 0)
+        exit(12);
+    nap_ms(300); /* the looper has run long enough to be judged, and nothing was ready */
+    weft_wg_done(&go_ahead); /* from this plain thread: the waiter is ready now */
+    if (weft_join(waiter, NULL) < 0 || weft_join(looper, NULL) < 0)
+        exit(13);
+    printf("the waiter woke %s the loop ended\n", atomic_load(&woke_during_the_loop) ? "before" : "after");
+    fflush(stdout);
+    if (weft_shutdown() < 0)
+        exit(14);
+    exit(atomic_load(&woke_during_the_loop) ? 0 : 15);
+}
+
+TEST_TIMEOUT(a_long_loop_hands_its_worker_over_once_a_fiber_there_is_woken, 60)
+{
+    run_scenario(calm_then_woken_scenario, NULL, 0);
+    ASSERT_CONTAINS(out, "\"looper\"");
+    ASSERT_CONTAINS(out, "go on on a new thread");
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Deadlocks                                                                                         */
 

@@ -171,6 +171,7 @@ typedef struct weft__fiber {
     int start_err;                /* < 0 when it could not start (no stack): joiners get it */
     uint32_t joiner_tok;          /* the joiner's park token, written before it publishes itself */
     uint16_t wait_reason;         /* enum weft__wait_reason; written by the fiber itself */
+    uint8_t in_loop;              /* > 0 while it runs a parallel loop's body; the fiber itself */
     _Atomic uint32_t cancel_gen;  /* == gen: weft_cancel asked this fiber to stop waiting (any thread) */
 
     /* -- line 2: timers, tools, name -- */
@@ -332,6 +333,8 @@ typedef struct weft__worker {
     uint64_t id_next, id_end;            /* block of fiber ids */
     weft__fiber **heap;                  /* timers: min-heap on timer_when */
     uint32_t heap_len, heap_cap;
+    _Atomic int64_t timer_first;         /* the heap's first deadline, -1 when empty: a copy the owner
+                                          * stores for the monitor, which must not read the heap */
     weft__fiber *idle;                   /* the idle context of the thread running it (m->idle) */
     weft__mthread *m;                    /* the thread running it */
     pthread_t thread;                    /* ... joined at shutdown */

@@ -6,7 +6,8 @@
  *    by another thread) or runs a long loop without yielding would hold its worker, and every fiber
  *    queued there would wait. The monitor notices a worker whose current fiber has run user code for a
  *    set time (stuck_us, default 10 ms) without a switch, prints a rate-limited warning naming the fiber,
- *    and gives the worker, with all its other fibers, to a fresh thread. The stuck thread keeps only the
+ *    and gives the worker, with all its other fibers, to a fresh thread (a loop on a CPU: only once
+ *    another fiber there is ready; see check_stuck). The stuck thread keeps only the
  *    fiber it was running and goes on as a plain kernel thread (docs/design.md, decision 5: the one case
  *    where started fibers change thread).
  *  - When every worker is busy, nobody sleeps in the poller: the monitor looks at it now and then, so
@@ -52,6 +53,16 @@
 #define WARN_EVERY_NS ((int64_t)1000000000)
 #define KICK_EVERY_NS ((int64_t)100000000)
 
+/* What the monitor knows of one worker's current stretch of user code. */
+struct look {
+    uint64_t seen_switch; /* the switch count last seen ... */
+    int64_t seen_at;      /* ... and since when */
+    int64_t cpu_at;       /* the thread's CPU time at the first look (-1: not read yet) */
+    int64_t next_at;      /* when to judge it again */
+    bool calm;            /* judged a loop that keeps nothing waiting: judged again early if that changes */
+    bool in_loop;         /* its fiber ran a parallel loop's body when last judged */
+};
+
 static struct {
     pthread_t thread;
     bool running;
@@ -60,9 +71,7 @@ static struct {
     _Atomic int deep;        /* 1 while it sleeps until a worker wakes */
     int64_t stuck_ns;        /* 0: hand nothing off */
     int membarrier;          /* PRIVATE_EXPEDITED works here */
-    uint64_t *seen_switch;   /* per worker: the switch count last seen ... */
-    int64_t *seen_at;        /* ... and since when */
-    int64_t *cpu_at;         /* ... and the thread's CPU time then (-1: not read yet) */
+    struct look *looks;      /* per worker */
     int64_t last_warn;
     long unwarned;           /* stuck fibers not warned about since the last warning */
     _Atomic uint64_t handoffs;
@@ -134,15 +143,27 @@ static void warn_stuck(uint64_t id, const char *name, int worker, int64_t ran_ns
     mon.unwarned = 0;
 }
 
-/* Would other fibers wait for this worker? (Racy reads of owner fields, while the owner runs user code:
+/* Is a fiber of this worker ready to run, or due to be (a timer)? Fibers not started yet, in its deque,
+ * count unless `unstarted_wait` is false. (Racy reads of owner fields, while the owner runs user code:
  * good enough to decide whether a fresh thread is worth making.) */
-static bool others_wait(weft__worker *w)
+static bool ready_waits(weft__worker *w, int64_t now, bool unstarted_wait)
 {
     weft__tsan_internal_begin();
-    bool r = w->nresident > 1 || w->heap_len > 0 || w->runnext || w->ready_head ||
-             atomic_load_explicit(&w->inbox, memory_order_relaxed) ||
-             atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) > atomic_load_explicit(&w->dq.top, memory_order_relaxed) ||
+    int64_t first = atomic_load_explicit(&w->timer_first, memory_order_relaxed);
+    bool r = w->runnext || w->ready_head || atomic_load_explicit(&w->inbox, memory_order_relaxed) ||
+             (first >= 0 && first <= now) ||
+             (unstarted_wait && atomic_load_explicit(&w->dq.bottom, memory_order_relaxed) >
+                                    atomic_load_explicit(&w->dq.top, memory_order_relaxed)) ||
              (rt->nworkers == 1 && atomic_load_explicit(&rt->gq_len, memory_order_relaxed) > 0);
+    weft__tsan_internal_end();
+    return r;
+}
+
+/* Does the worker hold other fibers at all, ready or parked? */
+static bool others_resident(weft__worker *w)
+{
+    weft__tsan_internal_begin();
+    bool r = w->nresident > 1 || w->heap_len > 0;
     weft__tsan_internal_end();
     return r;
 }
@@ -209,46 +230,57 @@ static char thread_state(weft__worker *w)
     return p && p[1] == ' ' ? p[2] : 0;
 }
 
-/* No switch for stuck_ns with the fiber in user code. Stuck if its thread sleeps in the kernel (a blocking
- * call) or has spent most of that time on a CPU (a long loop); not if it merely waited for a CPU (an
- * oversubscribed machine preempted it): then it is looked at again later. A loop on a machine so busy
- * that it never gets half of the time still counts once it has used stuck_ns of CPU since the first
+enum { NOT_STUCK, STUCK_BLOCKED, STUCK_LOOPING };
+
+/* No switch for stuck_ns with the fiber in user code. Stuck in a blocking call if its thread sleeps in the
+ * kernel, in a long loop if it has spent most of that time on a CPU; not stuck if it merely waited for a
+ * CPU (an oversubscribed machine preempted it): then it is looked at again later. A loop on a machine so
+ * busy that it never gets half of the time still counts once it has used stuck_ns of CPU since the first
  * look: otherwise, on a machine more than twice oversubscribed, no loop would ever be stuck. */
-static bool really_stuck(weft__worker *w, int i, int64_t ran)
+static int stuck_kind(weft__worker *w, struct look *l, int64_t ran)
 {
     char st = thread_state(w);
     if (st == 'S' || st == 'D')
-        return true;
+        return STUCK_BLOCKED;
     int64_t cpu = thread_cpu_ns(w);
-    if (cpu < 0 || mon.cpu_at[i] < 0)
-        return true;
-    int64_t used = cpu - mon.cpu_at[i];
-    return used >= ran / 2 || used >= mon.stuck_ns;
+    if (cpu < 0 || l->cpu_at < 0)
+        return STUCK_LOOPING;
+    int64_t used = cpu - l->cpu_at;
+    return used >= ran / 2 || used >= mon.stuck_ns ? STUCK_LOOPING : NOT_STUCK;
 }
 
+/*
+ * A stuck worker is given to a fresh thread when that lets other fibers run. A blocking call: when the
+ * worker holds any other fiber, parked ones too, since it cannot even wake them. A long loop: only when
+ * a fiber is ready, or a timer due. A loop that keeps nothing waiting is left alone and not warned about,
+ * since a fresh thread would only take a CPU from it; it is judged again once per interval, and at the
+ * next tick after a fiber becomes ready. A parallel loop's leaf is such a loop: its parents wait for it
+ * or for leaves on other workers, and the unstarted halves in the deque are the loop's own work (the
+ * leaf's fiber has in_loop set), which other workers steal as soon as they are free.
+ */
 static void check_stuck(int64_t now)
 {
     for (int i = 0; i < rt->nworkers; i++) {
         weft__worker *w = rt->workers[i];
+        struct look *l = &mon.looks[i];
         weft__tsan_internal_begin(); /* the worker's thread record: runtime state, as the workers see it */
         uint64_t s = atomic_load_explicit(&w->nswitch, memory_order_relaxed);
         _Atomic uint32_t *dp = atomic_load_explicit(&w->m->depth, memory_order_acquire);
         uint32_t depth = dp ? atomic_load_explicit(dp, memory_order_acquire) : 1; /* not started: not stuck */
         weft__tsan_internal_end();
-        if (s != mon.seen_switch[i] || depth != 0) {
-            mon.seen_switch[i] = s;
-            mon.seen_at[i] = now;
-            mon.cpu_at[i] = -1;
+        if (s != l->seen_switch || depth != 0) {
+            *l = (struct look){.seen_switch = s, .seen_at = now, .cpu_at = -1, .next_at = now + mon.stuck_ns};
             continue;
         }
-        if (mon.cpu_at[i] < 0)
-            mon.cpu_at[i] = thread_cpu_ns(w); /* the first look at this stretch of user code */
-        int64_t ran = now - mon.seen_at[i];
-        if (ran < mon.stuck_ns || !really_stuck(w, i, ran))
+        if (l->cpu_at < 0)
+            l->cpu_at = thread_cpu_ns(w); /* the first look at this stretch of user code */
+        if (now < l->next_at && !(l->calm && ready_waits(w, now, !l->in_loop)))
             continue;
-        mon.seen_at[i] = now; /* once per interval, whatever happens next */
-        mon.cpu_at[i] = -1;
-        /* really_stuck takes a while: the fiber may have switched out meanwhile, and w->cur be another
+        int64_t ran = now - l->seen_at;
+        int kind = stuck_kind(w, l, ran);
+        if (kind == NOT_STUCK)
+            continue;
+        /* stuck_kind takes a while: the fiber may have switched out meanwhile, and w->cur be another
          * fiber or the idle loop. Then nothing is stuck; and the idle context lives in its thread's
          * record, which the thread frees when it ends, so it must not be read further. (The idle loop
          * never runs user code: seeing it is always such a late look.) What the warning says about the
@@ -260,12 +292,20 @@ static void check_stuck(int64_t now)
         weft__fiber *f = w->cur;
         bool gone = f->kind == WEFT__KIND_SCHED || atomic_load_explicit(&w->nswitch, memory_order_relaxed) != s;
         uint64_t id = gone ? 0 : f->id;
+        l->in_loop = !gone && f->in_loop;
         if (!gone && (f->flags & WEFT__F_NAMED))
             snprintf(name, sizeof name, "\"%.31s\" ", f->name);
         weft__tsan_internal_end();
         if (gone)
             continue;
-        bool moved = others_wait(w) && take_over(w, s);
+        bool ready = ready_waits(w, now, !l->in_loop);
+        l->next_at = now + mon.stuck_ns; /* once per interval, whatever happens next */
+        l->calm = kind == STUCK_LOOPING && !ready;
+        if (l->calm)
+            continue;
+        l->seen_at = now;
+        l->cpu_at = -1;
+        bool moved = (ready || others_resident(w)) && take_over(w, s);
         warn_stuck(id, name, i, ran, moved);
     }
 }
@@ -324,17 +364,11 @@ static void *monitor_main(void *arg)
 int weft__monitor_start(int64_t stuck_ns)
 {
     int n = weft__rt_g.nworkers;
-    mon.seen_switch = calloc((size_t)n, sizeof *mon.seen_switch);
-    mon.seen_at = calloc((size_t)n, sizeof *mon.seen_at);
-    mon.cpu_at = calloc((size_t)n, sizeof *mon.cpu_at);
-    if (!mon.seen_switch || !mon.seen_at || !mon.cpu_at) {
-        free(mon.seen_switch);
-        free(mon.seen_at);
-        free(mon.cpu_at);
+    mon.looks = calloc((size_t)n, sizeof *mon.looks);
+    if (!mon.looks)
         return -ENOMEM;
-    }
     for (int i = 0; i < n; i++)
-        mon.cpu_at[i] = -1;
+        mon.looks[i].cpu_at = -1;
     mon.stuck_ns = stuck_ns > 0 ? stuck_ns : 0;
     mon.last_warn = 0;
     mon.unwarned = 0;
@@ -343,9 +377,8 @@ int weft__monitor_start(int64_t stuck_ns)
     weft__deadlock_reset();
     int r = pthread_create(&mon.thread, NULL, monitor_main, NULL);
     if (r != 0) {
-        free(mon.seen_switch);
-        free(mon.seen_at);
-        free(mon.cpu_at);
+        free(mon.looks);
+        mon.looks = NULL;
         return -r;
     }
     mon.running = true;
@@ -360,10 +393,6 @@ void weft__monitor_stop(void)
     weft__monitor_poke();
     pthread_join(mon.thread, NULL);
     mon.running = false;
-    free(mon.seen_switch);
-    free(mon.seen_at);
-    free(mon.cpu_at);
-    mon.seen_switch = NULL;
-    mon.seen_at = NULL;
-    mon.cpu_at = NULL;
+    free(mon.looks);
+    mon.looks = NULL;
 }

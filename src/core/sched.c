@@ -1213,6 +1213,7 @@ int weft__sched_start(int nworkers)
         w->rng = (uint32_t)i * 2654435761u + 1;
         w->fair_countdown = FAIR_TICKS;
         w->futex = WAKE_AWAKE;
+        atomic_init(&w->timer_first, -1);
         rt->workers[i] = w;
     }
     atomic_store(&rt->orphans_exited, 0);

@@ -19,6 +19,12 @@ static inline void place(weft__fiber **h, uint32_t i, weft__fiber *f)
     f->timer_idx = i;
 }
 
+/* After every change to the heap: the monitor reads this copy of its first deadline, never the heap */
+static inline void publish_first(weft__worker *w)
+{
+    atomic_store_explicit(&w->timer_first, w->heap_len ? w->heap[0]->timer_when : -1, memory_order_relaxed);
+}
+
 static void sift_up(weft__fiber **h, uint32_t i)
 {
     weft__fiber *f = h[i];
@@ -62,6 +68,7 @@ int weft__timer_add(weft__worker *w, weft__fiber *f)
     uint32_t i = w->heap_len++;
     w->heap[i] = f;
     sift_up(w->heap, i);
+    publish_first(w);
     return 0;
 }
 
@@ -73,14 +80,15 @@ void weft__timer_del(weft__worker *w, weft__fiber *f)
     weft__dassert(i < w->heap_len && w->heap[i] == f);
     f->timer_idx = TIMER_NONE;
     uint32_t last = --w->heap_len;
-    if (i == last)
-        return;
-    weft__fiber *m = w->heap[last];
-    place(w->heap, i, m);
-    if (i > 0 && w->heap[(i - 1) / 2]->timer_when > m->timer_when)
-        sift_up(w->heap, i);
-    else
-        sift_down(w->heap, w->heap_len, i);
+    if (i != last) {
+        weft__fiber *m = w->heap[last];
+        place(w->heap, i, m);
+        if (i > 0 && w->heap[(i - 1) / 2]->timer_when > m->timer_when)
+            sift_up(w->heap, i);
+        else
+            sift_down(w->heap, w->heap_len, i);
+    }
+    publish_first(w);
 }
 
 int weft__timer_run(weft__worker *w, int64_t now)
@@ -103,6 +111,7 @@ void weft__timer_fini(weft__worker *w)
     free(w->heap);
     w->heap = NULL;
     w->heap_len = w->heap_cap = 0;
+    publish_first(w);
 }
 
 int weft_sleep_until(int64_t deadline)

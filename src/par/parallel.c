@@ -135,11 +135,30 @@ static int join_half(weft_fiber_t f)
     }
 }
 
+/* Around a leaf: the fiber says that it runs a loop's body. While it computes, the loop's unstarted
+ * halves that wait in its worker's queue are no reason for the monitor to give the worker to a fresh
+ * thread, which would only take a CPU from the loop (monitor.c). */
+static inline weft__fiber *leaf_begin(void)
+{
+    weft__fiber *self = weft__self_if_any();
+    if (self)
+        self->in_loop++;
+    return self;
+}
+
+static inline void leaf_end(weft__fiber *self)
+{
+    if (self)
+        self->in_loop--;
+}
+
 static void for_range(par_job *j, int64_t lo, int64_t hi)
 {
     uint64_t n = span(lo, hi);
     if (n <= j->grain) {
+        weft__fiber *self = leaf_begin();
         j->body(lo, hi, j->arg);
+        leaf_end(self);
         return;
     }
     int64_t mid = midpoint(lo, n);
@@ -160,7 +179,9 @@ static void reduce_range(par_job *j, int64_t lo, int64_t hi, void *out, unsigned
         if (atomic_load_explicit(&j->err, memory_order_relaxed))
             return; /* the call fails: nobody reads this result */
         memcpy(out, j->identity, j->acc_size);
+        weft__fiber *self = leaf_begin();
         j->rbody(lo, hi, out, j->arg);
+        leaf_end(self);
         return;
     }
     int64_t mid = midpoint(lo, n);
