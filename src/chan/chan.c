@@ -151,6 +151,20 @@ static inline void wake(chan_wake k)
         weft__unpark(k.f, k.tok, PW_OK); /* a hand-off: the woken one runs next here */
 }
 
+/* Copy one element, under the lock: the common sizes as single moves (a call to memcpy for 8 bytes was
+ * 4-7% of a contended channel's time, all of it while the lock was held) */
+static inline void copy_elem(void *to, const void *from, size_t n)
+{
+    switch (n) {
+    case 1: memcpy(to, from, 1); break;
+    case 2: memcpy(to, from, 2); break;
+    case 4: memcpy(to, from, 4); break;
+    case 8: memcpy(to, from, 8); break;
+    case 16: memcpy(to, from, 16); break;
+    default: memcpy(to, from, n); break;
+    }
+}
+
 static inline unsigned char *slot(weft_chan_t *c, size_t i)
 {
     /* i < 2 * cap: the head plus at most cap */
@@ -246,13 +260,13 @@ static int try_send(weft_chan_t *c, const void *elem, chan_wake *k)
     if (r) {
         /* a receiver waits, so the buffer is empty (5): hand the element over */
         if (r->elem)
-            memcpy(r->elem, elem, c->esize);
+            copy_elem(r->elem, elem, c->esize);
         *k = finish(r, 0);
         return 1;
     }
     size_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
     if (len < c->cap) {
-        memcpy(slot(c, c->head + len), elem, c->esize);
+        copy_elem(slot(c, c->head + len), elem, c->esize);
         atomic_store_explicit(&c->len, len + 1, memory_order_relaxed);
         return 1;
     }
@@ -266,14 +280,14 @@ static int try_recv(weft_chan_t *c, void *elem, chan_wake *k)
     size_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
     if (len > 0) {
         if (elem)
-            memcpy(elem, slot(c, c->head), c->esize);
+            copy_elem(elem, slot(c, c->head), c->esize);
         c->head = c->head + 1 == c->cap ? 0 : c->head + 1;
         len--;
         /* a sender waits only while the buffer is full (5): its element goes into the slot just
          * freed, behind everything buffered */
         chan_node *s = dequeue(&c->sendq);
         if (s) {
-            memcpy(slot(c, c->head + len), s->elem, c->esize);
+            copy_elem(slot(c, c->head + len), s->elem, c->esize);
             len++;
             *k = finish(s, 0);
         }
@@ -285,7 +299,7 @@ static int try_recv(weft_chan_t *c, void *elem, chan_wake *k)
     chan_node *s = dequeue(&c->sendq);
     if (s) {
         if (elem)
-            memcpy(elem, s->elem, c->esize);
+            copy_elem(elem, s->elem, c->esize);
         *k = finish(s, 0);
         return 1;
     }

@@ -100,13 +100,8 @@ size_t weft__parse_size(const char *s)
 
 void weft__spin_lock_slow(weft__spinlock *l)
 {
-    for (unsigned n = 0;; n++) {
+    for (unsigned round = 0;; weft__spin_backoff(&round))
         if (!atomic_load_explicit(&l->v, memory_order_relaxed) &&
             !atomic_exchange_explicit(&l->v, 1, memory_order_acquire))
             return;
-        if (n < 64)
-            weft__cpu_relax();
-        else
-            sched_yield(); /* the holder's thread was preempted: let it run */
-    }
 }

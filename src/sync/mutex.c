@@ -175,7 +175,7 @@ int weft_mutex_unlock(weft_mutex_t *mm)
         if (!(s & M_LOCKED))
             return -EPERM;
         if (s & WQ_LOCK) {
-            wq_backoff(&spins);
+            weft__spin_backoff(&spins);
             s = atomic_load_explicit(&m->state, memory_order_relaxed);
         } else if (!(s & M_WAITERS)) {
             if (atomic_compare_exchange_weak_explicit(&m->state, &s, s & ~M_LOCKED, memory_order_release,

@@ -146,7 +146,7 @@ int weft_rwlock_unlock(weft_rwlock_t *ll)
         if (!(s & RW_WRITER) && RW_READERS(s) == 0)
             return -EPERM;
         if (s & WQ_LOCK) {
-            wq_backoff(&spins);
+            weft__spin_backoff(&spins);
             s = atomic_load_explicit(&l->state, memory_order_relaxed);
             continue;
         }

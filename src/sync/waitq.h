@@ -45,15 +45,6 @@ typedef struct {
     weft__waiter *head, *tail; /* protected by WQ_LOCK */
 } weft__waitq;
 
-/* The holder of WQ_LOCK is never parked, but its thread may be preempted: spin a little, then give way. */
-static inline void wq_backoff(unsigned *spins)
-{
-    if ((*spins)++ < 64)
-        weft__cpu_relax();
-    else
-        sched_yield();
-}
-
 /* Take WQ_LOCK; returns the word as it is now, the bit set. */
 static inline uint64_t wq_lock(_Atomic uint64_t *word)
 {
@@ -61,7 +52,7 @@ static inline uint64_t wq_lock(_Atomic uint64_t *word)
     uint64_t s = atomic_load_explicit(word, memory_order_relaxed);
     for (;;) {
         if (s & WQ_LOCK) {
-            wq_backoff(&spins);
+            weft__spin_backoff(&spins); /* the holder never parks, but may be preempted */
             s = atomic_load_explicit(word, memory_order_relaxed);
         } else if (atomic_compare_exchange_weak_explicit(word, &s, s | WQ_LOCK, memory_order_acquire,
                                                          memory_order_relaxed)) {
@@ -162,7 +153,7 @@ static inline void wq_settle(weft__waiter *n)
 {
     unsigned spins = 0;
     while (atomic_load_explicit(&n->state, memory_order_acquire) != WQ_DONE)
-        wq_backoff(&spins);
+        weft__spin_backoff(&spins);
 }
 
 /* weft_mutex_lock's body, with a choice: weft_cond_wait takes the mutex back even when cancelled. */
