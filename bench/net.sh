@@ -176,20 +176,20 @@ peer_sources() { # program: sets srcs to the files its binary depends on
     local p=$1 s=$here/peers
     case "$p" in
         go-*) srcs=("$s/go/go.mod" "$s/go/${p#go-}/main.go") ;;
-        *) srcs=("$s/$p.c") ;;
+        *) srcs=("$here/net.sh" "$s/$p.c") ;;
     esac
 }
 
-build_peer() { # program: compiles it into $peer_dir
+build_peer() { # program: compiles it into $peer_dir, with -O3 as `make build` compiles weft
     local p=$1 s=$here/peers out=$peer_dir/$1 uv
     case "$p" in
         go-*) (cd "$s/go" && go build -o "$out" "./${p#go-}") ;;
         *-libuv)
             uv=$(pkg-config --cflags --libs libuv 2>/dev/null) || uv=-luv
             # shellcheck disable=SC2086 # the flags are words
-            gcc -std=c11 -O2 -Wall -o "$out" "$s/$p.c" $uv
+            gcc -std=c11 -O3 -Wall -o "$out" "$s/$p.c" $uv
             ;;
-        echo-load) gcc -std=c11 -O2 -Wall -pthread -o "$out" "$s/$p.c" ;;
+        echo-load) gcc -std=c11 -O3 -Wall -pthread -o "$out" "$s/$p.c" ;;
     esac
 }
 

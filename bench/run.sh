@@ -206,20 +206,20 @@ peer_sources() { # program: sets srcs to the files its binary depends on
     local p=$1 s=$here/peers
     case "$p" in
         go-*) srcs=("$s/go/go.mod" "$s/go/peer/peer.go" "$s/go/${p#go-}/main.go") ;;
-        *-openmp | units | mutex-pthread) srcs=("$s/peer.h" "$s/$p.c") ;;
-        *) srcs=("$s/peer.h" "$s/$p.cpp") ;;
+        *-openmp | units | mutex-pthread) srcs=("$here/run.sh" "$s/peer.h" "$s/$p.c") ;;
+        *) srcs=("$here/run.sh" "$s/peer.h" "$s/$p.cpp") ;;
     esac
 }
 
-build_peer() { # program: compiles it into $peer_dir
+build_peer() { # program: compiles it into $peer_dir, with -O3 as `make build` compiles weft
     local p=$1 s=$here/peers out=$peer_dir/$1
     case "$p" in
         go-*) (cd "$s/go" && go build -o "$out" "./${p#go-}") ;;
-        switch-boost-context) g++ -O2 -o "$out" "$s/$p.cpp" -lboost_context ;;
-        *-boost-fiber) g++ -O2 -pthread -o "$out" "$s/$p.cpp" -lboost_fiber -lboost_context ;;
-        *-tbb) g++ -O2 -pthread -o "$out" "$s/$p.cpp" -ltbb ;;
-        *-openmp) gcc -O2 -fopenmp -o "$out" "$s/$p.c" -lm ;;
-        units | mutex-pthread) gcc -O2 -pthread -o "$out" "$s/$p.c" ;;
+        switch-boost-context) g++ -O3 -o "$out" "$s/$p.cpp" -lboost_context ;;
+        *-boost-fiber) g++ -O3 -pthread -o "$out" "$s/$p.cpp" -lboost_fiber -lboost_context ;;
+        *-tbb) g++ -O3 -pthread -o "$out" "$s/$p.cpp" -ltbb ;;
+        *-openmp) gcc -O3 -fopenmp -o "$out" "$s/$p.c" -lm ;;
+        units | mutex-pthread) gcc -O3 -pthread -o "$out" "$s/$p.c" ;;
     esac
 }
 
