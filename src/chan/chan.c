@@ -252,7 +252,7 @@ static void wait_done(chan_wait *w)
 }
 
 /* Under c's lock. 1: sent (*k may name a receiver to wake), 0: it would have to wait, -EPIPE. */
-static int try_send(weft_chan_t *c, const void *elem, chan_wake *k)
+static inline __attribute__((always_inline)) int try_send(weft_chan_t *c, const void *elem, chan_wake *k)
 {
     if (c->closed)
         return -EPIPE;
@@ -275,7 +275,7 @@ static int try_send(weft_chan_t *c, const void *elem, chan_wake *k)
 
 /* Under c's lock. 1: received (*k may name a sender to wake), 0: it would have to wait, -EPIPE
  * (closed and drained). */
-static int try_recv(weft_chan_t *c, void *elem, chan_wake *k)
+static inline __attribute__((always_inline)) int try_recv(weft_chan_t *c, void *elem, chan_wake *k)
 {
     size_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
     if (len > 0) {

@@ -537,27 +537,10 @@ static void foreign_key_init(void)
     pthread_key_create(&foreign_key, foreign_exit);
 }
 
-/* Call inside a hidden stretch. */
-static weft__fiber *self_if_any(void)
-{
-    weft__worker *w = weft__enter();
-    weft__fiber *f = w ? w->cur : weft__tls_self;
-    weft__leave();
-    return f;
-}
-
-weft__fiber *weft__self_if_any(void)
-{
-    weft__tsan_internal_begin();
-    weft__fiber *f = self_if_any();
-    weft__tsan_internal_end();
-    return f;
-}
-
 weft__fiber *weft__self(void)
 {
     weft__tsan_internal_begin();
-    weft__fiber *f = self_if_any();
+    weft__fiber *f = weft__self_if_any();
     if (WEFT__UNLIKELY(!f)) {
         pthread_once(&foreign_once, foreign_key_init);
         f = desc_alloc(NULL);
@@ -580,7 +563,7 @@ weft__fiber *weft__self(void)
 /* The caller's descriptor if it is a fiber or a weft thread. Call inside a hidden stretch. */
 static weft__fiber *self_named(void)
 {
-    weft__fiber *f = self_if_any();
+    weft__fiber *f = weft__self_if_any();
     if (!f || (f->kind != WEFT__KIND_FIBER && f->kind != WEFT__KIND_THREAD))
         return NULL;
     return f;

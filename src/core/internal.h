@@ -228,7 +228,7 @@ void weft__desc_abandon(weft__fiber *f, void *unused);
 /* The descriptor of the calling thread context: current fiber, weft thread, or a foreign descriptor
  * created on first use. NULL only when out of memory. */
 weft__fiber *weft__self(void);
-weft__fiber *weft__self_if_any(void); /* never allocates; NULL on plain foreign threads */
+/* weft__self_if_any (below, inline): the same, but never allocates; NULL on plain foreign threads. */
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Parking (sched.c): the primitive every blocking call is built on.                                */
@@ -241,7 +241,7 @@ weft__fiber *weft__self_if_any(void); /* never allocates; NULL on plain foreign 
  *
  * Works for every kind: a fiber gives its worker to other fibers, a thread sleeps on a futex.
  */
-uint32_t weft__park_prepare(weft__fiber *self, unsigned reason, const void *obj);
+/* weft__park_prepare: below, inline. */
 int weft__park(weft__fiber *self, uint32_t tok, int64_t deadline);
 /* The same, deaf to weft_cancel: for the rare wait that must last until its waker comes, because the
  * waker still uses the waiter's memory (a blocking call that is running). */
@@ -459,6 +459,32 @@ static inline bool weft__on_worker(void)
     weft__leave();
     weft__tsan_internal_end();
     return on;
+}
+
+/* The calling context's descriptor if it has one: the current fiber, or this thread's (a weft thread,
+ * or a foreign thread that waited before); NULL on other plain threads. Never allocates. */
+static inline weft__fiber *weft__self_if_any(void)
+{
+    weft__tsan_internal_begin();
+    weft__worker *w = weft__enter();
+    weft__fiber *f = w ? w->cur : weft__tls_self;
+    weft__leave();
+    weft__tsan_internal_end();
+    return f;
+}
+
+/* Start a wait: the fiber is WAITING under a fresh token, which its waker must present. */
+static inline uint32_t weft__park_prepare(weft__fiber *self, unsigned reason, const void *obj)
+{
+    weft__tsan_internal_begin();
+    uint32_t pw = atomic_load_explicit(&self->park, memory_order_relaxed);
+    uint32_t seq = (PW_SEQ(pw) + 1) & 0x0fffffffu;
+    self->wait_reason = (uint16_t)reason;
+    self->wait_obj = obj;
+    atomic_store_explicit(&self->state, WEFT_WAITING, memory_order_relaxed);
+    atomic_store_explicit(&self->park, PW_WORD(seq, PW_OK, PW_WAITING), memory_order_relaxed);
+    weft__tsan_internal_end();
+    return seq;
 }
 
 /* The runtime, one per process. */

@@ -674,19 +674,6 @@ static void fiber_entry(void *arg)
 /* ------------------------------------------------------------------------------------------------ */
 /* Parking                                                                                           */
 
-uint32_t weft__park_prepare(weft__fiber *self, unsigned reason, const void *obj)
-{
-    weft__tsan_internal_begin();
-    uint32_t pw = atomic_load_explicit(&self->park, memory_order_relaxed);
-    uint32_t seq = (PW_SEQ(pw) + 1) & 0x0fffffffu;
-    self->wait_reason = (uint16_t)reason;
-    self->wait_obj = obj;
-    atomic_store_explicit(&self->state, WEFT_WAITING, memory_order_relaxed);
-    atomic_store_explicit(&self->park, PW_WORD(seq, PW_OK, PW_WAITING), memory_order_relaxed);
-    weft__tsan_internal_end();
-    return seq;
-}
-
 static inline bool unpark(weft__fiber *f, uint32_t tok, unsigned why, bool next)
 {
     uint32_t exp = PW_WORD(tok, PW_OK, PW_WAITING);
@@ -776,9 +763,49 @@ int weft__park_uncancellable(weft__fiber *self, uint32_t tok, int64_t deadline)
     return park(self, tok, deadline, false);
 }
 
-static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancellable)
+/* A fiber's wait with a deadline: its timer. False when there was no memory for it and the wait is
+ * called off (a waker that already won it still counts: then true, and the park returns at once). */
+static WEFT__NOINLINE bool park_timer_add(weft__worker *w, weft__fiber *self, uint32_t tok, int64_t deadline)
 {
     uint32_t waiting = PW_WORD(tok, PW_OK, PW_WAITING);
+    if (atomic_load_explicit(&self->park, memory_order_relaxed) != waiting)
+        return true; /* already woken: no timer needed */
+    self->timer_when = deadline;
+    if (WEFT__LIKELY(weft__timer_add(w, self) == 0))
+        return true;
+    /* no memory for the timer: call the wait off, unless a waker already won it */
+    uint32_t exp = waiting;
+    if (!atomic_compare_exchange_strong_explicit(&self->park, &exp, PW_WORD(tok, PW_OK, PW_RUNNING),
+                                                 memory_order_relaxed, memory_order_relaxed))
+        return true;
+    atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
+    self->wait_reason = WEFT__WAIT_NONE;
+    return false;
+}
+
+/* A thread's wait (a weft thread, a foreign thread, or a fiber whose worker moved on): on its park word's
+ * futex, until woken. A wait with a deadline ends on its own, and the thread may then wake anyone: only
+ * one without is known to the deadlock check as a thread that cannot. */
+static WEFT__NOINLINE void park_thread(weft__fiber *self, uint32_t tok, int64_t deadline)
+{
+    uint32_t waiting = PW_WORD(tok, PW_OK, PW_WAITING);
+    bool forever = deadline < 0;
+    if (forever)
+        atomic_fetch_add_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
+    for (;;) {
+        uint32_t pw = atomic_load_explicit(&self->park, memory_order_acquire);
+        if (pw != waiting)
+            break;
+        if (weft__futex_wait(&self->park, pw, deadline) == -ETIMEDOUT && deadline > 0 &&
+            weft__clock_ns() >= deadline)
+            weft__unpark(self, tok, PW_TIMEOUT);
+    }
+    if (forever)
+        atomic_fetch_sub_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
+}
+
+static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancellable)
+{
     if (deadline == WEFT_NOWAIT)
         weft__unpark(self, tok, PW_TIMEOUT); /* fails if a waker got there first: then it counts */
     if (cancellable) {
@@ -790,20 +817,10 @@ static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancella
     weft__worker *w = weft__enter();
     bool fiber = w && self->kind == WEFT__KIND_FIBER; /* (a stuck fiber whose worker moved on is not) */
     if (fiber) {
-        if (deadline > 0 && atomic_load_explicit(&self->park, memory_order_relaxed) == waiting) {
-            self->timer_when = deadline;
-            if (WEFT__UNLIKELY(weft__timer_add(w, self) != 0)) {
-                /* no memory for the timer: call the wait off, unless a waker already won it */
-                uint32_t exp = waiting;
-                if (atomic_compare_exchange_strong_explicit(&self->park, &exp, PW_WORD(tok, PW_OK, PW_RUNNING),
-                                                            memory_order_relaxed, memory_order_relaxed)) {
-                    atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
-                    self->wait_reason = WEFT__WAIT_NONE;
-                    weft__leave();
-                    weft__tsan_internal_end();
-                    return -ENOMEM;
-                }
-            }
+        if (deadline > 0 && WEFT__UNLIKELY(!park_timer_add(w, self, tok, deadline))) {
+            weft__leave();
+            weft__tsan_internal_end();
+            return -ENOMEM;
         }
         schedule(w, self, S_PARK);
         w = self->worker;
@@ -812,23 +829,8 @@ static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancella
     }
     weft__leave();
     weft__tsan_internal_end();
-    if (!fiber) {
-        /* a wait with a deadline ends on its own, and the thread may then wake anyone: only one
-         * without is known to the deadlock check as a thread that cannot */
-        bool forever = deadline < 0;
-        if (forever)
-            atomic_fetch_add_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
-        for (;;) {
-            uint32_t pw = atomic_load_explicit(&self->park, memory_order_acquire);
-            if (pw != waiting)
-                break;
-            if (weft__futex_wait(&self->park, pw, deadline) == -ETIMEDOUT && deadline > 0 &&
-                weft__clock_ns() >= deadline)
-                weft__unpark(self, tok, PW_TIMEOUT);
-        }
-        if (forever)
-            atomic_fetch_sub_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
-    }
+    if (!fiber)
+        park_thread(self, tok, deadline);
     /* outside the hidden stretch: this acquire is what orders the waker's writes before our return */
     uint32_t pw = atomic_load_explicit(&self->park, memory_order_acquire);
     weft__tsan_internal_begin();
