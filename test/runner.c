@@ -277,5 +277,9 @@ int main(int argc, char **argv)
         failed += !ok;
     }
     printf("# %s: %d passed, %d failed\n", prog, ran - failed, failed);
+    if (ran == 0 && first < argc) { /* a name that matches nothing is a typo, not a pass */
+        fprintf(stderr, "%s: no test matches the names given (--list shows them)\n", prog);
+        return 2;
+    }
     return failed ? 1 : 0;
 }
