@@ -375,14 +375,14 @@ size_t weft_chan_cap(weft_chan_t *c)
     return c ? c->cap : 0;
 }
 
-int weft_chan_send(weft_chan_t *c, const void *elem, int64_t deadline)
+/* A send (elem is what goes) or a receive (elem is where it goes, or NULL), waiting until deadline. One
+ * body for both: each caller passes a constant `send`, and the two copies compile apart. */
+static inline __attribute__((always_inline)) int chan_op(weft_chan_t *c, void *elem, int64_t deadline, bool send)
 {
-    if (!c || !elem)
-        return -EINVAL;
     for (;;) {
         chan_wake k = {NULL, 0};
         lock(c);
-        int r = try_send(c, elem, &k);
+        int r = send ? try_send(c, elem, &k) : try_recv(c, elem, &k);
         if (r != 0) {
             unlock(c);
             wake(k);
@@ -394,7 +394,8 @@ int weft_chan_send(weft_chan_t *c, const void *elem, int64_t deadline)
         }
         weft__fiber *self = weft__self_if_any();
         if (self)
-            return block(c, &c->sendq, (void *)elem, self, WEFT__WAIT_CHAN_SEND, deadline);
+            return send ? block(c, &c->sendq, elem, self, WEFT__WAIT_CHAN_SEND, deadline)
+                        : block(c, &c->recvq, elem, self, WEFT__WAIT_CHAN_RECV, deadline);
         /* a thread's first wait: its descriptor is allocated, not under the lock; then look again */
         unlock(c);
         if (!weft__self())
@@ -402,30 +403,18 @@ int weft_chan_send(weft_chan_t *c, const void *elem, int64_t deadline)
     }
 }
 
+int weft_chan_send(weft_chan_t *c, const void *elem, int64_t deadline)
+{
+    if (!c || !elem)
+        return -EINVAL;
+    return chan_op(c, (void *)elem, deadline, true); /* a send only reads elem */
+}
+
 int weft_chan_recv(weft_chan_t *c, void *elem, int64_t deadline)
 {
     if (!c)
         return -EINVAL;
-    for (;;) {
-        chan_wake k = {NULL, 0};
-        lock(c);
-        int r = try_recv(c, elem, &k);
-        if (r != 0) {
-            unlock(c);
-            wake(k);
-            return r < 0 ? r : 0;
-        }
-        if (deadline == WEFT_NOWAIT) {
-            unlock(c);
-            return -ETIMEDOUT;
-        }
-        weft__fiber *self = weft__self_if_any();
-        if (self)
-            return block(c, &c->recvq, elem, self, WEFT__WAIT_CHAN_RECV, deadline);
-        unlock(c);
-        if (!weft__self())
-            return -ENOMEM;
-    }
+    return chan_op(c, elem, deadline, false);
 }
 
 int weft_chan_close(weft_chan_t *c)

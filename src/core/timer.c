@@ -22,7 +22,7 @@ static inline void place(weft__fiber **h, uint32_t i, weft__fiber *f)
 /* After every change to the heap: the monitor reads this copy of its first deadline, never the heap */
 static inline void publish_first(weft__worker *w)
 {
-    atomic_store_explicit(&w->timer_first, w->heap_len ? w->heap[0]->timer_when : -1, memory_order_relaxed);
+    atomic_store_explicit(&w->timer_first, weft__timer_next(w), memory_order_relaxed);
 }
 
 static void sift_up(weft__fiber **h, uint32_t i)
