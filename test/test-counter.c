@@ -16,16 +16,6 @@
 #include "par/counter.h"
 #include "runner.h"
 
-static int worker_index(void)
-{
-    weft__tsan_internal_begin();
-    weft__worker *w = weft__enter();
-    int i = w ? w->index : -1;
-    weft__leave();
-    weft__tsan_internal_end();
-    return i;
-}
-
 TEST(a_counter_is_one_cache_line)
 {
     ASSERT_EQ(sizeof(weft_counter_t), 64);
@@ -202,7 +192,7 @@ static void *add_on_worker(void *arg)
 {
     slots_t *s = arg;
     for (int round = 0; round < 20; round++) {
-        int w = worker_index();
+        int w = weft__worker_index();
         _Atomic int64_t *slot = weft__sharded_counter_slot(s->c);
         if (w < 0 || w >= WORKERS || slot != &s->c->worker[w].v)
             atomic_store(&s->bad, 1);

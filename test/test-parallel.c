@@ -22,17 +22,6 @@
 #include "helpers.h"
 #include "runner.h"
 
-/* The index of the worker the caller runs on, -1 on a thread that has none. */
-static int worker_index(void)
-{
-    weft__tsan_internal_begin();
-    weft__worker *w = weft__enter();
-    int i = w ? w->index : -1;
-    weft__leave();
-    weft__tsan_internal_end();
-    return i;
-}
-
 /* How many leaves the midpoint split makes of n indices with grain g (>= 1). */
 static uint64_t leaves(uint64_t n, uint64_t g)
 {
@@ -296,7 +285,7 @@ typedef struct {
 static void team_body(int64_t lo, int64_t hi, void *arg)
 {
     team_t *t = arg;
-    int w = worker_index();
+    int w = weft__worker_index();
     if (w < 0 || w >= 32) {
         atomic_store(&t->off_worker, 1);
         return;

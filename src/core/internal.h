@@ -461,6 +461,18 @@ static inline bool weft__on_worker(void)
     return on;
 }
 
+/* The index of the worker the caller runs on, -1 on a thread that has none. Read the way the runtime reads
+ * it: TSan would see the fibers of a worker share the thread's block and call it a race. */
+static inline int weft__worker_index(void)
+{
+    weft__tsan_internal_begin();
+    weft__worker *w = weft__enter();
+    int i = w ? w->index : -1;
+    weft__leave();
+    weft__tsan_internal_end();
+    return i;
+}
+
 /* The calling context's descriptor if it has one: the current fiber, or this thread's (a weft thread,
  * or a foreign thread that waited before); NULL on other plain threads. Never allocates. */
 static inline weft__fiber *weft__self_if_any(void)

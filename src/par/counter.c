@@ -82,13 +82,7 @@ static WEFT__NOINLINE void raise_nworker(weft_sharded_counter_t *c, uint32_t n)
 
 _Atomic int64_t *weft__sharded_counter_slot(weft_sharded_counter_t *c)
 {
-    /* the worker and its index, read the way the runtime reads them (TSan would see the fibers of a
-     * worker share the thread's block and call it a race) */
-    weft__tsan_internal_begin();
-    weft__worker *w = weft__enter();
-    int i = w ? w->index : -1;
-    weft__leave();
-    weft__tsan_internal_end();
+    int i = weft__worker_index();
     if (WEFT__LIKELY(i >= 0 && i < WEFT__MAX_WORKERS)) {
         /* before the add: a load that sees the add through happens-before sees the raise too */
         if (WEFT__UNLIKELY((uint32_t)i >= atomic_load_explicit(&c->nworker, memory_order_relaxed)))
