@@ -268,6 +268,7 @@ typedef struct weft__stack {
     char *lo;                 /* lowest usable byte; the guard lies just below */
     uint32_t cls;             /* the page-rounded size it was asked for: its pool */
     uint32_t vg_id;           /* Valgrind's id for the registration */
+    struct weft__fiber *owner;/* the fiber it was last given to (start_prepare): for overflow reports */
 } weft__stack;
 
 int weft__stack_global_init(void);

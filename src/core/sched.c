@@ -532,6 +532,7 @@ static bool start_prepare(weft__worker *w, weft__fiber *f)
         return false;
     }
     f->stack = s;
+    s->owner = f;
     w->nresident++;
     f->sp = weft__ctx_make((char *)s, fiber_entry, f);
     f->asan_fake_stack = NULL;

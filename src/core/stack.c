@@ -6,7 +6,7 @@
  * million of them cheap.
  *
  * The approach:
- *  - Stacks are carved from chunks of about 2 MiB, reserved with one mmap (MAP_NORESERVE): memory is
+ *  - Stacks are carved from chunks of about 32 MiB, reserved with one mmap (MAP_NORESERVE): memory is
  *    committed by the kernel page by page as a fiber touches it, so a fiber that never goes deeper than
  *    a few frames costs one page. A stack is handed out only when its fiber first runs, so a million
  *    fibers spawned and not yet started cost no stack at all.
@@ -25,8 +25,12 @@
  * into its stack; a copied stack breaks them).
  *
  * An overflow faults in the guard; the SIGSEGV handler runs on a per-thread alternate stack, finds the
- * current fiber, and prints its name, id and stack size, with how to raise it, then aborts. A fault
- * anywhere else is passed on to the handler that was installed before weft's.
+ * stack by the fault's address (the chunk that holds it, the slot in the chunk, the header at the slot's
+ * top, which names the fiber), and prints the fiber's name, id and stack size, with how to raise it, then
+ * aborts. By address, not by the thread's current fiber: after the monitor hands a worker to a fresh
+ * thread, the stuck fiber's thread no longer runs that worker, and in the middle of a switch the worker's
+ * current fiber is already the next one. A fault anywhere else is passed on to the handler that was
+ * installed before weft's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,7 +61,8 @@
 #define STACK_MAX ((size_t)1 << 30)
 
 typedef struct chunk {
-    struct chunk *next;      /* all chunks, for shutdown */
+    struct chunk *next;      /* all chunks: for shutdown, and for the fault handler, which walks them
+                              * without the lock (fixed once the chunk is published in S.chunks) */
     struct chunk *fresh_next;/* chunks that still have never-used slots */
     char *base;
     size_t len, slot;
@@ -79,7 +84,7 @@ static struct {
     pthread_mutex_t lock;
     int guard_install;       /* 1: MADV_GUARD_INSTALL works; 0: mprotect */
     pool *pools;
-    chunk *chunks;
+    _Atomic(chunk *) chunks; /* written under the lock, read by the fault handler without it */
     int handlers;
     struct sigaction old_segv, old_bus;
 } S = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -120,12 +125,20 @@ static int guard(char *slot)
     return mprotect(slot, GUARD_SIZE, PROT_NONE) == 0 ? 0 : -errno;
 }
 
+/* Where the header of a slot's stack lives: at the top of the stack. */
+static weft__stack *header_of(char *slot, size_t size)
+{
+    char *lo = slot + GUARD_SIZE;
+    return (weft__stack *)(((uintptr_t)(lo + size) - sizeof(weft__stack)) & ~(uintptr_t)63);
+}
+
 /* Write the header of a slot's stack: the first touch of its top page. Never under the lock. */
 static weft__stack *header_init(char *slot, size_t size)
 {
     char *lo = slot + GUARD_SIZE;
-    weft__stack *s = (weft__stack *)(((uintptr_t)(lo + size) - sizeof(weft__stack)) & ~(uintptr_t)63);
+    weft__stack *s = header_of(slot, size);
     s->next = NULL;
+    s->owner = NULL;
     s->lo = lo;
     s->cls = (uint32_t)size;
     s->vg_id = weft__vg_stack_register(lo, s);
@@ -193,8 +206,8 @@ static weft__stack *pool_take(size_t size, unsigned n)
             break;
         }
         if (grown) {
-            grown->next = S.chunks;
-            S.chunks = grown;
+            grown->next = atomic_load_explicit(&S.chunks, memory_order_relaxed);
+            atomic_store_explicit(&S.chunks, grown, memory_order_release); /* the fault handler's walk */
             grown->fresh_next = p->fresh;
             p->fresh = grown;
             grown = NULL;
@@ -458,7 +471,7 @@ WEFT__NO_TSAN static _Noreturn void report_overflow(const weft__fiber *f, const 
     put(&m, ", ");
     put_u64(&m, (uint64_t)(lo - addr));
     put(&m, " bytes below the stack).\n");
-    if (f && f->kind == WEFT__KIND_FIBER)
+    if (strcmp(what, "fiber") == 0)
         put(&m, "weft: give it a bigger stack: weft_attr_t.stack_size for this fiber, or "
                 "weft_config_t.stack_size / WEFT_STACK_SIZE=<bytes, e.g. 1M> for every fiber.\n");
     else
@@ -481,18 +494,31 @@ static void chain(int sig, siginfo_t *si, void *uc)
     }
 }
 
+/* The fiber stack whose guard holds addr, or NULL. Chunks are only ever added, at the head, until the
+ * runtime's last shutdown unmaps them: a walk without the lock sees a complete list. */
+WEFT__NO_TSAN static weft__stack *stack_of_guard(char *addr)
+{
+    for (chunk *c = atomic_load_explicit(&S.chunks, memory_order_acquire); c; c = c->next) {
+        if (addr < c->base || addr >= c->base + c->len)
+            continue;
+        size_t off = (size_t)(addr - c->base) % c->slot;
+        return off < GUARD_SIZE ? header_of(addr - off, c->slot - GUARD_SIZE) : NULL;
+    }
+    return NULL;
+}
+
 /* Not instrumented by TSan: it runs inside whichever fiber faulted, and only reads. */
 WEFT__NO_TSAN static void on_fault(int sig, siginfo_t *si, void *uc)
 {
     int saved = errno;
     char *addr = si->si_addr;
+    weft__stack *s = stack_of_guard(addr);
+    /* a fiber that overflowed is running on it: its owner's stack is this one (descriptors are
+     * type-stable, so reading a stale owner is safe; a fault in the guard of a stack no fiber runs on is
+     * a wild pointer, passed on) */
+    if (s && s->owner && s->owner->stack == s)
+        report_overflow(s->owner, "fiber", s->lo, s->cls, addr);
     weft__worker *w = weft__tls_worker;
-    weft__fiber *f = w ? w->cur : NULL;
-    if (f && f->kind == WEFT__KIND_FIBER && f->stack) {
-        char *lo = f->stack->lo;
-        if (addr < lo && addr >= lo - GUARD_SIZE)
-            report_overflow(f, "fiber", lo, f->stack->cls, addr);
-    }
     if (!w && tls_thread_stack.lo) {
         char *lo = tls_thread_stack.lo;
         if (addr < lo && addr >= lo - tls_thread_stack.guard)
@@ -604,11 +630,11 @@ void weft__stack_global_fini(void)
         free(p);
     }
     S.pools = NULL;
-    for (chunk *c = S.chunks, *n; c; c = n) {
+    chunk *c = atomic_exchange_explicit(&S.chunks, NULL, memory_order_relaxed);
+    for (chunk *n; c; c = n) {
         n = c->next;
         munmap(c->base, c->len);
         free(c);
     }
-    S.chunks = NULL;
     pthread_mutex_unlock(&S.lock);
 }

@@ -4,6 +4,7 @@
  * fiber stacks (longjmp, fake stacks for use-after-return), and Valgrind runs clean code without errors.
  */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,98 @@ TEST(fiber_overflow_is_reported_by_name)
     ASSERT_CONTAINS(out, want);
     ASSERT_CONTAINS(out, "weft_attr_t.stack_size");
     ASSERT_CONTAINS(out, "WEFT_STACK_SIZE");
+}
+
+/* Every way a fiber can end up running after a stuck-worker hand-off: the stuck fiber itself on its old
+ * thread, before it enters the runtime again or after (a yield makes it a thread of its own), and a
+ * fiber of the worker that the fresh thread now runs. */
+enum { AFTER_BLOCK = 0, AFTER_BLOCK_AND_YIELD = 1, ON_THE_FRESH_THREAD = 2, BLOCK_ONLY = 3 };
+
+static _Atomic long ticks;
+static _Atomic int stop_ticking;
+
+static void *ticker(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&stop_ticking)) {
+        atomic_fetch_add(&ticks, 1);
+        weft_yield();
+    }
+    return NULL;
+}
+
+static void *block_then_recurse(void *arg)
+{
+    long how = (long)arg;
+    long before = atomic_load(&ticks);
+    usleep(300000); /* long past the 10 ms after which the monitor hands the worker off */
+    if (atomic_load(&ticks) == before)
+        return (void *)1; /* no hand-off happened: nothing to test */
+    if (how == BLOCK_ONLY)
+        return NULL;
+    if (how == AFTER_BLOCK_AND_YIELD)
+        weft_yield();
+    return recurse_forever(NULL);
+}
+
+static void *wait_then_recurse(void *arg)
+{
+    weft_sleep(300 * 1000000LL); /* wakes on the fresh thread, after the blocker's hand-off */
+    return recurse_forever(arg);
+}
+
+static void overflow_after_handoff(void *arg)
+{
+    long how = (long)arg;
+    weft_config_t c = {.workers = 1};
+    weft_start(&c);
+    weft_fiber_t t, f;
+    weft_attr_t ta = {.name = "ticker"};
+    weft_spawn(&t, &ta, ticker, NULL);
+    weft_attr_t a = {.name = "deep-one", .stack_size = 64 << 10};
+    if (how == ON_THE_FRESH_THREAD) {
+        weft_fiber_t b;
+        weft_attr_t ba = {.name = "blocker"};
+        weft_spawn(&f, &a, wait_then_recurse, NULL);
+        weft_spawn(&b, &ba, block_then_recurse, (void *)(long)BLOCK_ONLY);
+        weft_join(f, NULL);
+    } else {
+        void *r = NULL;
+        weft_spawn(&f, &a, block_then_recurse, (void *)how);
+        weft_join(f, &r);
+        if (r == (void *)1)
+            printf("no hand-off\n");
+    }
+    _exit(3);
+}
+
+static void check_named_overflow(long how)
+{
+    int st = runner_capture(overflow_after_handoff, (void *)how, out, sizeof out, 60);
+    ASSERT_NOT_CONTAINS(out, "no hand-off");
+    ASSERT_CONTAINS(out, "without yielding"); /* the hand-off happened */
+    ASSERT(WIFSIGNALED(st));
+    ASSERT_EQ(WTERMSIG(st), SIGABRT);
+    ASSERT_CONTAINS(out, "weft: fiber \"deep-one\" (id ");
+    char want[64];
+    snprintf(want, sizeof want, "overflowed its stack of %d KiB", 64 * WEFT_SAN_STACK_FACTOR);
+    ASSERT_CONTAINS(out, want);
+    ASSERT_CONTAINS(out, "weft_attr_t.stack_size");
+}
+
+TEST(a_fiber_that_overflows_after_its_worker_was_handed_off_is_reported_by_name)
+{
+    check_named_overflow(AFTER_BLOCK);
+}
+
+TEST(a_fiber_that_overflows_after_a_hand_off_and_a_yield_is_reported_by_name)
+{
+    check_named_overflow(AFTER_BLOCK_AND_YIELD);
+}
+
+TEST(a_fiber_that_overflows_on_the_thread_its_worker_was_handed_to_is_reported_by_name)
+{
+    check_named_overflow(ON_THE_FRESH_THREAD);
 }
 
 static void overflow_thread(void *arg)
