@@ -81,12 +81,14 @@ WEFT_EXTERN int weft_start(const weft_config_t *cfg);
 
 /* Wait until every fiber has finished, then stop the workers and release the runtime's memory.
  * From a fiber: -EDEADLK. While it waits, spawns from outside the runtime fail with -ESHUTDOWN;
- * fibers may still spawn. Returns 0 (also when the runtime was not running). The runtime can be
+ * fibers may still spawn. Returns 0 (also when the runtime was not running), or -EDEADLK when a
+ * deadlock was reported while it ran (docs/runtime.md); it has stopped either way. The runtime can be
  * started again afterwards. may park */
 WEFT_EXTERN int weft_shutdown(void);
 
 /* Start the runtime with cfg, run fn(arg) as a fiber named "main", wait for it and for every other
- * fiber, shut down. *result (may be NULL) gets fn's return value. -EALREADY if the runtime runs. */
+ * fiber, shut down. *result (may be NULL) gets fn's return value. -EALREADY if the runtime runs;
+ * -EDEADLK when a deadlock was reported (weft_shutdown). */
 WEFT_EXTERN int weft_run(const weft_config_t *cfg, void *(*fn)(void *), void *arg, void **result);
 
 /* Number of workers of the running runtime, 0 when it is not running. */
@@ -171,7 +173,8 @@ WEFT_EXTERN const char *weft_self_name(void);
 /* Rename the calling fiber or weft thread (copied, up to 31 bytes). -EPERM on other threads. */
 WEFT_EXTERN int weft_set_name(const char *name);
 
-/* 1 when called from a fiber, 0 otherwise. */
+/* 1 when called from a fiber, also one that a stuck-worker hand-off left on a thread of its own (its
+ * id, name and locals stay too: docs/runtime.md), 0 otherwise. */
 WEFT_EXTERN int weft_in_fiber(void);
 
 /* Let other ready fibers on this worker run; returns when this fiber is scheduled again.

@@ -6,11 +6,13 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <sys/resource.h>
 
 #include <weft.h>
@@ -580,9 +582,10 @@ static void *never_runs(void *arg)
 
 /* A fiber whose stack cannot be made never runs; its joiner gets -ENOMEM. (Not under sanitizers:
  * their shadow memory needs more address space than the limit leaves.) */
-TEST(join_reports_enomem_when_no_stack_could_be_made)
+/* Leave 256 MiB of address space beyond what the process uses now, once the runtime's own memory is in
+ * place. false where the limit is not enforced: qemu-user does not pass RLIMIT_AS on to the host. */
+static bool limit_address_space(void)
 {
-    start_workers(1);
     weft_fiber_t warm;
     ASSERT_OK(weft_spawn(&warm, NULL, add_one, NULL)); /* the worker's own memory is in place */
     ASSERT_OK(weft_join(warm, NULL));
@@ -595,11 +598,19 @@ TEST(join_reports_enomem_when_no_stack_could_be_made)
     fclose(st);
     struct rlimit lim = {.rlim_cur = pages * 4096ul + (256ul << 20), .rlim_max = rl.rlim_max};
     ASSERT_EQ(setrlimit(RLIMIT_AS, &lim), 0);
-    /* qemu-user does not pass RLIMIT_AS on to the host: there the limit is not there to test against */
     void *probe = mmap(NULL, (size_t)512 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (probe != MAP_FAILED) {
         munmap(probe, (size_t)512 << 20);
         printf("RLIMIT_AS is not enforced here (an emulator?): nothing to test\n");
+        return false;
+    }
+    return true;
+}
+
+TEST(join_reports_enomem_when_no_stack_could_be_made)
+{
+    start_workers(1);
+    if (!limit_address_space()) {
         ASSERT_OK(weft_shutdown());
         return;
     }
@@ -616,6 +627,39 @@ TEST(join_reports_enomem_when_no_stack_could_be_made)
     ASSERT_OK(weft_join(f, &r));
     ASSERT_EQ((intptr_t)r, 2);
     ASSERT_OK(weft_shutdown());
+}
+
+/* A detached fiber that cannot start has no joiner to tell: it is named on stderr, by its id when it has
+ * no name (weft.h). */
+static void detached_without_stack(void *arg)
+{
+    start_workers(1);
+    if (!limit_address_space())
+        _exit(2);
+    weft_attr_t a = {.name = arg, .stack_size = (size_t)1 << 30, .flags = WEFT_DETACHED};
+    if (weft_spawn(NULL, &a, never_runs, NULL) < 0 || weft_shutdown() < 0)
+        _exit(3);
+    _exit(atomic_load(&ran) == 0 ? 0 : 4);
+}
+
+TEST(a_detached_fiber_that_cannot_start_is_named_on_stderr)
+{
+    static char out[4096];
+    int st = runner_capture(detached_without_stack, NULL, out, sizeof out, 60);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 2)
+        return; /* RLIMIT_AS is not enforced here */
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+    ASSERT_CONTAINS(out, "could not start: no memory for its 1048576 KiB stack");
+    ASSERT_NOT_CONTAINS(out, "fiber \"\"");
+    unsigned long long id = 0;
+    ASSERT_EQ(sscanf(out, "weft: fiber %llu could not start", &id), 1);
+    ASSERT_GT(id, 0);
+    st = runner_capture(detached_without_stack, "big", out, sizeof out, 60);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+    ASSERT_CONTAINS(out, "weft: fiber \"big\" (id ");
+    ASSERT_CONTAINS(out, ") could not start");
 }
 #endif
 

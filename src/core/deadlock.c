@@ -19,6 +19,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,26 +40,35 @@ static struct {
     int64_t since;
     uint64_t switches;    /* ... with this many switches in all */
     bool recheck;         /* a passing state kept it from being one: look again later */
-} dl;
+    int status_fd;        /* /proc/self/status, held from the start: the check must work out of fds */
+} dl = {.status_fd = -1};
 
-void weft__deadlock_reset(void)
+void weft__deadlock_start(void)
 {
     dl.candidate = false;
     dl.recheck = false;
+    if (dl.status_fd < 0)
+        dl.status_fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
 }
 
+void weft__deadlock_stop(void)
+{
+    if (dl.status_fd >= 0)
+        close(dl.status_fd);
+    dl.status_fd = -1;
+}
+
+/* The process's thread count, -1 when unknown (then there is no report: a missed one, never a false
+ * one). Read into memory of our own: no fd, no allocation. */
 static int64_t process_threads(void)
 {
-    FILE *f = fopen("/proc/self/status", "re");
-    if (!f)
+    char buf[4096];
+    ssize_t n = dl.status_fd >= 0 ? pread(dl.status_fd, buf, sizeof buf - 1, 0) : -1;
+    if (n <= 0)
         return -1;
-    char line[256];
-    int64_t n = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "Threads:", 8) == 0)
-            n = atoll(line + 8);
-    fclose(f);
-    return n;
+    buf[n] = '\0';
+    char *p = strstr(buf, "\nThreads:");
+    return p ? atoll(p + 9) : -1;
 }
 
 /*
@@ -157,7 +167,7 @@ static bool something_can_wake(bool *look_again)
     }
     if (timers)
         return true;
-    int64_t known = rt->nworkers + 1 /* the monitor */ + weft__blocking_idle() +
+    int64_t known = rt->nworkers + 1 /* the monitor */ + weft__monitor_spares() + weft__blocking_idle() +
                     atomic_load_explicit(&rt->threads_parked, memory_order_seq_cst) + sanitizer_threads();
     int64_t all = process_threads();
     if (all != known) {
@@ -226,7 +236,8 @@ static void report_and_break(void)
     (void)r;
     int n = 0;
     weft__desc_each(report_one, &n);
-    static const char tail[] = "weft: every wait above returns -EDEADLK\n";
+    static const char tail[] = "weft: every wait above returns -EDEADLK, unless what it waits for comes "
+                               "first (a mutex another fiber lets go of as it unwinds)\n";
     r = write(STDERR_FILENO, tail, sizeof tail - 1);
     (void)r;
     atomic_fetch_add_explicit(&rt->deadlocks, 1, memory_order_seq_cst);

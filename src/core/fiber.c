@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -253,6 +254,13 @@ static void set_name(weft__fiber *f, const char *name)
     memcpy(f->name, name, n);
     f->name[n] = '\0';
     f->flags |= WEFT__F_NAMED;
+}
+
+int weft__label(const weft__fiber *f, char *buf, size_t len)
+{
+    if (f->flags & WEFT__F_NAMED)
+        return snprintf(buf, len, "\"%.31s\" (id %llu)", f->name, (unsigned long long)f->id);
+    return snprintf(buf, len, "%llu", (unsigned long long)f->id);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -612,9 +620,8 @@ int weft_set_name(const char *name)
 int weft_in_fiber(void)
 {
     weft__tsan_internal_begin();
-    weft__worker *w = weft__enter();
-    int r = w && w->cur && w->cur->kind == WEFT__KIND_FIBER;
-    weft__leave();
+    weft__fiber *f = weft__self_if_any();
+    int r = f && (f->kind == WEFT__KIND_FIBER || (f->flags & WEFT__F_ORPHAN));
     weft__tsan_internal_end();
     return r;
 }

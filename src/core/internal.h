@@ -154,7 +154,8 @@ struct weft__stack;
 
 /* Descriptor flags (weft__fiber.flags). */
 enum { WEFT__F_DETACHED = 1u << 0, /* spawned with WEFT_DETACHED */
-       WEFT__F_NAMED = 1u << 1 };   /* name[] holds its name; otherwise it has none */
+       WEFT__F_NAMED = 1u << 1,     /* name[] holds its name; otherwise it has none */
+       WEFT__F_ORPHAN = 1u << 2 };  /* a fiber that kept its thread after a hand-off (kind THREAD now) */
 
 /*
  * Three cache lines, grouped by who touches them when, so that a fiber spawned on one worker and run on
@@ -204,6 +205,10 @@ static inline const char *weft__name(const weft__fiber *f)
 {
     return f->flags & WEFT__F_NAMED ? f->name : "";
 }
+
+/* How a message names a fiber or weft thread, after the word "fiber" or "thread": "name" (id 7), or
+ * 7 when it has no name (weft.h). Returns what snprintf returns. */
+int weft__label(const weft__fiber *f, char *buf, size_t len);
 
 #define TIMER_NONE UINT32_MAX
 
@@ -324,6 +329,7 @@ typedef struct weft__mthread {
     size_t stack_size;
     _Atomic uint32_t gate;               /* a new thread waits here before it takes its worker */
     _Atomic int32_t tid;                 /* its kernel thread id, for the monitor (0 until it starts) */
+    int stat_fd;                         /* its /proc/thread-self/stat, held for the monitor, or -1 */
 } weft__mthread;
 
 typedef struct weft__worker {
@@ -380,7 +386,8 @@ typedef struct weft__worker {
  * thread's block. So the runtime reaches its block only through weft__tls(), which reads the thread
  * pointer anew each time: a volatile asm, never merged with another or moved across a call. */
 typedef struct weft__tls_rt_t {
-    _Atomic uint32_t depth;   /* runtime code running on this thread (weft__enter) */
+    _Atomic uint32_t depth;   /* runtime code running on this thread (weft__enter): the nesting in the
+                               * low bits (DEPTH_MASK), a count of entries in the others (DEPTH_ENTRY) */
     _Atomic uint32_t own;     /* M_*: this thread's hold on its worker (weft__enter) */
     weft__worker *worker;     /* set on worker threads only */
     weft__mthread *m;         /* ... and their thread record */
@@ -417,6 +424,13 @@ weft__tls_rt_t *weft__tls(void) __attribute__((noinline)); /* sched.c: a call no
 #define weft__tls_m (weft__tls()->m)
 #define weft__tls_self (weft__tls()->self)
 
+/* The depth word: weft__enter adds DEPTH_ENTRY + 1, weft__leave takes 1 away, so the bits above
+ * DEPTH_MASK count every entry into the runtime (wrapping): the monitor tells from them that a fiber
+ * which never switches still keeps calling weft (spawning in a loop, say), and so is not stuck. */
+#define WEFT__DEPTH_MASK 0xffu
+#define WEFT__DEPTH_ENTRY 0x100u
+#define WEFT__DEPTH(word) ((word)&WEFT__DEPTH_MASK)
+
 extern _Atomic int weft__enter_fence; /* no membarrier here: new threads start M_FENCED (monitor.c) */
 weft__worker *weft__enter_slow(weft__mthread *m) __attribute__((noinline, cold));
 
@@ -427,16 +441,17 @@ weft__worker *weft__enter_slow(weft__mthread *m) __attribute__((noinline, cold))
  *
  * The protocol with the monitor (monitor.c, revoke): this thread stores depth and then loads `own`; the
  * monitor stores own = REVOKING, runs membarrier (a full barrier on every thread of the process, itself
- * included), and then loads depth. So either the monitor sees depth > 0 and gives up, or this thread sees
- * REVOKING and waits for the verdict. A compiler barrier is all this side needs.
+ * included), and then loads depth. So either the monitor sees a depth word other than the one it judged
+ * (in runtime code now, or it entered since) and gives up, or this thread sees REVOKING and waits for
+ * the verdict. A compiler barrier is all this side needs.
  */
 static inline weft__worker *weft__enter(void)
 {
     /* on threads without a worker, depth counts too, harmlessly, and own stays OWNED */
     weft__tls_rt_t *t = weft__tls();
     uint32_t d = atomic_load_explicit(&t->depth, memory_order_relaxed);
-    atomic_store_explicit(&t->depth, d + 1, memory_order_relaxed);
-    if (WEFT__LIKELY(d == 0)) {
+    atomic_store_explicit(&t->depth, d + WEFT__DEPTH_ENTRY + 1, memory_order_relaxed);
+    if (WEFT__LIKELY(WEFT__DEPTH(d) == 0)) {
         atomic_signal_fence(memory_order_seq_cst);
         if (WEFT__UNLIKELY(atomic_load_explicit(&t->own, memory_order_relaxed) != M_OWNED))
             return weft__enter_slow(t->m);
@@ -537,20 +552,28 @@ extern weft__rt weft__rt_g;
 
 int weft__sched_start(int nworkers);
 void weft__sched_stop(void);
-/* A thread for worker w, waiting until weft__thread_release lets it take the worker (go) or end. */
+/* A thread for worker w (NULL: a spare, given its worker before the release), waiting until
+ * weft__thread_release lets it take the worker (go) or end; weft__thread_discard ends it and joins it. */
 int weft__thread_prepare(weft__worker *w, weft__mthread **m, pthread_t *t);
 void weft__thread_release(weft__mthread *m, pthread_t t, bool go);
+void weft__thread_discard(weft__mthread *m, pthread_t t);
 
 /* The monitor (monitor.c) */
-void weft__monitor_prepare(void);      /* before the workers start: membarrier or fences */
-int weft__monitor_start(int64_t stuck_ns);
+void weft__monitor_prepare(int64_t stuck_ns); /* before the workers start (0: no stuck check) */
+int weft__monitor_start(void);
 void weft__monitor_stop(void);
 void weft__monitor_poke(void);
 void weft__monitor_worker_woke(void);  /* a worker left its sleep: the monitor may be sleeping deeply */
 uint64_t weft__monitor_handoffs(void);
+int weft__monitor_spares(void);        /* threads it holds for hand-offs: the deadlock check knows them */
+/* A worker thread's own state file for the monitor, opened by the thread before it waits at its gate
+ * (-1: none, the stuck check is off or no fd was left), and closed when it ends. */
+int weft__monitor_thread_open(void);
+void weft__monitor_thread_close(int fd);
 
 /* Deadlocks (deadlock.c), for the monitor */
-void weft__deadlock_reset(void);
+void weft__deadlock_start(void); /* with the monitor: what the check must hold from the start */
+void weft__deadlock_stop(void);
 bool weft__deadlock_check(int64_t now); /* true: reported one */
 int64_t weft__deadlock_next(int64_t now); /* when to look again with every worker asleep (-1: when one wakes) */
 bool weft__quiescent(void); /* no fiber lives and no spawn from outside is under way */

@@ -35,6 +35,7 @@
  *    the rare revocation.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -56,12 +57,21 @@
 /* What the monitor knows of one worker's current stretch of user code. */
 struct look {
     uint64_t seen_switch; /* the switch count last seen ... */
+    uint32_t seen_depth;  /* ... and the thread's depth word (entries into the runtime) ... */
     int64_t seen_at;      /* ... and since when */
     int64_t cpu_at;       /* the thread's CPU time at the first look (-1: not read yet) */
     int64_t next_at;      /* when to judge it again */
     bool calm;            /* judged a loop that keeps nothing waiting: judged again early if that changes */
     bool in_loop;         /* its fiber ran a parallel loop's body when last judged */
 };
+
+/* A stuck fiber the once-a-second limit kept out of a warning: named in the next summary line. */
+struct unwarned {
+    char label[64]; /* weft__label */
+    int worker;
+    int64_t ran_ms;
+};
+#define UNWARNED_MAX 16 /* a full list is printed at once, whatever the limit says */
 
 static struct {
     pthread_t thread;
@@ -73,13 +83,23 @@ static struct {
     int membarrier;          /* PRIVATE_EXPEDITED works here */
     struct look *looks;      /* per worker */
     int64_t last_warn;
-    long unwarned;           /* stuck fibers not warned about since the last warning */
+    struct unwarned unwarned[UNWARNED_MAX]; /* stuck fibers not named yet */
+    int nunwarned;
+    /* A thread made ahead for the next hand-off, waiting at its gate with what it needs (its stack, its
+     * signal stack, its state file): a hand-off then needs no thread, memory or fd from a process that
+     * may have none left. Made again after each use, when the system allows. */
+    weft__mthread *spare;
+    pthread_t spare_thread;
+    _Atomic int nspares;     /* 0 or 1, for the deadlock check's count of known threads */
+    int64_t spare_tried_at;
     _Atomic uint64_t handoffs;
 } mon;
 
-/* Before the workers start: can revocations use membarrier, or must every weft__enter fence? */
-void weft__monitor_prepare(void)
+/* Before the workers start: can revocations use membarrier, or must every weft__enter fence? And will
+ * the workers' threads need their state files (weft__monitor_thread_open)? */
+void weft__monitor_prepare(int64_t stuck_ns)
 {
+    mon.stuck_ns = stuck_ns > 0 ? stuck_ns : 0;
     if (mon.membarrier)
         return;
     long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
@@ -114,33 +134,119 @@ uint64_t weft__monitor_handoffs(void)
     return atomic_load_explicit(&mon.handoffs, memory_order_relaxed);
 }
 
+int weft__monitor_spares(void)
+{
+    return atomic_load_explicit(&mon.nspares, memory_order_seq_cst);
+}
+
+int weft__monitor_thread_open(void)
+{
+    return mon.stuck_ns ? open("/proc/thread-self/stat", O_RDONLY | O_CLOEXEC) : -1;
+}
+
+void weft__monitor_thread_close(int fd)
+{
+    if (fd >= 0)
+        close(fd);
+}
+
+/* Make the spare thread if there is none; at most every KICK_EVERY_NS while the system refuses. */
+static void spare_make(int64_t now)
+{
+    if (mon.spare || !mon.stuck_ns || (mon.spare_tried_at && now - mon.spare_tried_at < KICK_EVERY_NS))
+        return;
+    mon.spare_tried_at = now;
+    if (weft__thread_prepare(NULL, &mon.spare, &mon.spare_thread) < 0) {
+        mon.spare = NULL;
+        return;
+    }
+    atomic_store_explicit(&mon.nspares, 1, memory_order_seq_cst);
+}
+
+/* The spare, taken for a hand-off (NULL when there is none). */
+static weft__mthread *spare_take(pthread_t *t)
+{
+    weft__mthread *m = mon.spare;
+    if (m) {
+        *t = mon.spare_thread;
+        mon.spare = NULL;
+        mon.spare_tried_at = 0; /* make the next one at once, if the system allows */
+    }
+    return m;
+}
+
+static void spare_put_back(weft__mthread *m, pthread_t t)
+{
+    mon.spare = m;
+    mon.spare_thread = t;
+}
+
+static void spare_discard(void)
+{
+    pthread_t t;
+    weft__mthread *m = spare_take(&t);
+    if (m) {
+        weft__thread_discard(m, t);
+        atomic_store_explicit(&mon.nspares, 0, memory_order_seq_cst);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Stuck workers                                                                                     */
 
-/* name: the fiber's name in quotes and a space, or "" */
-static void warn_stuck(uint64_t id, const char *name, int worker, int64_t ran_ns, bool moved)
+/* The summary line that names the stuck fibers the limit kept out of a warning. */
+static void warn_unwarned(void)
 {
-    int64_t now = weft__clock_ns();
-    if (mon.last_warn && now - mon.last_warn < WARN_EVERY_NS) {
-        mon.unwarned++;
+    if (!mon.nunwarned)
         return;
+    char buf[2048];
+    int n = snprintf(buf, sizeof buf, "weft: also stuck since the last warning:");
+    for (int i = 0; i < mon.nunwarned && n > 0 && (size_t)n < sizeof buf; i++) {
+        struct unwarned *u = &mon.unwarned[i];
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "%s fiber %s (%lld ms on worker %d)", i ? "," : "",
+                      u->label, (long long)u->ran_ms, u->worker);
     }
-    mon.last_warn = now;
-    char buf[512];
-    int n = snprintf(buf, sizeof buf,
-                     "weft: fiber %s(id %llu) has run %lld ms without yielding on worker %d: a blocking call "
-                     "(run it with weft_blocking) or a long loop (call weft_yield now and then)?%s",
-                     name, (unsigned long long)id, (long long)(ran_ns / 1000000), worker,
-                     moved ? " Its worker's other fibers go on on a new thread." : "");
-    if (n > 0 && mon.unwarned > 0 && (size_t)n < sizeof buf)
-        n += snprintf(buf + n, sizeof buf - (size_t)n, " (%ld more stuck fibers since the last warning)",
-                      mon.unwarned);
     if (n > 0 && (size_t)n < sizeof buf - 1) {
         buf[n++] = '\n';
         ssize_t r = write(STDERR_FILENO, buf, (size_t)n);
         (void)r;
     }
-    mon.unwarned = 0;
+    mon.nunwarned = 0;
+}
+
+/* At most one warning a second; a fiber the limit keeps out is named in a summary line once it lifts
+ * (or at once when the list is full), so that every stuck fiber is named at least once. */
+static void warn_stuck(const char *label, int worker, int64_t ran_ns, bool moved)
+{
+    int64_t now = weft__clock_ns();
+    if (mon.last_warn && now - mon.last_warn < WARN_EVERY_NS) {
+        int i = 0;
+        while (i < mon.nunwarned && strcmp(mon.unwarned[i].label, label) != 0)
+            i++; /* the same fiber again: one entry, with its latest figures */
+        if (i == UNWARNED_MAX) {
+            warn_unwarned();
+            i = 0;
+        }
+        struct unwarned *u = &mon.unwarned[i];
+        snprintf(u->label, sizeof u->label, "%s", label);
+        u->worker = worker;
+        u->ran_ms = ran_ns / 1000000;
+        if (i == mon.nunwarned)
+            mon.nunwarned++;
+        return;
+    }
+    warn_unwarned();
+    mon.last_warn = now;
+    char buf[512];
+    int n = snprintf(buf, sizeof buf,
+                     "weft: fiber %s has run %lld ms without yielding on worker %d: a blocking call "
+                     "(run it with weft_blocking) or a long loop (call weft_yield now and then)?%s\n",
+                     label, (long long)(ran_ns / 1000000), worker,
+                     moved ? " Its worker's other fibers go on on a new thread." : "");
+    if (n > 0 && (size_t)n < sizeof buf) {
+        ssize_t r = write(STDERR_FILENO, buf, (size_t)n);
+        (void)r;
+    }
 }
 
 /* Is a fiber of this worker ready to run, or due to be (a timer)? Fibers not started yet, in its deque,
@@ -168,13 +274,16 @@ static bool others_resident(weft__worker *w)
     return r;
 }
 
-/* Give w to a fresh thread, if its thread is still in user code with the same fiber (see the top). */
-static bool take_over(weft__worker *w, uint64_t switches)
+/* Give w to a fresh thread, if its thread is still in user code with the same fiber, and has not entered
+ * the runtime since the monitor judged it (see the top). The spare thread if there is one. */
+static bool take_over(weft__worker *w, uint64_t switches, uint32_t depth_word)
 {
-    weft__mthread *fresh;
     pthread_t t;
-    if (weft__thread_prepare(w, &fresh, &t) < 0)
+    weft__mthread *fresh = spare_take(&t);
+    bool spare = fresh != NULL;
+    if (!spare && weft__thread_prepare(w, &fresh, &t) < 0)
         return false; /* no thread to give it to: try again later */
+    fresh->w = w;
     /* the worker's state and its thread's record, as runtime code sees them (hidden from TSan, as in the
      * workers; the thread frees its record when it ends, ordered by own, which TSan is not told about) */
     weft__tsan_internal_begin();
@@ -183,7 +292,7 @@ static bool take_over(weft__worker *w, uint64_t switches)
     _Atomic uint32_t *depth = atomic_load_explicit(&m->depth, memory_order_acquire);
     uint32_t prev = atomic_exchange_explicit(own, M_REVOKING, memory_order_seq_cst);
     barrier_everywhere();
-    bool moved = atomic_load_explicit(depth, memory_order_seq_cst) != 0 ||
+    bool moved = atomic_load_explicit(depth, memory_order_seq_cst) != depth_word ||
                  atomic_load_explicit(&w->nswitch, memory_order_relaxed) != switches;
     if (moved) {
         atomic_store_explicit(own, prev, memory_order_release); /* it moved: nothing to do */
@@ -195,6 +304,13 @@ static bool take_over(weft__worker *w, uint64_t switches)
         atomic_store_explicit(own, M_LOST, memory_order_release);
     }
     weft__tsan_internal_end();
+    if (moved && spare) {
+        fresh->w = NULL;
+        spare_put_back(fresh, t);
+        return false;
+    }
+    if (spare)
+        atomic_store_explicit(&mon.nspares, 0, memory_order_seq_cst); /* a worker thread now */
     weft__thread_release(fresh, t, !moved);
     if (moved)
         return false;
@@ -212,19 +328,17 @@ static int64_t thread_cpu_ns(weft__worker *w)
 }
 
 /* The kernel's word on a thread: 'R' runnable (running, or waiting for a CPU), 'S'/'D' asleep in a
- * system call, ...; 0 when unknown. */
+ * system call, ...; 0 when unknown. Read from the state file the thread opened when it started, into
+ * memory of our own: no fd, no allocation, whatever the process has left. */
 static char thread_state(weft__worker *w)
 {
     weft__tsan_internal_begin();
-    int tid = atomic_load_explicit(&w->m->tid, memory_order_relaxed);
+    int fd = w->m->stat_fd;
     weft__tsan_internal_end();
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
-    FILE *f = tid ? fopen(path, "re") : NULL;
-    if (!f)
+    char buf[512];
+    ssize_t n = fd >= 0 ? pread(fd, buf, sizeof buf - 1, 0) : -1;
+    if (n <= 0)
         return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
     buf[n] = '\0';
     char *p = strrchr(buf, ')'); /* the name may hold spaces and parentheses: the state follows the last */
     return p && p[1] == ' ' ? p[2] : 0;
@@ -246,7 +360,11 @@ static int stuck_kind(weft__worker *w, struct look *l, int64_t ran)
     if (cpu < 0 || l->cpu_at < 0)
         return STUCK_LOOPING;
     int64_t used = cpu - l->cpu_at;
-    return used >= ran / 2 || used >= mon.stuck_ns ? STUCK_LOOPING : NOT_STUCK;
+    if (used >= ran / 2 || used >= mon.stuck_ns)
+        return STUCK_LOOPING;
+    /* without the kernel's word (no state file), a thread that used so little CPU is far likelier
+     * asleep in a call than kept from a CPU for that long */
+    return st == 0 ? STUCK_BLOCKED : NOT_STUCK;
 }
 
 /*
@@ -268,8 +386,11 @@ static void check_stuck(int64_t now)
         _Atomic uint32_t *dp = atomic_load_explicit(&w->m->depth, memory_order_acquire);
         uint32_t depth = dp ? atomic_load_explicit(dp, memory_order_acquire) : 1; /* not started: not stuck */
         weft__tsan_internal_end();
-        if (s != l->seen_switch || depth != 0) {
-            *l = (struct look){.seen_switch = s, .seen_at = now, .cpu_at = -1, .next_at = now + mon.stuck_ns};
+        /* a switch, runtime code now, or an entry into the runtime since the last look (a fiber that
+         * spawns in a loop, say): not stuck */
+        if (s != l->seen_switch || depth != l->seen_depth || WEFT__DEPTH(depth) != 0) {
+            *l = (struct look){.seen_switch = s, .seen_depth = depth, .seen_at = now, .cpu_at = -1,
+                               .next_at = now + mon.stuck_ns};
             continue;
         }
         if (l->cpu_at < 0)
@@ -287,14 +408,13 @@ static void check_stuck(int64_t now)
          * fiber is read now: after a take-over its thread may end at any time. Hidden from TSan like
          * the rest of the worker's state: the ordering with that free goes through runtime sync it
          * does not see */
-        char name[40] = "";
+        char label[64] = "";
         weft__tsan_internal_begin();
         weft__fiber *f = w->cur;
         bool gone = f->kind == WEFT__KIND_SCHED || atomic_load_explicit(&w->nswitch, memory_order_relaxed) != s;
-        uint64_t id = gone ? 0 : f->id;
         l->in_loop = !gone && f->in_loop;
-        if (!gone && (f->flags & WEFT__F_NAMED))
-            snprintf(name, sizeof name, "\"%.31s\" ", f->name);
+        if (!gone)
+            weft__label(f, label, sizeof label);
         weft__tsan_internal_end();
         if (gone)
             continue;
@@ -305,8 +425,8 @@ static void check_stuck(int64_t now)
             continue;
         l->seen_at = now;
         l->cpu_at = -1;
-        bool moved = (ready || others_resident(w)) && take_over(w, s);
-        warn_stuck(id, name, i, ran, moved);
+        bool moved = (ready || others_resident(w)) && take_over(w, s, depth);
+        warn_stuck(label, i, ran, moved);
     }
 }
 
@@ -332,8 +452,12 @@ static void *monitor_main(void *arg)
         if (atomic_load_explicit(&mon.stop, memory_order_seq_cst))
             break;
         int64_t now = weft__clock_ns();
-        if (mon.stuck_ns)
+        if (mon.stuck_ns) {
             check_stuck(now);
+            if (mon.nunwarned && now - mon.last_warn >= WARN_EVERY_NS)
+                warn_unwarned(); /* the limit has lifted: name the ones it kept out */
+            spare_make(now);
+        }
         /* every worker busy and none has looked at the poller for a whole tick: look for them. (Not
          * every tick: the fibers it wakes go through their workers' inboxes, dearer than a worker
          * polling for itself; measured 8.7 instead of 6.8 us of CPU per HTTP request.) */
@@ -361,7 +485,9 @@ static void *monitor_main(void *arg)
     return NULL;
 }
 
-int weft__monitor_start(int64_t stuck_ns)
+/* After the workers started (weft__monitor_prepare came before): the monitor's thread, what the
+ * deadlock check holds, and the spare thread for the first hand-off. */
+int weft__monitor_start(void)
 {
     int n = weft__rt_g.nworkers;
     mon.looks = calloc((size_t)n, sizeof *mon.looks);
@@ -369,14 +495,17 @@ int weft__monitor_start(int64_t stuck_ns)
         return -ENOMEM;
     for (int i = 0; i < n; i++)
         mon.looks[i].cpu_at = -1;
-    mon.stuck_ns = stuck_ns > 0 ? stuck_ns : 0;
     mon.last_warn = 0;
-    mon.unwarned = 0;
+    mon.nunwarned = 0;
+    mon.spare_tried_at = 0;
     atomic_store(&mon.stop, 0);
     atomic_store(&mon.deep, 0);
-    weft__deadlock_reset();
+    weft__deadlock_start();
+    spare_make(weft__clock_ns()); /* without one the monitor tries again later */
     int r = pthread_create(&mon.thread, NULL, monitor_main, NULL);
     if (r != 0) {
+        spare_discard();
+        weft__deadlock_stop();
         free(mon.looks);
         mon.looks = NULL;
         return -r;
@@ -393,6 +522,9 @@ void weft__monitor_stop(void)
     weft__monitor_poke();
     pthread_join(mon.thread, NULL);
     mon.running = false;
+    warn_unwarned(); /* the last ones the limit kept out */
+    spare_discard();
+    weft__deadlock_stop();
     free(mon.looks);
     mon.looks = NULL;
 }

@@ -99,10 +99,10 @@ int weft_start(const weft_config_t *cfg)
         r = weft__io_start();
     if (r == 0) {
         weft__net_init();
-        weft__monitor_prepare();
+        weft__monitor_prepare(stuck_us > 0 ? (int64_t)stuck_us * 1000 : 0);
         r = weft__sched_start(workers);
         if (r == 0) {
-            r = weft__monitor_start(stuck_us > 0 ? (int64_t)stuck_us * 1000 : 0);
+            r = weft__monitor_start();
             if (r < 0)
                 weft__sched_stop();
         }

@@ -476,7 +476,7 @@ static inline void count_switch(weft__worker *w)
 
 static inline void switch_to(weft__worker *w, weft__fiber *from, weft__fiber *to, bool dying)
 {
-    weft__dassert(atomic_load_explicit(&weft__tls_depth, memory_order_relaxed) == 1);
+    weft__dassert(WEFT__DEPTH(atomic_load_explicit(&weft__tls_depth, memory_order_relaxed)) == 1);
     w->cur = to;
     count_switch(w);
     atomic_store_explicit(&to->state, WEFT_RUNNING, memory_order_relaxed);
@@ -522,9 +522,10 @@ static bool start_prepare(weft__worker *w, weft__fiber *f)
     if (WEFT__UNLIKELY(!s)) {
         f->start_err = -ENOMEM;
         if (f->flags & WEFT__F_DETACHED) {
-            char msg[160];
-            int n = snprintf(msg, sizeof msg, "weft: fiber \"%s\" (id %llu) could not start: no memory for "
-                             "its %u KiB stack\n", weft__name(f), (unsigned long long)f->id, f->stack_size >> 10);
+            char label[64], msg[160];
+            weft__label(f, label, sizeof label);
+            int n = snprintf(msg, sizeof msg, "weft: fiber %s could not start: no memory for its %u KiB stack\n",
+                             label, f->stack_size >> 10);
             if (n > 0)
                 fwrite(msg, 1, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1, stderr);
         }
@@ -620,7 +621,7 @@ static void schedule(weft__worker *w, weft__fiber *self, int why)
 }
 
 /* The end of a fiber whose thread lost its worker to the monitor while the fiber was stuck: publish its
- * result and go back to the thread's own idle context, which ends the thread (thread_main). */
+ * result and go back to the thread's own idle context, which ends the thread (worker_thread_main). */
 static _Noreturn void orphan_exit(weft__fiber *f, void *result)
 {
     weft__mthread *m = weft__tls_m;
@@ -1060,6 +1061,7 @@ static void become_orphan(weft__mthread *m)
     weft__tls_worker = NULL;
     weft__tls_self = f;
     f->kind = WEFT__KIND_THREAD; /* it parks on its futex now; only this thread can run it anyway */
+    f->flags |= WEFT__F_ORPHAN;  /* ... but to its user it is the fiber it was (weft_in_fiber) */
     pthread_detach(pthread_self());
     atomic_store_explicit(&weft__tls_own, M_ORPHAN, memory_order_relaxed);
 }
@@ -1084,24 +1086,13 @@ weft__worker *weft__enter_slow(weft__mthread *m)
     }
 }
 
-static void *thread_main(void *arg)
+/* What a worker thread needs, got before it waits at its gate: a spare thread that the monitor keeps
+ * for hand-offs holds all of it, so that a hand-off works when the process has no fd, no memory and no
+ * thread left. */
+static void thread_gather(weft__mthread *m)
 {
-    weft__mthread *m = arg;
-    while (atomic_load_explicit(&m->gate, memory_order_acquire) == GATE_WAIT)
-        weft__futex_wait(&m->gate, GATE_WAIT, -1);
-    if (atomic_load_explicit(&m->gate, memory_order_acquire) != GATE_GO) {
-        free(m); /* a takeover the monitor called off */
-        return NULL;
-    }
-    weft__worker *w = m->w;
-    weft__tls_m = m;
-    weft__tls_worker = w;
-    atomic_store_explicit(&weft__tls_own, atomic_load_explicit(&weft__enter_fence, memory_order_relaxed)
-                                              ? M_FENCED : M_OWNED, memory_order_relaxed);
-    atomic_store_explicit(&weft__tls_depth, 1, memory_order_relaxed); /* the idle loop is runtime code */
-    atomic_store_explicit(&m->own, &weft__tls_own, memory_order_relaxed);
     atomic_store_explicit(&m->tid, (int32_t)syscall(SYS_gettid), memory_order_relaxed);
-    atomic_store_explicit(&m->depth, &weft__tls_depth, memory_order_release); /* the monitor may look now */
+    m->stat_fd = weft__monitor_thread_open();
     weft__altstack_install(&m->altstack);
     pthread_attr_t a;
     if (pthread_getattr_np(pthread_self(), &a) == 0) {
@@ -1113,6 +1104,34 @@ static void *thread_main(void *arg)
         }
         pthread_attr_destroy(&a);
     }
+}
+
+/* ... and given back when the thread ends. */
+static void thread_scatter(weft__mthread *m)
+{
+    weft__altstack_remove(m->altstack);
+    weft__monitor_thread_close(m->stat_fd);
+    free(m);
+}
+
+static void *worker_thread_main(void *arg)
+{
+    weft__mthread *m = arg;
+    thread_gather(m);
+    while (atomic_load_explicit(&m->gate, memory_order_acquire) == GATE_WAIT)
+        weft__futex_wait(&m->gate, GATE_WAIT, -1);
+    if (atomic_load_explicit(&m->gate, memory_order_acquire) != GATE_GO) {
+        thread_scatter(m); /* a takeover the monitor called off, or a spare it no longer needs */
+        return NULL;
+    }
+    weft__worker *w = m->w;
+    weft__tls_m = m;
+    weft__tls_worker = w;
+    atomic_store_explicit(&weft__tls_own, atomic_load_explicit(&weft__enter_fence, memory_order_relaxed)
+                                              ? M_FENCED : M_OWNED, memory_order_relaxed);
+    atomic_store_explicit(&weft__tls_depth, 1, memory_order_relaxed); /* the idle loop is runtime code */
+    atomic_store_explicit(&m->own, &weft__tls_own, memory_order_relaxed);
+    atomic_store_explicit(&m->depth, &weft__tls_depth, memory_order_release); /* the monitor may look now */
     char name[16];
     snprintf(name, sizeof name, "weft-w%d", w->index);
     pthread_setname_np(pthread_self(), name);
@@ -1148,12 +1167,11 @@ static void *thread_main(void *arg)
         weft__timer_fini(w);
     }
     weft__tsan_internal_end();
-    weft__altstack_remove(m->altstack);
     weft__tls_worker = NULL;
     weft__tls_m = NULL;
     atomic_store_explicit(&weft__tls_depth, 0, memory_order_relaxed);
     atomic_store_explicit(&weft__tls_own, M_OWNED, memory_order_relaxed);
-    free(m);
+    thread_scatter(m);
     if (orphaned) {
         /* the last thing: shutdown waits for this count, so nothing of the runtime goes before we are done */
         atomic_fetch_add_explicit(&rt->orphans_exited, 1, memory_order_seq_cst);
@@ -1162,7 +1180,8 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-/* A thread for worker w, waiting at its gate until weft__thread_release. */
+/* A thread for worker w (NULL: a spare, given its worker later), waiting at its gate until
+ * weft__thread_release. */
 int weft__thread_prepare(weft__worker *w, weft__mthread **out, pthread_t *t)
 {
     weft__mthread *m = aligned_alloc(WEFT__CACHELINE, sizeof *m);
@@ -1170,8 +1189,9 @@ int weft__thread_prepare(weft__worker *w, weft__mthread **out, pthread_t *t)
         return -ENOMEM;
     memset(m, 0, sizeof *m);
     m->w = w;
+    m->stat_fd = -1;
     atomic_store_explicit(&m->gate, GATE_WAIT, memory_order_relaxed);
-    int r = pthread_create(t, NULL, thread_main, m);
+    int r = pthread_create(t, NULL, worker_thread_main, m);
     if (r != 0) {
         free(m);
         return -r;
@@ -1187,6 +1207,14 @@ void weft__thread_release(weft__mthread *m, pthread_t t, bool go)
         pthread_detach(t);
     atomic_store_explicit(&m->gate, go ? GATE_GO : GATE_ABORT, memory_order_release);
     weft__futex_wake(&m->gate, 1);
+}
+
+/* End a prepared thread that will never take a worker, and wait until it has. */
+void weft__thread_discard(weft__mthread *m, pthread_t t)
+{
+    atomic_store_explicit(&m->gate, GATE_ABORT, memory_order_release);
+    weft__futex_wake(&m->gate, 1);
+    pthread_join(t, NULL);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -1206,9 +1234,12 @@ int weft__sched_start(int nworkers)
     rt->gq_head = 0;
     for (int i = 0; i < nworkers; i++) {
         weft__worker *w = aligned_alloc(WEFT__CACHELINE, sizeof *w);
-        if (!w) {
-            rt->nworkers = i;
-            weft__sched_stop();
+        if (!w) { /* no thread started yet: nothing to stop */
+            for (int j = 0; j < i; j++)
+                free(rt->workers[j]);
+            free(rt->workers);
+            rt->workers = NULL;
+            rt->nworkers = 0;
             return -ENOMEM;
         }
         memset(w, 0, sizeof *w);
@@ -1230,10 +1261,10 @@ int weft__sched_start(int nworkers)
             weft__thread_release(m, w->thread, true);
         }
         if (r < 0) {
-            rt->nworkers = i; /* stop the ones that did start */
-            weft__sched_stop();
             for (int j = i; j < nworkers; j++)
-                free(rt->workers[j]);
+                free(rt->workers[j]); /* before sched_stop, which frees the table */
+            rt->nworkers = i;         /* stop the ones that did start */
+            weft__sched_stop();
             return r;
         }
     }

@@ -454,15 +454,16 @@ WEFT__NO_TSAN static _Noreturn void report_overflow(const weft__fiber *f, const 
     put(&m, "weft: ");
     put(&m, what);
     put(&m, " ");
+    /* named as weft__label does, which is not async-signal-safe: "name" (id 7), or 7 */
     if (f && (f->flags & WEFT__F_NAMED)) {
         put(&m, "\"");
         put(&m, f->name);
-        put(&m, "\" ");
-    }
-    if (f) {
-        put(&m, "(id ");
+        put(&m, "\" (id ");
         put_u64(&m, f->id);
         put(&m, ") ");
+    } else if (f) {
+        put_u64(&m, f->id);
+        put(&m, " ");
     }
     put(&m, "overflowed its stack of ");
     put_size(&m, size);

@@ -217,7 +217,7 @@ static weft__pd *op_begin(int fd, int *err)
              * since the number may already belong to a new file */
             atomic_fetch_sub_explicit(&pd->refs, 1, memory_order_release);
             while (atomic_load_explicit(&pd->state, memory_order_acquire) == PD_CLOSED) {
-                if (weft_in_fiber())
+                if (weft__on_worker())
                     weft_yield();
                 else
                     sched_yield();
@@ -455,7 +455,7 @@ static ssize_t io_run(int fd, int dir, io_op op, void *ctx, size_t want, int64_t
     if (!pd)
         return err;
     ssize_t r;
-    if (WEFT__UNLIKELY(pd->file) && weft_in_fiber()) {
+    if (WEFT__UNLIKELY(pd->file) && weft__on_worker()) {
         file_job j = {op, fd, ctx, 0};
         int b = weft_blocking_until(run_file_job, &j, NULL, deadline);
         op_end(pd);
@@ -786,7 +786,7 @@ int weft_close(int fd)
     weft__spin_unlock(&pd->lock);
     /* let operations in flight see the close and leave before the number goes back to the system */
     while (atomic_load_explicit(&pd->refs, memory_order_seq_cst) > 0) {
-        if (weft_in_fiber())
+        if (weft__on_worker())
             weft_yield();
         else
             sched_yield();

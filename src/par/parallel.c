@@ -253,7 +253,7 @@ static int setup(par_job *j, int64_t begin, int64_t end, int64_t grain)
 static int run(par_job *j, int64_t lo, int64_t hi, void *out)
 {
     par_task top = {.job = j, .lo = lo, .hi = hi, .acc = out};
-    if (j->spawn && span(lo, hi) > j->grain && !weft_in_fiber()) {
+    if (j->spawn && span(lo, hi) > j->grain && !weft__on_worker()) {
         /* the join needs this thread's descriptor: without one, spawn nothing */
         if (!weft__self()) {
             j->spawn = false;
