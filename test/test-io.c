@@ -976,3 +976,92 @@ TEST_TIMEOUT(accepting_out_of_fds_neither_spins_nor_hangs_the_clients, 120)
     ASSERT_OK(weft_join(srv, NULL));
     ASSERT_OK(weft_shutdown());
 }
+
+/* Four acceptors on two workers, a server that keeps its connections (so the fd limit is reached for
+ * good): every client past the limit sees its connection closed, none waits in the backlog, whether the
+ * acceptors wait for ever or loop on a short deadline; and a server that loops on a short deadline does
+ * not spin while it is out of fds. When fds free up, accepting goes on. */
+enum { HOLD_MAX = 256 };
+static int held[HOLD_MAX];
+static atomic_int nheld;
+
+struct acceptor {
+    int lfd;
+    int64_t step; /* each call's deadline, from now; 0: WEFT_FOREVER */
+};
+
+static void *accept_and_hold(void *arg)
+{
+    const struct acceptor *a = arg;
+    for (;;) {
+        int c = weft_accept(a->lfd, NULL, NULL, a->step ? weft_deadline_in(a->step) : WEFT_FOREVER);
+        if (c == -EBADF)
+            return NULL; /* the listening socket was closed: done */
+        if (c == -ETIMEDOUT)
+            continue;
+        ASSERT_GE(c, 0);
+        ASSERT_EQ(weft_write(c, "hi", 2, weft_deadline_in(5 * SEC)), 2);
+        int i = atomic_fetch_add(&nheld, 1);
+        ASSERT_LT(i, HOLD_MAX);
+        held[i] = c; /* kept open: the fds run out for good */
+    }
+}
+
+static void many_acceptors_out_of_fds(int64_t step)
+{
+    struct rlimit rl = {64, 64};
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    start_workers(2);
+    int report[2], go[2];
+    make_pipe(report);
+    make_pipe(go);
+    int lfd = weft_tcp_listen("127.0.0.1", 0, 128);
+    ASSERT_GE(lfd, 0);
+    int port = local_port(lfd);
+    struct acceptor a = {lfd, step};
+    enum { A = 4 };
+    weft_fiber_t acc[A];
+    for (int i = 0; i < A; i++)
+        ASSERT_OK(weft_spawn(&acc[i], NULL, accept_and_hold, &a));
+
+    enum { K = 90 }; /* more than the fds there are: the last ones find none */
+    char got[K + 1] = {0};
+    int64_t cpu, wall;
+    run_clients(port, K, go, report, got, &cpu, &wall);
+    printf("out of fds, %d acceptors: %s (c: closed by the server, h: greeted); %lld ms of CPU in %lld ms\n", A,
+           got, (long long)(cpu / MS), (long long)(wall / MS));
+    for (int i = 0; i < K; i++)
+        if (got[i] == 't')
+            FAIL("client %d hung in the backlog while the server was out of fds (%s)", i, got);
+    ASSERT_EQ(got[K - 1], 'c'); /* the limit was reached */
+    /* a shed per call would burn much of the interval; backing off for the process, it sleeps */
+    if (!under_emulator() && cpu > wall / 4)
+        FAIL("the server used %lld ms of CPU in %lld ms, out of fds", (long long)(cpu / MS), (long long)(wall / MS));
+
+    /* fds free up: accepting goes on */
+    int n = atomic_load(&nheld);
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    atomic_store(&nheld, 0);
+    run_clients(port, 10, go, report, got, &cpu, &wall);
+    for (int i = 0; i < 10; i++)
+        if (got[i] != 'h')
+            FAIL("client %d was not greeted once fds were free: %.10s", i, got);
+    ASSERT_OK(weft_close(lfd));
+    for (int i = 0; i < A; i++)
+        ASSERT_OK(weft_join(acc[i], NULL));
+    n = atomic_load(&nheld);
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    ASSERT_OK(weft_shutdown());
+}
+
+TEST_TIMEOUT(many_acceptors_out_of_fds_close_every_client_past_the_limit, 120)
+{
+    many_acceptors_out_of_fds(0);
+}
+
+TEST_TIMEOUT(acceptors_looping_on_a_short_deadline_out_of_fds_neither_spin_nor_hang_clients, 120)
+{
+    many_acceptors_out_of_fds(MS);
+}

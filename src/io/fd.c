@@ -698,7 +698,10 @@ typedef struct {
 static ssize_t op_accept(int fd, void *c, bool sock)
 {
     accept_args *a = c;
-    return sys_result(accept4(fd, a->addr, a->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    weft__accept_gate_enter(); /* the fd a shed frees for a moment is its own (net.c) */
+    ssize_t r = sys_result(accept4(fd, a->addr, a->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    weft__accept_gate_leave();
+    return r;
 }
 
 int weft__accept_once(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline)

@@ -22,6 +22,9 @@ void weft__io_waiter_added(void);
 
 /* net.c: keep a spare fd for running out of them (runtime start) */
 void weft__net_init(void);
+/* net.c, for fd.c: every accept4 of weft's passes this gate, which a shed closes while it runs. */
+void weft__accept_gate_enter(void);
+void weft__accept_gate_leave(void);
 
 /* fd.c, for net.c */
 int weft__fd_adopt(int fd);

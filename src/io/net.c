@@ -8,6 +8,18 @@
  * fd kept for the purpose, accepts and at once closes the waiting connections (their clients see the
  * connection closed, not a hang), takes the spare back, and then backs off, 1 ms doubling to 100 ms, a
  * parked sleep, before it tries again. When fds free up, the next try succeeds and accepting goes on.
+ *
+ * Two things make that hold with many acceptors on many workers:
+ *  - The number the spare frees must go to the shed's own accept. weft's accepts pass a gate (the
+ *    in-flight count and the shedding flag, each side storing its own and then loading the other's, all
+ *    seq_cst, so one of the two sees the other): while a shed runs, no other weft accept calls accept4,
+ *    and a shed waits until those under way have left. A number taken by other code of the process
+ *    (an open(), a socket()) is not weft's to stop: then the spare is opened again at the next shed,
+ *    once an fd is free.
+ *  - The back-off belongs to the process, not to one call: running out of fds is a state of the process,
+ *    and a server that calls weft_accept in a loop with a short deadline would otherwise start over at
+ *    1 ms, and shed, on every call. While the back-off runs, every weft_accept waits for its end (or its
+ *    own deadline) without touching the listener; the first accept that succeeds clears it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,8 +40,15 @@
 #define BACKOFF_MAX_NS ((int64_t)100000000)
 #define SHED_MAX 64
 
-static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
-static int spare_fd = -1;
+static struct {
+    pthread_mutex_t lock;          /* one shed at a time; guards spare */
+    int spare;                     /* the fd kept in reserve, or -1 */
+    _Alignas(WEFT__CACHELINE) _Atomic int64_t in_accept; /* weft accepts inside the gate */
+    _Atomic int shedding;          /* a shed runs: accepts wait at the gate */
+    _Alignas(WEFT__CACHELINE) _Atomic int64_t retry_at; /* out of fds: no accept before this (0: none) */
+    _Atomic int64_t backoff;       /* the back-off that set it */
+    _Atomic int err;               /* the error that started it */
+} emfile = {.lock = PTHREAD_MUTEX_INITIALIZER, .spare = -1};
 
 static int open_spare(void)
 {
@@ -39,28 +58,63 @@ static int open_spare(void)
 /* Called at runtime start: keep one fd in reserve for shedding connections when fds run out. */
 void weft__net_init(void)
 {
-    pthread_mutex_lock(&spare_lock);
-    if (spare_fd < 0)
-        spare_fd = open_spare();
-    pthread_mutex_unlock(&spare_lock);
+    pthread_mutex_lock(&emfile.lock);
+    if (emfile.spare < 0)
+        emfile.spare = open_spare();
+    pthread_mutex_unlock(&emfile.lock);
+}
+
+void weft__accept_gate_enter(void)
+{
+    unsigned round = 0;
+    for (;;) {
+        atomic_fetch_add_explicit(&emfile.in_accept, 1, memory_order_seq_cst);
+        if (WEFT__LIKELY(!atomic_load_explicit(&emfile.shedding, memory_order_seq_cst)))
+            return;
+        atomic_fetch_sub_explicit(&emfile.in_accept, 1, memory_order_seq_cst);
+        while (atomic_load_explicit(&emfile.shedding, memory_order_acquire))
+            weft__spin_backoff(&round); /* a shed never parks: it is over in microseconds */
+    }
+}
+
+void weft__accept_gate_leave(void)
+{
+    atomic_fetch_sub_explicit(&emfile.in_accept, 1, memory_order_release);
 }
 
 /* Out of fds: close the connections waiting on the listening socket, with the spare fd's help. */
 static void shed(int lfd)
 {
-    pthread_mutex_lock(&spare_lock);
-    if (spare_fd >= 0) {
-        close(spare_fd);
-        spare_fd = -1;
+    pthread_mutex_lock(&emfile.lock);
+    if (emfile.spare < 0)
+        emfile.spare = open_spare(); /* taken by other code last time: an fd may have come free since */
+    if (emfile.spare >= 0) {
+        atomic_store_explicit(&emfile.shedding, 1, memory_order_seq_cst);
+        unsigned round = 0;
+        while (atomic_load_explicit(&emfile.in_accept, memory_order_seq_cst) != 0)
+            weft__spin_backoff(&round); /* accepts under way leave: none starts now */
+        close(emfile.spare);
         for (int i = 0; i < SHED_MAX; i++) {
             int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (c < 0)
                 break;
             close(c);
         }
-        spare_fd = open_spare(); /* may fail while another thread holds the freed fd: tried again next time */
+        emfile.spare = open_spare(); /* the number just freed, unless other code took it meanwhile */
+        atomic_store_explicit(&emfile.shedding, 0, memory_order_release);
     }
-    pthread_mutex_unlock(&spare_lock);
+    pthread_mutex_unlock(&emfile.lock);
+}
+
+/* The process ran out of fds (again): shed, and back off for longer. */
+static void out_of_fds(int lfd, int err)
+{
+    shed(lfd);
+    int64_t b = atomic_load_explicit(&emfile.backoff, memory_order_relaxed);
+    b = b == 0 ? BACKOFF_FIRST_NS : b < BACKOFF_MAX_NS ? b * 2 : BACKOFF_MAX_NS;
+    atomic_store_explicit(&emfile.backoff, b, memory_order_relaxed);
+    atomic_store_explicit(&emfile.err, err, memory_order_relaxed);
+    atomic_store_explicit(&emfile.retry_at, weft__clock_ns() + b, memory_order_release);
 }
 
 static void set_nodelay(int fd)
@@ -71,10 +125,25 @@ static void set_nodelay(int fd)
 
 int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline)
 {
-    int64_t backoff = BACKOFF_FIRST_NS;
     for (;;) {
+        int64_t at = atomic_load_explicit(&emfile.retry_at, memory_order_acquire);
+        if (WEFT__UNLIKELY(at != 0) && weft__clock_ns() < at) {
+            /* backing off, out of fds: wait for the end of it, or for our own deadline */
+            if (deadline == WEFT_NOWAIT)
+                return atomic_load_explicit(&emfile.err, memory_order_relaxed);
+            if (deadline > 0 && deadline < at) {
+                weft_sleep_until(deadline);
+                return -ETIMEDOUT;
+            }
+            weft_sleep_until(at);
+            continue;
+        }
         int c = weft__accept_once(fd, addr, addrlen, deadline);
         if (c >= 0) {
+            if (WEFT__UNLIKELY(at != 0)) { /* fds again: the back-off is over */
+                atomic_store_explicit(&emfile.backoff, 0, memory_order_relaxed);
+                atomic_store_explicit(&emfile.retry_at, 0, memory_order_release);
+            }
             set_nodelay(c);
             return c;
         }
@@ -82,17 +151,9 @@ int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadl
             continue; /* the client gave up before we took it: take the next */
         if (c != -EMFILE && c != -ENFILE && c != -ENOBUFS && c != -ENOMEM)
             return c;
-        shed(fd);
-        int64_t until = weft__clock_ns() + backoff;
-        if (deadline > 0 && until > deadline)
-            until = deadline;
+        out_of_fds(fd, c);
         if (deadline == WEFT_NOWAIT)
             return c;
-        weft_sleep_until(until);
-        if (deadline > 0 && weft__clock_ns() >= deadline)
-            return -ETIMEDOUT;
-        if (backoff < BACKOFF_MAX_NS)
-            backoff *= 2;
     }
 }
 
