@@ -982,8 +982,19 @@ TEST_TIMEOUT(accepting_out_of_fds_neither_spins_nor_hangs_the_clients, 120)
  * acceptors wait for ever or loop on a short deadline; and a server that loops on a short deadline does
  * not spin while it is out of fds. When fds free up, accepting goes on. */
 enum { HOLD_MAX = 256 };
-static int held[HOLD_MAX];
+static atomic_int held[HOLD_MAX]; /* the connections kept, from slot 0 on; -1: none (yet) */
 static atomic_int nheld;
+
+static void close_held(void)
+{
+    int n = atomic_load(&nheld);
+    for (int i = 0; i < n; i++) {
+        int c = atomic_exchange(&held[i], -1);
+        if (c >= 0)
+            close(c);
+    }
+    atomic_store(&nheld, 0);
+}
 
 struct acceptor {
     int lfd;
@@ -1003,7 +1014,7 @@ static void *accept_and_hold(void *arg)
         ASSERT_EQ(weft_write(c, "hi", 2, weft_deadline_in(5 * SEC)), 2);
         int i = atomic_fetch_add(&nheld, 1);
         ASSERT_LT(i, HOLD_MAX);
-        held[i] = c; /* kept open: the fds run out for good */
+        atomic_store(&held[i], c); /* kept open: the fds run out for good */
     }
 }
 
@@ -1011,6 +1022,8 @@ static void many_acceptors_out_of_fds(int64_t step)
 {
     struct rlimit rl = {64, 64};
     ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    for (int i = 0; i < HOLD_MAX; i++)
+        atomic_store(&held[i], -1);
     start_workers(2);
     int report[2], go[2];
     make_pipe(report);
@@ -1039,10 +1052,7 @@ static void many_acceptors_out_of_fds(int64_t step)
         FAIL("the server used %lld ms of CPU in %lld ms, out of fds", (long long)(cpu / MS), (long long)(wall / MS));
 
     /* fds free up: accepting goes on */
-    int n = atomic_load(&nheld);
-    for (int i = 0; i < n; i++)
-        close(held[i]);
-    atomic_store(&nheld, 0);
+    close_held();
     run_clients(port, 10, go, report, got, &cpu, &wall);
     for (int i = 0; i < 10; i++)
         if (got[i] != 'h')
@@ -1050,9 +1060,7 @@ static void many_acceptors_out_of_fds(int64_t step)
     ASSERT_OK(weft_close(lfd));
     for (int i = 0; i < A; i++)
         ASSERT_OK(weft_join(acc[i], NULL));
-    n = atomic_load(&nheld);
-    for (int i = 0; i < n; i++)
-        close(held[i]);
+    close_held();
     ASSERT_OK(weft_shutdown());
 }
 

@@ -332,11 +332,13 @@ static int64_t thread_cpu_ns(weft__worker *w)
  * memory of our own: no fd, no allocation, whatever the process has left. */
 static char thread_state(weft__worker *w)
 {
+    char buf[512];
+    /* the thread's record and its fd: runtime state, ordered by the thread's start as the workers
+     * order it (hidden from TSan, which would see the open on the thread and this read unordered) */
     weft__tsan_internal_begin();
     int fd = w->m->stat_fd;
-    weft__tsan_internal_end();
-    char buf[512];
     ssize_t n = fd >= 0 ? pread(fd, buf, sizeof buf - 1, 0) : -1;
+    weft__tsan_internal_end();
     if (n <= 0)
         return 0;
     buf[n] = '\0';

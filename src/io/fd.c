@@ -275,14 +275,21 @@ static int pd_park(weft__pd *pd, int dir, uint32_t seq, uint32_t gen, int64_t de
     weft__fiber *self = weft__self();
     if (!self)
         return -ENOMEM;
-    pd_waiter node = {.f = self};
+    /* The waiter list is runtime bookkeeping, hidden from TSan like the scheduler's: its lock is often
+     * taken by a worker's idle loop, whose synchronisation TSan does not see, and a node on one fiber's
+     * stack is written by the others that queue beside it. */
+    pd_waiter node;
+    weft__tsan_internal_begin();
+    node = (pd_waiter){.f = self};
     weft__spin_lock(&pd->lock);
     if (atomic_load_explicit(&pd->gen, memory_order_relaxed) != gen) {
         weft__spin_unlock(&pd->lock);
+        weft__tsan_internal_end();
         return -EBADF;
     }
     if (atomic_load_explicit(&pd->seq[dir], memory_order_relaxed) != seq) {
         weft__spin_unlock(&pd->lock);
+        weft__tsan_internal_end();
         return 0; /* an edge came since the try */
     }
     node.tok = weft__park_prepare(self, dir ? WEFT__WAIT_IO_WRITE : WEFT__WAIT_IO_READ, pd);
@@ -291,12 +298,14 @@ static int pd_park(weft__pd *pd, int dir, uint32_t seq, uint32_t gen, int64_t de
         node.next->prev = &node;
     pd->waiters[dir] = &node;
     weft__spin_unlock(&pd->lock);
+    weft__tsan_internal_end();
 
     atomic_fetch_add_explicit(&io.waiting, 1, memory_order_seq_cst);
     weft__io_waiter_added();
     int r = weft__park(self, node.tok, deadline);
     atomic_fetch_sub_explicit(&io.waiting, 1, memory_order_relaxed);
     if (r != 0) {
+        weft__tsan_internal_begin();
         weft__spin_lock(&pd->lock);
         if (node.taken) {
             r = 0; /* woken after all: an edge or a close; look again */
@@ -309,6 +318,7 @@ static int pd_park(weft__pd *pd, int dir, uint32_t seq, uint32_t gen, int64_t de
                 node.next->prev = node.prev;
         }
         weft__spin_unlock(&pd->lock);
+        weft__tsan_internal_end();
         if (r != 0)
             return r;
     }
@@ -320,13 +330,17 @@ static int wake_dir(weft__pd *pd, int dir)
 {
     int n = 0;
     for (pd_waiter *w = pd->waiters[dir], *next; w; w = next) {
+        weft__tsan_internal_begin(); /* the list, as pd_park hides it */
         next = w->next;
         weft__fiber *f = w->f;
         uint32_t tok = w->tok;
         w->taken = true;
+        weft__tsan_internal_end();
         n += weft__unpark_fifo(f, tok, PW_OK);
     }
+    weft__tsan_internal_begin();
     pd->waiters[dir] = NULL;
+    weft__tsan_internal_end();
     return n;
 }
 
