@@ -1,0 +1,242 @@
+/*
+ * The system's thread limit (a pids cgroup, test/cgroup.h): every part of weft that makes kernel threads
+ * meets it without a crash or a hang, and recovers when threads free up.
+ *   - the blocking pool: calls queue, none is lost, other fibers run; a queued call's deadline and
+ *     cancellation still hold; once the limit lifts the pool grows again, even from no thread at all;
+ *   - weft_thread_spawn: -EAGAIN, and the failed call started nothing and kept nothing;
+ *   - weft_start: -EAGAIN when its workers or its monitor cannot all start, with nothing left behind;
+ *   - fibers need no threads: spawns and joins from fibers, weft threads and foreign threads go on;
+ *   - the monitor's hand-off of a stuck worker.
+ * Each test moves its own process into a fresh cgroup and leaves a number of threads to spare; the
+ * outcomes are asserted (what ran, what failed with which code, what came back), never times: waits
+ * are liveness bounds.
+ */
+#include <errno.h>
+#include <dirent.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <weft.h>
+
+#include "cgroup.h"
+#include "core/internal.h"
+#include "helpers.h"
+#include "runner.h"
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+static int threads_now(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    char line[256];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "Threads:", 8) == 0)
+            n = atoi(line + 8);
+    if (f)
+        fclose(f);
+    return n;
+}
+
+static int fds_now(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n - 1; /* the directory's own */
+}
+
+static void count_in_use(weft__fiber *f, void *arg)
+{
+    *(long *)arg += f->kind != WEFT__KIND_FREE;
+}
+
+/* Descriptors in use (fibers, weft threads, foreign threads that used weft): a leak shows here. */
+static long descs_in_use(void)
+{
+    long n = 0;
+    weft__desc_each(count_in_use, &n);
+    return n;
+}
+
+/* A thread that is not a fiber waits for cond, napping, for at most 20 s: a liveness bound. */
+#define NAP_UNTIL(cond)                                                                             \
+    do {                                                                                            \
+        int64_t until_ = weft_now() + 20 * SEC;                                                     \
+        while (!(cond)) {                                                                           \
+            if (weft_now() > until_)                                                                \
+                FAIL("still waiting for %s", #cond);                                                \
+            nap_ms(1);                                                                              \
+        }                                                                                           \
+    } while (0)
+
+static atomic_int must_not_run;
+
+static void *never(void *arg)
+{
+    atomic_store(&must_not_run, 1);
+    return arg;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* weft_thread_spawn                                                                                 */
+
+static void *spawn_thread_from_a_fiber(void *arg)
+{
+    (void)arg;
+    weft_fiber_t h = WEFT_FIBER_NONE;
+    ASSERT_ERR(weft_thread_spawn(&h, NULL, never, NULL), -EAGAIN);
+    ASSERT_EQ(h.handle_, 0);
+    return NULL;
+}
+
+static void *spawn_and_join_a_thread(void *arg)
+{
+    weft_fiber_t h;
+    void *r = NULL;
+    ASSERT_OK(weft_thread_spawn(&h, NULL, add_one, arg));
+    ASSERT_OK(weft_join(h, &r)); /* a fiber joins a thread */
+    return r;
+}
+
+TEST(at_the_thread_limit_thread_spawn_fails_with_eagain_keeps_nothing_and_works_again_after)
+{
+    test_cgroup cg;
+    if (!cgroup_enter(&cg))
+        return;
+    /* no runtime: a weft thread needs none */
+    int threads = threads_now();
+    weft_fiber_t warm;
+    ASSERT_OK(weft_thread_spawn(&warm, NULL, add_one, NULL)); /* descriptors warmed up */
+    ASSERT_OK(weft_join(warm, NULL));
+    NAP_UNTIL(threads_now() == threads); /* a joined thread may still be on its way out */
+    long descs = descs_in_use();
+    int fds = fds_now();
+    cgroup_room(&cg, 0);
+    weft_attr_t named = {.name = "refused", .stack_size = 1 << 20};
+    weft_attr_t detached = {.flags = WEFT_DETACHED};
+    for (int i = 0; i < 300; i++) {
+        weft_fiber_t h = WEFT_FIBER_NONE;
+        ASSERT_ERR(weft_thread_spawn(&h, NULL, never, NULL), -EAGAIN);
+        ASSERT_EQ(h.handle_, 0); /* a failed call hands out no handle */
+        ASSERT_ERR(weft_thread_spawn(&h, &named, never, NULL), -EAGAIN);
+        ASSERT_ERR(weft_thread_spawn(&h, &detached, never, NULL), -EAGAIN);
+        ASSERT_ERR(weft_thread_spawn(NULL, NULL, never, NULL), -EAGAIN);
+        ASSERT_EQ(h.handle_, 0);
+    }
+    ASSERT_EQ(atomic_load(&must_not_run), 0);
+    ASSERT_EQ(descs_in_use(), descs);
+    ASSERT_EQ(fds_now(), fds);
+    ASSERT_EQ(threads_now(), threads);
+
+    /* from a fiber too: the runtime's threads are made first, then the limit closes */
+    cgroup_lift(&cg);
+    start_workers(1);
+    cgroup_room(&cg, 0);
+    weft_fiber_t f;
+    ASSERT_OK(weft_spawn(&f, NULL, spawn_thread_from_a_fiber, NULL));
+    ASSERT_OK(weft_join(f, NULL));
+    ASSERT_EQ(atomic_load(&must_not_run), 0);
+
+    cgroup_lift(&cg);
+    void *r = NULL;
+    ASSERT_OK(weft_spawn(&f, NULL, spawn_and_join_a_thread, (void *)41));
+    ASSERT_OK(weft_join(f, &r));
+    ASSERT_EQ((intptr_t)r, 42);
+    weft_fiber_t h;
+    ASSERT_OK(weft_thread_spawn(&h, &named, add_one, (void *)1));
+    ASSERT_OK(weft_join(h, &r));
+    ASSERT_EQ((intptr_t)r, 2);
+    ASSERT_OK(weft_shutdown());
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Fibers need no threads                                                                            */
+
+static void *leaf(void *arg)
+{
+    weft_sleep(100 * 1000); /* parks: its worker runs others meanwhile */
+    return (void *)((intptr_t)arg * 2);
+}
+
+static weft_wg_t gone_wg = WEFT_WG_INIT;
+
+static void *detached_leaf(void *arg)
+{
+    (void)arg;
+    weft_yield();
+    weft_wg_done(&gone_wg);
+    return NULL;
+}
+
+static void *parent(void *arg)
+{
+    intptr_t n = (intptr_t)arg;
+    weft_fiber_t a, b;
+    ASSERT_OK(weft_spawn(&a, NULL, leaf, (void *)n));
+    ASSERT_OK(weft_spawn(&b, NULL, leaf, (void *)(n + 1)));
+    void *ra, *rb;
+    ASSERT_OK(weft_join(a, &ra));
+    ASSERT_OK(weft_join(b, &rb));
+    return (void *)((intptr_t)ra + (intptr_t)rb);
+}
+
+/* n fibers, each with two children, spawned and joined from wherever this runs */
+static void spawn_tree(intptr_t n)
+{
+    enum { MAXN = 200 };
+    static _Thread_local weft_fiber_t f[MAXN];
+    for (intptr_t i = 0; i < n; i++)
+        ASSERT_OK(weft_spawn(&f[i], NULL, parent, (void *)i));
+    for (intptr_t i = 0; i < n; i++) {
+        void *r = NULL;
+        ASSERT_OK(weft_join(f[i], &r));
+        ASSERT_EQ((intptr_t)r, 4 * i + 2);
+    }
+}
+
+static weft_wg_t go_wg = WEFT_WG_INIT;
+
+static void *weft_thread_spawns_fibers(void *arg)
+{
+    ASSERT_OK(weft_wg_wait(&go_wg, WEFT_FOREVER)); /* until the limit is in place */
+    spawn_tree((intptr_t)arg);
+    return arg;
+}
+
+TEST(at_the_thread_limit_fibers_still_spawn_and_join_from_fibers_weft_threads_and_other_threads)
+{
+    test_cgroup cg;
+    if (!cgroup_enter(&cg))
+        return;
+    start_workers(2);
+    weft_wg_add(&go_wg, 1);
+    weft_fiber_t t;
+    ASSERT_OK(weft_thread_spawn(&t, NULL, weft_thread_spawns_fibers, (void *)50)); /* made before */
+    cgroup_room(&cg, 0); /* from here on, not one thread more */
+    weft_wg_done(&go_wg);
+    spawn_tree(200); /* this thread is not a fiber */
+    weft_wg_add(&gone_wg, 100);
+    for (int i = 0; i < 100; i++)
+        ASSERT_OK(weft_go(detached_leaf, NULL));
+    ASSERT_OK(weft_wg_wait(&gone_wg, WEFT_FOREVER));
+    weft_sleep(MS);
+    void *r = NULL;
+    ASSERT_OK(weft_join(t, &r)); /* a thread that is not a fiber joins a weft thread */
+    ASSERT_EQ((intptr_t)r, 50);
+    ASSERT_OK(weft_shutdown()); /* stopping makes no thread either */
+    ASSERT_GE(cgroup_tasks(&cg), 1);
+    cgroup_lift(&cg);
+}
