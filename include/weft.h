@@ -76,6 +76,9 @@ typedef struct weft_config {
 } weft_config_t;
 
 /* Start the runtime. cfg may be NULL (all defaults). -EALREADY if it is running already.
+ * -EAGAIN if the system will not make a thread for every worker and for the monitor (its thread
+ * limit): then nothing stays started (no thread, no fd), and a later call may succeed. The runtime
+ * never starts with fewer workers than it was asked for.
  * weft_spawn and weft_go start it with defaults when it is not running, so calling this is optional. */
 WEFT_EXTERN int weft_start(const weft_config_t *cfg);
 
@@ -129,14 +132,17 @@ typedef enum weft_state {
 } weft_state_t;
 
 /* Spawn a fiber running fn(arg). *out (may be NULL for a detached fiber) gets its handle.
- * attr may be NULL. Spawning works from fibers, weft threads and any foreign thread. */
+ * attr may be NULL. Spawning works from fibers, weft threads and any foreign thread, and needs no new
+ * kernel thread. When it has to start the runtime, it fails as weft_start does (-EAGAIN). */
 WEFT_EXTERN int weft_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg);
 
 /* Go's `go fn(arg)`: spawn a detached fiber with default attributes. */
 WEFT_EXTERN int weft_go(weft_fn fn, void *arg);
 
 /* Start fn(arg) on a kernel thread of its own (the 1:1 model). Same handle, same join and detach as a
- * fiber; attr->stack_size sets the thread's stack. The runtime need not be running. */
+ * fiber; attr->stack_size sets the thread's stack. The runtime need not be running.
+ * -EAGAIN: the system will not make another thread (its thread limit, or memory for the stack); fn
+ * does not run, *out is untouched, and nothing is kept: try again once threads free up. */
 WEFT_EXTERN int weft_thread_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg);
 
 /* Wait for the fiber or thread to finish and collect its result (result may be NULL); the handle is then

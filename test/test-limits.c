@@ -163,6 +163,56 @@ TEST(at_the_thread_limit_thread_spawn_fails_with_eagain_keeps_nothing_and_works_
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* weft_start                                                                                        */
+
+/* After a failed start: not running, and every thread and fd it made is gone. */
+static void assert_nothing_started(int threads, int fds)
+{
+    ASSERT_EQ(weft_workers(), 0);
+    NAP_UNTIL(threads_now() == threads); /* the workers that did start were stopped and joined */
+    ASSERT_EQ(fds_now(), fds);         /* the poller was closed */
+}
+
+TEST(weft_start_without_room_for_its_threads_fails_with_eagain_and_leaves_nothing_behind)
+{
+    test_cgroup cg;
+    if (!cgroup_enter(&cg))
+        return;
+    int threads = threads_now(), fds = fds_now();
+    weft_config_t four = {.workers = 4}, two = {.workers = 2};
+
+    cgroup_room(&cg, 2); /* two of the four workers start, the third cannot */
+    ASSERT_ERR(weft_start(&four), -EAGAIN);
+    assert_nothing_started(threads, fds);
+    ASSERT_ERR(weft_start(&four), -EAGAIN); /* and again: the first failure left nothing to trip on */
+    assert_nothing_started(threads, fds);
+
+    cgroup_room(&cg, 2); /* both workers start, the monitor cannot */
+    ASSERT_ERR(weft_start(&two), -EAGAIN);
+    assert_nothing_started(threads, fds);
+
+    cgroup_room(&cg, 0); /* a spawn starts the runtime with defaults: it fails the same way */
+    weft_fiber_t f = WEFT_FIBER_NONE;
+    ASSERT_ERR(weft_spawn(&f, NULL, never, NULL), -EAGAIN);
+    ASSERT_EQ(f.handle_, 0);
+    ASSERT_ERR(weft_go(never, NULL), -EAGAIN);
+    ASSERT_ERR(weft_run(&two, never, NULL, NULL), -EAGAIN);
+    assert_nothing_started(threads, fds);
+    ASSERT_EQ(atomic_load(&must_not_run), 0);
+
+    cgroup_lift(&cg);
+    ASSERT_OK(weft_start(&four));
+    ASSERT_EQ(weft_workers(), 4);
+    void *r = NULL;
+    ASSERT_OK(weft_spawn(&f, NULL, add_one, (void *)41));
+    ASSERT_OK(weft_join(f, &r));
+    ASSERT_EQ((intptr_t)r, 42);
+    ASSERT_OK(weft_shutdown());
+    ASSERT_OK(weft_run(&two, add_one, (void *)1, &r));
+    ASSERT_EQ((intptr_t)r, 2);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 /* Fibers need no threads                                                                            */
 
 static void *leaf(void *arg)

@@ -98,7 +98,6 @@ int weft_start(const weft_config_t *cfg)
     if (r == 0)
         r = weft__io_start();
     if (r == 0) {
-        weft__net_init();
         weft__monitor_prepare(stuck_us > 0 ? (int64_t)stuck_us * 1000 : 0);
         r = weft__sched_start(workers);
         if (r == 0) {
@@ -109,8 +108,10 @@ int weft_start(const weft_config_t *cfg)
         if (r < 0)
             weft__io_stop();
     }
-    if (r == 0)
+    if (r == 0) {
+        weft__net_init(); /* the spare fd for accept, once started: a failed start keeps no fd */
         atomic_store_explicit(&weft__rt_g.state, RT_RUNNING, memory_order_release);
+    }
     pthread_mutex_unlock(&rt_lock);
     return r;
 }
