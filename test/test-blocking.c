@@ -1,8 +1,8 @@
 /*
  * The blocking-call pool: a call runs on a thread of its own while its fiber parks and the worker runs
- * other fibers; results come back; the pool is bounded by the config and by the system's thread limit,
- * and past either, calls queue and all complete; a queued call whose deadline passes never runs, one that
- * started runs to its end; a thread that is not a fiber runs the call itself.
+ * other fibers; results come back; the pool is bounded by the config, and past it calls queue and all
+ * complete; a queued call whose deadline passes never runs, one that started runs to its end; a thread
+ * that is not a fiber runs the call itself. The system's thread limit: test-limits.c.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -10,9 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -216,78 +214,4 @@ TEST(a_call_that_started_runs_to_its_end_and_is_waited_for)
     ASSERT_OK(weft_spawn(&f, NULL, running_past_its_deadline, NULL));
     ASSERT_OK(weft_join(f, NULL));
     ASSERT_OK(weft_shutdown());
-}
-
-/* ------------------------------------------------------------------------------------------------ */
-/* The system's thread limit: a cgroup v1 pids controller (MACHINE.md: it works here). As root,
- * RLIMIT_NPROC is not enforced, so a cgroup is the way to make pthread_create fail. */
-
-static int threads_now(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    int n = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "Threads:", 8) == 0)
-            n = atoi(line + 8);
-    if (f)
-        fclose(f);
-    return n;
-}
-
-static int write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    int r = fputs(text, f) < 0 ? -1 : 0;
-    return fclose(f) == 0 ? r : -1;
-}
-
-TEST(past_the_systems_thread_limit_calls_queue_and_all_complete)
-{
-    if (access("/sys/fs/cgroup/pids/cgroup.procs", W_OK) != 0) {
-        printf("no writable cgroup v1 pids controller here: nothing to check\n");
-        return;
-    }
-    char dir[128], p[192];
-    snprintf(dir, sizeof dir, "/sys/fs/cgroup/pids/weft-test-%d", (int)getpid());
-    ASSERT_EQ(mkdir(dir, 0755), 0);
-    pid_t child = fork();
-    if (child == 0) {
-        snprintf(p, sizeof p, "%s/cgroup.procs", dir);
-        char me[32];
-        snprintf(me, sizeof me, "%d", (int)getpid());
-        if (write_file(p, me) != 0)
-            _exit(100);
-        weft_config_t c = {.workers = 1, .blocking_threads = 64};
-        if (weft_start(&c) < 0)
-            _exit(101);
-        /* room for two more threads: the pool can have two, the other calls must wait */
-        char max[32];
-        snprintf(max, sizeof max, "%d", threads_now() + 2);
-        snprintf(p, sizeof p, "%s/pids.max", dir);
-        if (write_file(p, max) != 0)
-            _exit(102);
-        enum { N = 16 };
-        weft_fiber_t f[N];
-        for (intptr_t i = 0; i < N; i++)
-            if (weft_spawn(&f[i], NULL, call_counted, (void *)i) < 0)
-                _exit(103);
-        for (int i = 0; i < N; i++)
-            if (weft_join(f[i], NULL) < 0)
-                _exit(104);
-        if (atomic_load(&finished) != N)
-            _exit(105);
-        if (atomic_load(&most_running) > 2)
-            _exit(106);
-        _exit(0);
-    }
-    ASSERT_GT(child, 0);
-    int st = 0;
-    ASSERT_EQ(waitpid(child, &st, 0), child);
-    rmdir(dir);
-    if (!WIFEXITED(st))
-        FAIL("the child died (status %#x)", st);
-    ASSERT_EQ(WEXITSTATUS(st), 0);
 }

@@ -91,6 +91,105 @@ static void *never(void *arg)
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* The blocking pool                                                                                 */
+
+static atomic_int running, most_running, finished, calls_out;
+static atomic_long ticks;
+
+static void *count_concurrency(void *arg)
+{
+    int now = atomic_fetch_add(&running, 1) + 1;
+    int m = atomic_load(&most_running);
+    while (now > m && !atomic_compare_exchange_weak(&most_running, &m, now))
+        ;
+    nap_ms(10);
+    atomic_fetch_sub(&running, 1);
+    atomic_fetch_add(&finished, 1);
+    return arg;
+}
+
+static void *call_counted(void *arg)
+{
+    void *r = NULL;
+    ASSERT_OK(weft_blocking(count_concurrency, arg, &r));
+    ASSERT_PTR_EQ(r, arg);
+    atomic_fetch_sub(&calls_out, 1);
+    return NULL;
+}
+
+static void *tick_while_calls_are_out(void *arg)
+{
+    (void)arg;
+    while (atomic_load(&calls_out) > 0) {
+        atomic_fetch_add(&ticks, 1);
+        weft_sleep(MS);
+    }
+    return NULL;
+}
+
+/* M calls that each wait until all M run at once: only a pool of at least M threads gets them done. */
+enum { MEET = 8 };
+static atomic_int met, meet_failed;
+
+static void *meet_all(void *arg)
+{
+    atomic_fetch_add(&met, 1);
+    int64_t until = weft_now() + 20 * SEC;
+    while (atomic_load(&met) < MEET) {
+        if (weft_now() > until) {
+            atomic_store(&meet_failed, 1);
+            break;
+        }
+        nap_ms(1);
+    }
+    return arg;
+}
+
+static void *call_meet(void *arg)
+{
+    void *r = NULL;
+    ASSERT_OK(weft_blocking(meet_all, arg, &r));
+    ASSERT_PTR_EQ(r, arg);
+    return NULL;
+}
+
+TEST(at_the_thread_limit_blocking_calls_queue_all_complete_and_the_pool_grows_once_it_lifts)
+{
+    test_cgroup cg;
+    if (!cgroup_enter(&cg))
+        return;
+    weft_config_t c = {.workers = 1, .blocking_threads = 64};
+    ASSERT_OK(weft_start(&c));
+    cgroup_room(&cg, 2); /* the pool can have two threads; the other calls must wait */
+    enum { N = 32 };
+    weft_fiber_t f[N], t;
+    atomic_store(&calls_out, N);
+    ASSERT_OK(weft_spawn(&t, NULL, tick_while_calls_are_out, NULL));
+    for (intptr_t i = 0; i < N; i++)
+        ASSERT_OK(weft_spawn(&f[i], NULL, call_counted, (void *)i));
+    for (int i = 0; i < N; i++)
+        ASSERT_OK(weft_join(f[i], NULL));
+    ASSERT_OK(weft_join(t, NULL));
+    ASSERT_EQ(atomic_load(&finished), N); /* none lost */
+    ASSERT_LE(atomic_load(&most_running), 2);
+    ASSERT_GE(atomic_load(&most_running), 1);
+    ASSERT_GT(cgroup_refusals(&cg), 0); /* the limit did refuse threads: the calls queued */
+    /* 16 rounds of 10 ms calls on the same worker: the ticker got far more than a handful of turns */
+    ASSERT_GT(atomic_load(&ticks), 10);
+
+    /* recovery: with threads to be had again, a burst of calls finds the two idle threads and grows the
+     * pool past them (the calls meet only if all run at once) */
+    cgroup_lift(&cg);
+    weft_fiber_t m[MEET];
+    for (intptr_t i = 0; i < MEET; i++)
+        ASSERT_OK(weft_spawn(&m[i], NULL, call_meet, (void *)i));
+    for (int i = 0; i < MEET; i++)
+        ASSERT_OK(weft_join_until(m[i], NULL, weft_deadline_in(30 * SEC)));
+    ASSERT_EQ(atomic_load(&meet_failed), 0);
+    ASSERT_OK(weft_shutdown());
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 /* weft_thread_spawn                                                                                 */
 
 static void *spawn_thread_from_a_fiber(void *arg)

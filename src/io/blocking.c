@@ -8,6 +8,12 @@
  * when the system refuses a new thread (its thread limit), calls wait in a FIFO queue for a thread to free
  * up: they queue, they never fail for lack of a thread. A thread idle for 10 s ends.
  *
+ * Idle threads are claimed, as in Tokio's pool: a call that finds an idle thread takes it off the idle
+ * count (nidle) before it signals, so that a burst of calls wakes one idle thread each and makes threads
+ * for the rest, instead of every call counting on the same few idle threads while they wake. Every
+ * queued call has a thread on its way, then: a claimed idle thread (nwake), one being made (nstarting),
+ * or, past the bound, a running one that will free up.
+ *
  * Cancellation: a call whose deadline passes (or whose fiber is cancelled) while it is still queued is
  * taken out and never runs. One that is running finishes (a thread cannot be stopped safely in the
  * middle of a function, and the function may use its caller's stack): the caller waits for it.
@@ -38,13 +44,18 @@ typedef struct job {
     int state;           /* JOB_*; under B.lock */
 } job;
 
+/* Every field under B.lock. */
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t cond;     /* idle pool threads wait here */
     job *head, *tail;        /* queued calls, FIFO */
-    int nthreads, nidle, max;
+    int nthreads, max;       /* threads alive or being made; the bound */
+    int nidle;               /* idle threads nobody has claimed */
+    int nwake;               /* idle threads claimed by a call, not yet awake */
+    int nstarting;           /* threads being made, not yet looking at the queue */
+    int64_t nqueued;         /* calls in the queue */
     int64_t busy;            /* queued + running */
-} B = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, DEFAULT_MAX_THREADS, 0};
+} B = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .max = DEFAULT_MAX_THREADS};
 
 static pthread_once_t cond_once = PTHREAD_ONCE_INIT;
 
@@ -69,7 +80,7 @@ void weft__blocking_configure(int max_threads)
 int64_t weft__blocking_idle(void)
 {
     pthread_mutex_lock(&B.lock);
-    int64_t n = B.nidle;
+    int64_t n = B.nidle + B.nwake; /* claimed ones sleep until they wake */
     pthread_mutex_unlock(&B.lock);
     return n;
 }
@@ -92,12 +103,14 @@ static void unlink_job(job *j)
         j->next->prev = j->prev;
     else
         B.tail = j->prev;
+    B.nqueued--;
 }
 
 static void *pool_main(void *unused)
 {
     (void)unused;
     pthread_mutex_lock(&B.lock);
+    B.nstarting--;
     for (;;) {
         if (!B.head) {
             struct timespec ts;
@@ -105,8 +118,12 @@ static void *pool_main(void *unused)
             ts.tv_sec += IDLE_EXIT_NS / 1000000000;
             B.nidle++;
             int r = 0;
-            while (!B.head && r != ETIMEDOUT)
+            while (B.nwake == 0 && r != ETIMEDOUT)
                 r = pthread_cond_timedwait(&B.cond, &B.lock, &ts);
+            if (B.nwake > 0) {
+                B.nwake--; /* claimed: the caller took us off nidle (its call may be gone: look again) */
+                continue;
+            }
             B.nidle--;
             if (!B.head)
                 break; /* idle for too long */
@@ -135,30 +152,44 @@ static void *pool_main(void *unused)
     return NULL;
 }
 
-/* Start a pool thread if calls wait and no thread is idle. Under B.lock; drops and retakes it. */
-static void maybe_grow(void)
+/* Give every queued call that has no thread on its way one: wake an idle thread, else make one (up to
+ * the bound). Under B.lock; drops and retakes it. */
+static void cover_queue(void)
 {
-    if (!B.head || B.nidle > 0 || B.nthreads >= B.max)
-        return;
-    B.nthreads++;
-    pthread_mutex_unlock(&B.lock);
-    pthread_attr_t a;
-    pthread_t t;
-    int r = pthread_attr_init(&a);
-    if (r == 0) {
-        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-        r = pthread_create(&t, &a, pool_main, NULL);
-        pthread_attr_destroy(&a);
+    while (B.nqueued > B.nwake + B.nstarting) {
+        if (B.nidle > 0) {
+            B.nidle--;
+            B.nwake++;
+            pthread_cond_signal(&B.cond);
+            continue;
+        }
+        if (B.nthreads >= B.max)
+            return; /* the running threads take them as they free up */
+        B.nthreads++;
+        B.nstarting++;
+        pthread_mutex_unlock(&B.lock);
+        pthread_attr_t a;
+        pthread_t t;
+        int r = pthread_attr_init(&a);
+        if (r == 0) {
+            pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+            r = pthread_create(&t, &a, pool_main, NULL);
+            pthread_attr_destroy(&a);
+        }
+        pthread_mutex_lock(&B.lock);
+        if (r != 0) {
+            /* out of threads: the calls wait for one that frees up, or for a later kick */
+            B.nthreads--;
+            B.nstarting--;
+            return;
+        }
     }
-    pthread_mutex_lock(&B.lock);
-    if (r != 0)
-        B.nthreads--; /* out of threads: the call waits for one that frees up, or for a later kick */
 }
 
 void weft__blocking_kick(void)
 {
     pthread_mutex_lock(&B.lock);
-    maybe_grow();
+    cover_queue();
     pthread_mutex_unlock(&B.lock);
 }
 
@@ -183,17 +214,15 @@ int weft_blocking_until(weft_fn fn, void *arg, void **result, int64_t deadline)
     else
         B.head = &j;
     B.tail = &j;
+    B.nqueued++;
     B.busy++;
-    if (B.nidle > 0)
-        pthread_cond_signal(&B.cond);
-    else
-        maybe_grow();
+    cover_queue();
     pthread_mutex_unlock(&B.lock);
 
     int r = weft__park(self, j.tok, deadline);
     while (r != 0) {
-        /* the deadline passed or the wait was cancelled: take the call back if it has not started */
         pthread_mutex_lock(&B.lock);
+        /* the deadline passed or the wait was cancelled: take the call back if it has not started */
         if (j.state == JOB_QUEUED) {
             unlink_job(&j);
             B.busy--;
