@@ -534,7 +534,8 @@ WEFT_EXTERN int weft_unix_dial(const char *path, int64_t deadline);
 /* Run fn(arg) on a pool thread while the calling fiber parks; *result (may be NULL) gets its return
  * value. On a thread that is not a fiber, runs fn right there. The pool grows as calls come, up to
  * weft_config_t.blocking_threads; past that, or when the system will not make another thread, calls queue
- * and wait for a free thread: they never fail for lack of one. may park */
+ * and wait for a free thread: they never fail for lack of one, and the pool grows back once the system
+ * makes threads again. may park */
 WEFT_EXTERN int weft_blocking(weft_fn fn, void *arg, void **result);
 /* The same with a deadline: if it passes while the call still waits in the queue, the call is taken out
  * and never runs (-ETIMEDOUT). Once fn has started it runs to the end, and this waits for it. may park */

@@ -189,6 +189,99 @@ TEST(at_the_thread_limit_blocking_calls_queue_all_complete_and_the_pool_grows_on
     ASSERT_OK(weft_shutdown());
 }
 
+static atomic_int ran;
+
+static void *note_ran(void *arg)
+{
+    atomic_fetch_add(&ran, 1);
+    return arg;
+}
+
+static void *call_note_ran(void *arg)
+{
+    void *r = NULL;
+    ASSERT_OK(weft_blocking(note_ran, arg, &r));
+    ASSERT_PTR_EQ(r, arg);
+    return NULL;
+}
+
+TEST(blocking_calls_made_when_no_thread_can_be_made_run_once_the_limit_lifts)
+{
+    test_cgroup cg;
+    if (!cgroup_enter(&cg))
+        return;
+    start_workers(1);
+    cgroup_room(&cg, 0); /* not one more thread: the pool has none and can make none */
+    enum { N = 8 };
+    weft_fiber_t f[N];
+    for (intptr_t i = 0; i < N; i++)
+        ASSERT_OK(weft_spawn(&f[i], NULL, call_note_ran, (void *)i));
+    for (int i = 0; i < N; i++)
+        NAP_UNTIL(weft_fiber_state(f[i]) == WEFT_WAITING);
+    nap_ms(100);
+    ASSERT_EQ(atomic_load(&ran), 0); /* nowhere to run ... */
+    for (int i = 0; i < N; i++)
+        ASSERT_EQ(weft_fiber_state(f[i]), WEFT_WAITING); /* ... and none failed: they wait */
+    ASSERT_GT(cgroup_refusals(&cg), 0);
+    cgroup_lift(&cg);
+    /* nothing else happens in the runtime now: the calls themselves must notice threads can be had */
+    for (int i = 0; i < N; i++)
+        ASSERT_OK(weft_join_until(f[i], NULL, weft_deadline_in(20 * SEC)));
+    ASSERT_EQ(atomic_load(&ran), N);
+    ASSERT_OK(weft_shutdown());
+}
+
+static void *queued_with_a_deadline_at_the_limit(void *arg)
+{
+    (void)arg;
+    int64_t d = weft_deadline_in(50 * MS);
+    ASSERT_ERR(weft_blocking_until(never, NULL, NULL, d), -ETIMEDOUT);
+    ASSERT_GE(weft_now(), d); /* never early */
+    ASSERT_ERR(weft_blocking_until(never, NULL, NULL, WEFT_NOWAIT), -ETIMEDOUT);
+    return NULL;
+}
+
+static void *queued_until_cancelled(void *arg)
+{
+    (void)arg;
+    ASSERT_ERR(weft_blocking(never, NULL, NULL), -ECANCELED);
+    return NULL;
+}
+
+static void *call_add_one(void *arg)
+{
+    void *r = NULL;
+    ASSERT_OK(weft_blocking(add_one, arg, &r));
+    return r;
+}
+
+TEST(at_the_thread_limit_a_queued_call_times_out_or_is_cancelled_and_never_runs)
+{
+    test_cgroup cg;
+    if (!cgroup_enter(&cg))
+        return;
+    start_workers(1);
+    cgroup_room(&cg, 0);
+    weft_fiber_t d, k;
+    ASSERT_OK(weft_spawn(&d, NULL, queued_with_a_deadline_at_the_limit, NULL));
+    ASSERT_OK(weft_spawn(&k, NULL, queued_until_cancelled, NULL));
+    NAP_UNTIL(weft_fiber_state(k) == WEFT_WAITING);
+    nap_ms(20);
+    ASSERT_OK(weft_cancel(k));
+    ASSERT_OK(weft_join_until(d, NULL, weft_deadline_in(20 * SEC)));
+    ASSERT_OK(weft_join_until(k, NULL, weft_deadline_in(20 * SEC)));
+    cgroup_lift(&cg);
+    /* a call taken out of the queue stays out: a pool thread made now must not find it */
+    weft_fiber_t a;
+    void *r = NULL;
+    ASSERT_OK(weft_spawn(&a, NULL, call_add_one, (void *)41));
+    ASSERT_OK(weft_join_until(a, &r, weft_deadline_in(20 * SEC)));
+    ASSERT_EQ((intptr_t)r, 42);
+    nap_ms(50);
+    ASSERT_EQ(atomic_load(&must_not_run), 0);
+    ASSERT_OK(weft_shutdown());
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* weft_thread_spawn                                                                                 */
 

@@ -14,6 +14,14 @@
  * queued call has a thread on its way, then: a claimed idle thread (nwake), one being made (nstarting),
  * or, past the bound, a running one that will free up.
  *
+ * The system's thread limit: when it refuses a thread (pthread_create fails, EAGAIN), the call queues as
+ * if past the bound, and the pool is "starved". A starved pool may have no thread at all, and then
+ * nothing else in the runtime would ever make one (every worker may sleep). So while it is starved, the
+ * queued calls themselves try again: each parks with a timer, and the first to wake after the back-off
+ * (1 ms, doubling up to 100 ms, for the whole pool) tries to make threads for every queued call that has
+ * none coming. The first thread made ends the starvation. The monitor kicks the pool too (every 100 ms
+ * while it is awake).
+ *
  * Cancellation: a call whose deadline passes (or whose fiber is cancelled) while it is still queued is
  * taken out and never runs. One that is running finishes (a thread cannot be stopped safely in the
  * middle of a function, and the function may use its caller's stack): the caller waits for it.
@@ -31,6 +39,8 @@
 
 #define DEFAULT_MAX_THREADS 256
 #define IDLE_EXIT_NS ((int64_t)10 * 1000000000)
+#define RETRY_MIN_NS ((int64_t)1000000)   /* first retry after the system refused a thread */
+#define RETRY_MAX_NS ((int64_t)100000000) /* the back-off doubles up to this */
 
 enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 
@@ -55,6 +65,9 @@ static struct {
     int nstarting;           /* threads being made, not yet looking at the queue */
     int64_t nqueued;         /* calls in the queue */
     int64_t busy;            /* queued + running */
+    bool starved;            /* the last try to make a thread failed */
+    int64_t retry_ns;        /* the back-off while starved ... */
+    int64_t retry_at;        /* ... and when to try again */
 } B = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .max = DEFAULT_MAX_THREADS};
 
 static pthread_once_t cond_once = PTHREAD_ONCE_INIT;
@@ -153,7 +166,7 @@ static void *pool_main(void *unused)
 }
 
 /* Give every queued call that has no thread on its way one: wake an idle thread, else make one (up to
- * the bound). Under B.lock; drops and retakes it. */
+ * the bound; while starved, not before the back-off says). Under B.lock; drops and retakes it. */
 static void cover_queue(void)
 {
     while (B.nqueued > B.nwake + B.nstarting) {
@@ -164,7 +177,9 @@ static void cover_queue(void)
             continue;
         }
         if (B.nthreads >= B.max)
-            return; /* the running threads take them as they free up */
+            break; /* the running threads take them as they free up */
+        if (B.starved && weft__clock_ns() < B.retry_at)
+            return; /* still starved: a queued call tries again at retry_at */
         B.nthreads++;
         B.nstarting++;
         pthread_mutex_unlock(&B.lock);
@@ -178,12 +193,19 @@ static void cover_queue(void)
         }
         pthread_mutex_lock(&B.lock);
         if (r != 0) {
-            /* out of threads: the calls wait for one that frees up, or for a later kick */
+            /* out of threads: the calls wait for one that frees up; the queued ones try again later */
             B.nthreads--;
             B.nstarting--;
+            B.retry_ns = B.starved ? B.retry_ns * 2 : RETRY_MIN_NS;
+            if (B.retry_ns > RETRY_MAX_NS)
+                B.retry_ns = RETRY_MAX_NS;
+            B.retry_at = weft__clock_ns() + B.retry_ns;
+            B.starved = true;
             return;
         }
+        B.starved = false;
     }
+    B.starved = false; /* no call waits for a thread that the system refused */
 }
 
 void weft__blocking_kick(void)
@@ -191,6 +213,15 @@ void weft__blocking_kick(void)
     pthread_mutex_lock(&B.lock);
     cover_queue();
     pthread_mutex_unlock(&B.lock);
+}
+
+/* How long a queued call parks: until its deadline, or, while the pool is starved, until the next try
+ * to make a thread, if that comes first. Under B.lock. */
+static int64_t park_until(int64_t deadline)
+{
+    if (!B.starved || deadline == WEFT_NOWAIT || (deadline > 0 && deadline <= B.retry_at))
+        return deadline;
+    return B.retry_at;
 }
 
 int weft_blocking_until(weft_fn fn, void *arg, void **result, int64_t deadline)
@@ -217,11 +248,23 @@ int weft_blocking_until(weft_fn fn, void *arg, void **result, int64_t deadline)
     B.nqueued++;
     B.busy++;
     cover_queue();
+    int64_t until = park_until(deadline);
     pthread_mutex_unlock(&B.lock);
 
-    int r = weft__park(self, j.tok, deadline);
+    int r = weft__park(self, j.tok, until);
     while (r != 0) {
         pthread_mutex_lock(&B.lock);
+        if (j.state == JOB_QUEUED && r == -ETIMEDOUT && until != deadline) {
+            /* not our deadline: the time to try again to make a thread, for us and the calls behind.
+             * Waiting again before cover_queue drops the lock: a thread it makes may run our call and
+             * wake us at once, and must find the new token */
+            j.tok = weft__park_prepare(self, WEFT__WAIT_BLOCKING, &j);
+            cover_queue();
+            until = park_until(deadline);
+            pthread_mutex_unlock(&B.lock);
+            r = weft__park(self, j.tok, until);
+            continue;
+        }
         /* the deadline passed or the wait was cancelled: take the call back if it has not started */
         if (j.state == JOB_QUEUED) {
             unlink_job(&j);
