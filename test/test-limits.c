@@ -482,3 +482,123 @@ TEST(at_the_thread_limit_fibers_still_spawn_and_join_from_fibers_weft_threads_an
     ASSERT_GE(cgroup_tasks(&cg), 1);
     cgroup_lift(&cg);
 }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The monitor's hand-off                                                                            */
+
+enum { TICKERS = 50 };
+static atomic_int stop_ticking;
+
+static void *ticker(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&stop_ticking)) {
+        weft_sleep(MS);
+        atomic_fetch_add(&ticks, 1);
+    }
+    return NULL;
+}
+
+static weft_fiber_t tickers[TICKERS];
+
+static void start_tickers(void)
+{
+    for (int i = 0; i < TICKERS; i++)
+        ASSERT_OK(weft_spawn(&tickers[i], NULL, ticker, NULL));
+    NAP_UNTIL(atomic_load(&ticks) >= TICKERS);
+}
+
+static void stop_tickers(void)
+{
+    atomic_store(&stop_ticking, 1);
+    for (int i = 0; i < TICKERS; i++)
+        ASSERT_OK(weft_join_until(tickers[i], NULL, weft_deadline_in(20 * SEC)));
+}
+
+static atomic_int stuck_started;
+static atomic_long ticks_when_stuck, ticks_when_unstuck;
+
+static void *sleeps_in_libc(void *arg)
+{
+    atomic_store(&ticks_when_stuck, atomic_load(&ticks));
+    atomic_fetch_add(&stuck_started, 1);
+    sleep(1); /* blocks its thread, and with one worker, every ticker with it unless it is handed off */
+    atomic_store(&ticks_when_unstuck, atomic_load(&ticks));
+    return arg;
+}
+
+TEST_TIMEOUT(a_stuck_fiber_is_handed_off_even_with_no_thread_to_spare, 60)
+{
+    test_cgroup cg;
+    if (!cgroup_enter(&cg))
+        return;
+    start_workers(1);
+    start_tickers();
+    cgroup_room(&cg, 0); /* no thread can be made now: the hand-off must use one made before */
+    weft_attr_t a = {.name = "sleeper"};
+    weft_fiber_t s;
+    ASSERT_OK(weft_spawn(&s, &a, sleeps_in_libc, (void *)7));
+    void *r = NULL;
+    ASSERT_OK(weft_join_until(s, &r, weft_deadline_in(20 * SEC)));
+    ASSERT_EQ((intptr_t)r, 7);
+    long during = atomic_load(&ticks_when_unstuck) - atomic_load(&ticks_when_stuck);
+    printf("ticks while the sleeper was stuck: %ld\n", during);
+    /* without a hand-off not one tick: every ticker lives on the stuck worker */
+    ASSERT_GT(during, TICKERS);
+    stop_tickers();
+    ASSERT_OK(weft_shutdown());
+    cgroup_lift(&cg);
+}
+
+/* Stuck in a read of a pipe that the test writes to when it is done looking. */
+static int pipes[2][2];
+
+static void *reads_a_pipe(void *arg)
+{
+    int *p = arg;
+    atomic_fetch_add(&stuck_started, 1);
+    char c;
+    ssize_t n;
+    while ((n = read(p[0], &c, 1)) < 0 && errno == EINTR)
+        ;
+    return (void *)(intptr_t)n;
+}
+
+TEST_TIMEOUT(two_fibers_stuck_one_after_the_other_at_the_thread_limit_are_both_handed_off_once_it_lifts, 90)
+{
+    test_cgroup cg;
+    if (!cgroup_enter(&cg))
+        return;
+    ASSERT_EQ(pipe(pipes[0]), 0);
+    ASSERT_EQ(pipe(pipes[1]), 0);
+    start_workers(1);
+    start_tickers();
+    cgroup_room(&cg, 0);
+    weft_attr_t a1 = {.name = "first"}, a2 = {.name = "second"};
+    weft_fiber_t s1, s2;
+    ASSERT_OK(weft_spawn(&s1, &a1, reads_a_pipe, pipes[0]));
+    NAP_UNTIL(atomic_load(&stuck_started) >= 1);
+    ASSERT_OK(weft_spawn(&s2, &a2, reads_a_pipe, pipes[1]));
+    /* At the limit the first hand-off may take the monitor's spare thread, and then the second fiber
+     * runs and gets stuck too, on the thread it was handed to; that second hand-off needs a thread the
+     * system will not give. Whatever can and cannot happen now, nothing may crash or hang: the monitor
+     * tries over and over meanwhile. */
+    nap_ms(500);
+    cgroup_lift(&cg);
+    /* with threads to be had, every hand-off happens: the second fiber gets to run (and be stuck), and
+     * with both stuck the tickers tick on a third thread */
+    NAP_UNTIL(atomic_load(&stuck_started) == 2);
+    long before = atomic_load(&ticks);
+    NAP_UNTIL(atomic_load(&ticks) - before > TICKERS);
+    ASSERT_EQ(weft_fiber_state(s1), WEFT_RUNNING); /* both still stuck in their reads */
+    ASSERT_EQ(weft_fiber_state(s2), WEFT_RUNNING);
+    ASSERT_EQ(write(pipes[0][1], "x", 1), 1);
+    ASSERT_EQ(write(pipes[1][1], "x", 1), 1);
+    void *r1 = NULL, *r2 = NULL;
+    ASSERT_OK(weft_join_until(s1, &r1, weft_deadline_in(20 * SEC)));
+    ASSERT_OK(weft_join_until(s2, &r2, weft_deadline_in(20 * SEC)));
+    ASSERT_EQ((intptr_t)r1, 1);
+    ASSERT_EQ((intptr_t)r2, 1);
+    stop_tickers();
+    ASSERT_OK(weft_shutdown());
+}
