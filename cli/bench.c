@@ -75,7 +75,11 @@ int cmd_bench(int argc, char **argv)
         first = 2;
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    weft_start(NULL);
+    int r = weft_start(NULL);
+    if (r < 0) { /* -EAGAIN at a thread limit: say so, rather than report 0 workers and fail later */
+        fprintf(stderr, "weft bench: cannot start the runtime: %s\n", weft_strerror(r));
+        return 1;
+    }
     int workers = weft_workers();
     weft_shutdown();
     printf("weft %s core benchmarks: %ld CPUs online, %d workers (lower is better)\n\n", WEFT_VERSION_STRING,
