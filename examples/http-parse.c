@@ -47,12 +47,42 @@ static int crlf(const char **p, const char *end)
     return 1;
 }
 
-/* What the head's fields say, as far as this server cares. */
-static bool apply_field(const char *name, size_t nlen, const char *val, size_t vlen, size_t max_body,
-                        bool *seen_length, http_request *req)
+/* Does the comma-separated list val[0, vlen) have a member equal (ignoring case) to word? If it has any
+ * other member, *other is set. */
+static bool list_has(const char *val, size_t vlen, const char *word, bool *other)
 {
+    bool found = false;
+    size_t i = 0;
+    while (i < vlen) {
+        while (i < vlen && (val[i] == ' ' || val[i] == '\t' || val[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < vlen && val[i] != ',' && val[i] != ' ' && val[i] != '\t')
+            i++;
+        if (i == start)
+            continue;
+        if (equals_nocase(val + start, i - start, word))
+            found = true;
+        else
+            *other = true;
+    }
+    return found;
+}
+
+/* What the head's fields say, as far as this server cares; gathered over the fields, decided at the end. */
+struct fields {
+    bool seen_length;
+    int hosts;
+    bool close, keep_alive; /* Connection options */
+    bool expect_continue, expect_other;
+};
+
+static bool apply_field(const char *name, size_t nlen, const char *val, size_t vlen, size_t max_body,
+                        struct fields *f, http_request *req)
+{
+    bool other = false;
     if (equals_nocase(name, nlen, "content-length")) {
-        if (*seen_length || vlen == 0)
+        if (f->seen_length || vlen == 0)
             return false;
         size_t n = 0;
         for (size_t i = 0; i < vlen; i++) {
@@ -62,24 +92,17 @@ static bool apply_field(const char *name, size_t nlen, const char *val, size_t v
             if (n > max_body)
                 return false;
         }
-        *seen_length = true;
+        f->seen_length = true;
         req->content_length = n;
     } else if (equals_nocase(name, nlen, "transfer-encoding")) {
         return false; /* chunked bodies are not taken */
+    } else if (equals_nocase(name, nlen, "host")) {
+        f->hosts++;
     } else if (equals_nocase(name, nlen, "connection")) {
-        /* a comma-separated list of options */
-        size_t i = 0;
-        while (i < vlen) {
-            while (i < vlen && (val[i] == ' ' || val[i] == '\t' || val[i] == ','))
-                i++;
-            size_t start = i;
-            while (i < vlen && val[i] != ',' && val[i] != ' ' && val[i] != '\t')
-                i++;
-            if (equals_nocase(val + start, i - start, "close"))
-                req->keep_alive = false;
-            else if (equals_nocase(val + start, i - start, "keep-alive"))
-                req->keep_alive = true;
-        }
+        f->close |= list_has(val, vlen, "close", &other);
+        f->keep_alive |= list_has(val, vlen, "keep-alive", &other);
+    } else if (equals_nocase(name, nlen, "expect")) {
+        f->expect_continue |= list_has(val, vlen, "100-continue", &f->expect_other);
     }
     return true;
 }
@@ -88,6 +111,13 @@ long http_parse_request(const char *buf, size_t len, size_t max_body, http_reque
 {
     const char *p = buf, *end = buf + len;
     memset(req, 0, sizeof *req);
+
+    /* empty lines before the request line are ignored (RFC 9112 2.2) */
+    int r;
+    while ((r = crlf(&p, end)) == 1)
+        ;
+    if (r == 0)
+        return HTTP_INCOMPLETE;
 
     /* request-line = method SP request-target SP HTTP-version CRLF */
     req->method = p;
@@ -118,17 +148,16 @@ long http_parse_request(const char *buf, size_t len, size_t max_body, http_reque
     if (*p != '0' && *p != '1')
         return HTTP_BAD;
     req->minor_version = *p++ - '0';
-    int r = crlf(&p, end);
+    r = crlf(&p, end);
     if (r <= 0)
         return r == 0 ? HTTP_INCOMPLETE : HTTP_BAD;
-    req->keep_alive = req->minor_version == 1;
 
     /* field-line = field-name ":" OWS field-value OWS CRLF, until an empty line */
-    bool seen_length = false;
+    struct fields f = {0};
     for (;;) {
         r = crlf(&p, end);
         if (r == 1)
-            return (long)(p - buf);
+            break;
         if (r == 0)
             return HTTP_INCOMPLETE;
         const char *name = p;
@@ -150,7 +179,13 @@ long http_parse_request(const char *buf, size_t len, size_t max_body, http_reque
         r = crlf(&p, end);
         if (r <= 0)
             return r == 0 ? HTTP_INCOMPLETE : HTTP_BAD;
-        if (!apply_field(name, nlen, val, (size_t)(val_end - val), max_body, &seen_length, req))
+        if (!apply_field(name, nlen, val, (size_t)(val_end - val), max_body, &f, req))
             return HTTP_BAD;
     }
+    if (f.hosts > 1 || (req->minor_version == 1 && f.hosts == 0))
+        return HTTP_BAD; /* RFC 9112 3.2 */
+    req->keep_alive = !f.close && (req->minor_version == 1 || f.keep_alive);
+    if (req->minor_version == 1)
+        req->expect = f.expect_other ? HTTP_EXPECT_OTHER : f.expect_continue ? HTTP_EXPECT_CONTINUE : HTTP_EXPECT_NONE;
+    return (long)(p - buf);
 }
