@@ -26,7 +26,11 @@ static void *main_fiber(void *arg)
     return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        fprintf(stderr, "%s: unexpected argument '%s'\nusage: %s (it takes no arguments)\n", argv[0], argv[1], argv[0]);
+        return 2;
+    }
     return weft_run(NULL, main_fiber, NULL, NULL) < 0;
 }

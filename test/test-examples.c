@@ -857,6 +857,9 @@ TEST(bad_flags_are_named_with_the_usage_and_exit_2)
         }
     char *t[] = {(char *)example("http-server"), "-t", "0", NULL};
     ASSERT_EQ(runner_capture_exec(t, NULL, out, sizeof out, 10), 2 << 8);
+    char *hello[] = {(char *)example("example-hello"), "-x", NULL};
+    ASSERT_EQ(runner_capture_exec(hello, NULL, out, sizeof out, 10), 2 << 8);
+    ASSERT_CONTAINS(out, "usage: ");
     char *help[] = {(char *)example("echo-server"), "-h", NULL};
     ASSERT_EQ(runner_capture_exec(help, NULL, out, sizeof out, 10), 0);
     ASSERT_CONTAINS(out, "usage: echo-server");
