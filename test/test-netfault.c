@@ -25,37 +25,155 @@
 #include "netlab.h"
 #include "runner.h"
 
-static int fds_now(void)
+#define WAIT (200 * MS) /* the deadline the timing-out calls are given */
+
+/* What fd names: "socket:[123]", a path, ... ("" when it is gone). */
+static void fd_target(const char *name, char *out, size_t len)
+{
+    char path[300];
+    snprintf(path, sizeof path, "/proc/self/fd/%s", name);
+    ssize_t n = readlink(path, out, len - 1);
+    out[n > 0 ? n : 0] = '\0';
+}
+
+/* The fds open now, but for the /proc/<pid>/task/<tid>/stat file each runtime thread keeps open (the
+ * monitor reads it) from its start to its end: those come and go with the threads, not with the calls
+ * under test. With show, each is printed. */
+static int fds_count(int show)
 {
     DIR *d = opendir("/proc/self/fd");
     int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));)
-        n += e->d_name[0] != '.';
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        char t[300];
+        fd_target(e->d_name, t, sizeof t);
+        size_t len = strlen(t);
+        if (strncmp(t, "/proc/", 6) == 0 && strstr(t, "/task/") && len > 5 && strcmp(t + len - 5, "/stat") == 0)
+            continue;
+        n++;
+        if (show)
+            fprintf(stderr, "    fd %s: %s\n", e->d_name, t);
+    }
     if (d)
         closedir(d);
     return n;
 }
 
-/* A plain accept with a liveness bound. */
-static int accept_within(int lfd, int seconds)
+static int fds_now(void)
 {
-    struct pollfd p = {.fd = lfd, .events = POLLIN};
-    if (poll(&p, 1, seconds * 1000) != 1)
-        FAIL("no connection came to the listener within %d s", seconds);
-    int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    if (c < 0)
-        FAIL("accept: %s", strerror(errno));
-    return c;
+    return fds_count(0);
+}
+
+static double timeout_scale(void)
+{
+    const char *s = getenv("WEFT_TEST_TIMEOUT_SCALE");
+    return s && atof(s) > 1 ? atof(s) : 1.0;
+}
+
+/*
+ * The ways a call is made: in a fiber (it parks), on a plain thread while the runtime runs (it blocks on
+ * the fd's waiter list), and with no runtime at all (it blocks in poll(2)). Each has its own deadline path.
+ */
+enum { NO_RUNTIME, ON_THREAD, IN_FIBER, MODES };
+static const int mode_order[MODES] = {NO_RUNTIME, ON_THREAD, IN_FIBER};
+static const char *const mode_name[MODES] = {"with no runtime", "on a thread beside the runtime", "in a fiber"};
+static int mode_fds;
+
+/* Start or keep the runtime as the mode needs; remember the fds open now. */
+static void mode_begin(int mode)
+{
+    if (mode != NO_RUNTIME && weft_workers() == 0)
+        start_workers(2);
+    mode_fds = fds_now();
+}
+
+/* Every fd the mode's calls made is closed again. After the last mode, the runtime stops. */
+static void mode_end(int mode)
+{
+    int now = fds_now();
+    if (now != mode_fds) {
+        fds_count(1);
+        FAIL("%s: %d fds open after, %d before", mode_name[mode], now, mode_fds);
+    }
+    if (mode == mode_order[MODES - 1])
+        ASSERT_OK(weft_shutdown());
+}
+
+typedef struct {
+    void (*fn)(int mode, void *arg);
+    int mode;
+    void *arg;
+} mode_call;
+
+static void *mode_fiber(void *arg)
+{
+    mode_call *c = arg;
+    c->fn(c->mode, c->arg);
+    return NULL;
+}
+
+/* fn(mode, arg) as the mode says: in a fiber (joined), or right here on this thread. */
+static void run_as(int mode, void (*fn)(int, void *), void *arg)
+{
+    if (mode != IN_FIBER) {
+        fn(mode, arg);
+        return;
+    }
+    mode_call c = {fn, mode, arg};
+    weft_fiber_t f;
+    ASSERT_OK(weft_spawn(&f, NULL, mode_fiber, &c));
+    ASSERT_OK(weft_join(f, NULL));
+}
+
+/* expr, a call given deadline dl at time t0, must fail with -ETIMEDOUT: not before dl, and not so long
+ * after it (10 times the wait, more under sanitizers) that it looks like a deadline that never fired. */
+#define ASSERT_TIMES_OUT(mode, expr, t0, dl)                                                        \
+    do {                                                                                            \
+        long long r_ = (long long)(expr);                                                           \
+        int64_t t_ = weft_now();                                                                    \
+        if (r_ != -ETIMEDOUT)                                                                       \
+            FAIL("%s: %s: want ETIMEDOUT, got %lld (%s)", mode_name[mode], #expr, r_,               \
+                 runner_err_name((int)r_));                                                         \
+        if (t_ < (dl))                                                                              \
+            FAIL("%s: %s timed out %lld us before its deadline", mode_name[mode], #expr,            \
+                 (long long)((dl) - t_) / 1000);                                                    \
+        if ((double)(t_ - (t0)) > 10 * timeout_scale() * (double)((dl) - (t0)))                     \
+            FAIL("%s: %s timed out only after %lld ms, for a deadline %lld ms away", mode_name[mode], \
+                 #expr, (long long)(t_ - (t0)) / MS, (long long)((dl) - (t0)) / MS);                \
+    } while (0)
+
+#define ASSERT_MODE_ERR(mode, expr, err)                                                            \
+    do {                                                                                            \
+        long long r_ = (long long)(expr);                                                           \
+        if (r_ != (long long)(err))                                                                 \
+            FAIL("%s: %s: want %s, got %lld (%s)", mode_name[mode], #expr, runner_err_name((int)(err)), \
+                 r_, runner_err_name((int)r_));                                                     \
+    } while (0)
+
+static int tcp_socket(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        FAIL("socket: %s", strerror(errno));
+    return fd;
 }
 
 /* A TCP socket of near's, connected to far:port with weft_connect. */
 static int connect_far(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0);
+    int fd = tcp_socket();
     struct sockaddr_in a = netlab_addr(LAB_FAR_ADDR, port);
     ASSERT_OK(weft_connect(fd, (struct sockaddr *)&a, sizeof a, weft_deadline_in(10 * SEC)));
     return fd;
+}
+
+/* The far end of the connection just made to the listener lfd. */
+static int accept_far(int lfd)
+{
+    int c = weft_accept(lfd, NULL, NULL, weft_deadline_in(10 * SEC));
+    ASSERT_OK(c);
+    return c;
 }
 
 TEST(the_two_namespaces_reach_each_other_over_the_link)
@@ -67,15 +185,94 @@ TEST(the_two_namespaces_reach_each_other_over_the_link)
     start_workers(2);
     int base = fds_now();
     int fd = connect_far(5000);
-    int peer = accept_within(lfd, 10);
-    ASSERT_EQ(weft_write(fd, "ping", 4, weft_deadline_in(10 * SEC)), 4);
+    int peer = accept_far(lfd);
     char buf[8] = "";
-    ASSERT_EQ(recv(peer, buf, sizeof buf, 0), 4);
-    ASSERT_EQ(send(peer, "pong", 4, 0), 4);
+    ASSERT_EQ(weft_write(fd, "ping", 4, weft_deadline_in(10 * SEC)), 4);
+    ASSERT_EQ(weft_read(peer, buf, sizeof buf, weft_deadline_in(10 * SEC)), 4);
+    ASSERT_EQ(weft_write(peer, "pong", 4, weft_deadline_in(10 * SEC)), 4);
     ASSERT_EQ(weft_read(fd, buf, sizeof buf, weft_deadline_in(10 * SEC)), 4);
     ASSERT(memcmp(buf, "pong", 4) == 0);
-    close(peer);
+    ASSERT_OK(weft_close(peer));
     ASSERT_OK(weft_close(fd));
     ASSERT_EQ(fds_now(), base);
     ASSERT_OK(weft_shutdown());
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Deadlines                                                                                         */
+
+static void connect_to_silence(int mode, void *arg)
+{
+    (void)arg;
+    struct sockaddr_in a = netlab_addr(LAB_FAR_ADDR, 5001);
+    int fd = tcp_socket();
+    int64_t t0 = weft_now(), dl = t0 + WAIT;
+    ASSERT_TIMES_OUT(mode, weft_connect(fd, (struct sockaddr *)&a, sizeof a, dl), t0, dl);
+    ASSERT_OK(weft_close(fd));
+    /* the dial helper times out the same way, and closes the socket it made */
+    t0 = weft_now();
+    dl = t0 + WAIT;
+    ASSERT_TIMES_OUT(mode, weft_tcp_dial(LAB_FAR_ADDR, 5001, dl), t0, dl);
+    fd = tcp_socket();
+    ASSERT_MODE_ERR(mode, weft_connect(fd, (struct sockaddr *)&a, sizeof a, WEFT_NOWAIT), -ETIMEDOUT);
+    ASSERT_OK(weft_close(fd));
+}
+
+TEST(a_connect_to_a_host_that_drops_every_packet_times_out_at_its_deadline)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    netlab_run(&lab, LAB_FAR, "nft add rule inet weft input tcp dport 5001 drop");
+    int lfd = netlab_listen(&lab, 5001); /* it is there; the SYNs never reach it */
+    for (int i = 0; i < MODES; i++) {
+        mode_begin(mode_order[i]);
+        run_as(mode_order[i], connect_to_silence, NULL);
+        mode_end(mode_order[i]);
+    }
+    close(lfd);
+}
+
+typedef struct {
+    int fd, peer;
+} conn_pair;
+
+static void read_from_silence(int mode, void *arg)
+{
+    conn_pair *c = arg;
+    char buf[64];
+    struct iovec iov = {buf, sizeof buf};
+    int64_t t0 = weft_now(), dl = t0 + WAIT;
+    ASSERT_TIMES_OUT(mode, weft_read(c->fd, buf, sizeof buf, dl), t0, dl);
+    t0 = weft_now();
+    dl = t0 + WAIT;
+    ASSERT_TIMES_OUT(mode, weft_readv(c->fd, &iov, 1, dl), t0, dl);
+    t0 = weft_now();
+    dl = t0 + WAIT;
+    ASSERT_TIMES_OUT(mode, weft_recv(c->fd, buf, sizeof buf, 0, dl), t0, dl);
+    t0 = weft_now();
+    dl = t0 + WAIT;
+    ASSERT_TIMES_OUT(mode, weft_fd_wait(c->fd, WEFT_READABLE, dl), t0, dl);
+    ASSERT_MODE_ERR(mode, weft_read(c->fd, buf, sizeof buf, WEFT_NOWAIT), -ETIMEDOUT);
+    /* a read that timed out leaves the connection as it was: what comes later is read */
+    ASSERT_EQ(weft_write(c->peer, "late", 4, weft_deadline_in(10 * SEC)), 4);
+    ASSERT_EQ(weft_read(c->fd, buf, sizeof buf, weft_deadline_in(10 * SEC)), 4);
+    ASSERT(memcmp(buf, "late", 4) == 0);
+}
+
+TEST(a_read_from_a_peer_that_sends_nothing_times_out_at_its_deadline)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    int lfd = netlab_listen(&lab, 5002);
+    for (int i = 0; i < MODES; i++) {
+        mode_begin(mode_order[i]);
+        conn_pair c = {connect_far(5002), accept_far(lfd)};
+        run_as(mode_order[i], read_from_silence, &c);
+        ASSERT_OK(weft_close(c.fd));
+        ASSERT_OK(weft_close(c.peer));
+        mode_end(mode_order[i]);
+    }
+    close(lfd);
 }
