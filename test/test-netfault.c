@@ -176,6 +176,15 @@ static int accept_far(int lfd)
     return c;
 }
 
+/* Close so that the peer gets a reset, not an end of stream. */
+static void close_with_reset(int fd)
+{
+    struct linger l = {.l_onoff = 1, .l_linger = 0};
+    if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) != 0)
+        FAIL("SO_LINGER: %s", strerror(errno));
+    ASSERT_OK(weft_close(fd));
+}
+
 TEST(the_two_namespaces_reach_each_other_over_the_link)
 {
     netlab lab;
@@ -270,6 +279,107 @@ TEST(a_read_from_a_peer_that_sends_nothing_times_out_at_its_deadline)
         mode_begin(mode_order[i]);
         conn_pair c = {connect_far(5002), accept_far(lfd)};
         run_as(mode_order[i], read_from_silence, &c);
+        ASSERT_OK(weft_close(c.fd));
+        ASSERT_OK(weft_close(c.peer));
+        mode_end(mode_order[i]);
+    }
+    close(lfd);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Resets                                                                                            */
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+static void *reset_soon(void *arg)
+{
+    nap_ms(50); /* most often the read is parked by then; if not, it meets the reset when it starts */
+    close_with_reset(*(int *)arg);
+    return NULL;
+}
+
+static void read_into_a_reset(int mode, void *arg)
+{
+    conn_pair *c = arg;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, reset_soon, &c->peer), 0);
+    char buf[64];
+    ASSERT_MODE_ERR(mode, weft_read(c->fd, buf, sizeof buf, weft_deadline_in(10 * SEC)), -ECONNRESET);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    /* the reset was reported once; the connection is gone for writes after it, without SIGPIPE */
+    ASSERT_MODE_ERR(mode, weft_write(c->fd, "x", 1, weft_deadline_in(10 * SEC)), -EPIPE);
+}
+
+static void write_after_a_reset(int mode, void *arg)
+{
+    conn_pair *c = arg;
+    close_with_reset(c->peer);
+    /* the reset counts as readable; the next call says what happened */
+    ASSERT_GT(weft_fd_wait(c->fd, WEFT_READABLE, weft_deadline_in(10 * SEC)), 0);
+    ASSERT_MODE_ERR(mode, weft_write(c->fd, "x", 1, weft_deadline_in(10 * SEC)), -ECONNRESET);
+    ASSERT_MODE_ERR(mode, weft_write(c->fd, "x", 1, weft_deadline_in(10 * SEC)), -EPIPE);
+}
+
+TEST(a_peer_that_closes_with_linger_zero_resets_a_read_and_a_write_with_econnreset)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    int lfd = netlab_listen(&lab, 5003);
+    for (int i = 0; i < MODES; i++) {
+        mode_begin(mode_order[i]);
+        conn_pair c = {connect_far(5003), accept_far(lfd)};
+        run_as(mode_order[i], read_into_a_reset, &c);
+        ASSERT_OK(weft_close(c.fd));
+        c = (conn_pair){connect_far(5003), accept_far(lfd)};
+        run_as(mode_order[i], write_after_a_reset, &c);
+        ASSERT_OK(weft_close(c.fd));
+        mode_end(mode_order[i]);
+    }
+    close(lfd);
+}
+
+static void talk_into_a_reset(int mode, void *arg)
+{
+    int fd = *(int *)arg;
+    char buf[64];
+    /* the request goes out; the network answers it with a reset */
+    ASSERT_EQ(weft_write(fd, "request", 7, weft_deadline_in(10 * SEC)), 7);
+    ASSERT_MODE_ERR(mode, weft_read(fd, buf, sizeof buf, weft_deadline_in(10 * SEC)), -ECONNRESET);
+}
+
+static void connect_into_a_reset(int mode, void *arg)
+{
+    (void)arg;
+    struct sockaddr_in a = netlab_addr(LAB_FAR_ADDR, 5004);
+    int fd = tcp_socket();
+    ASSERT_MODE_ERR(mode, weft_connect(fd, (struct sockaddr *)&a, sizeof a, weft_deadline_in(10 * SEC)),
+                    -ECONNREFUSED);
+    ASSERT_OK(weft_close(fd));
+    ASSERT_MODE_ERR(mode, weft_tcp_dial(LAB_FAR_ADDR, 5004, weft_deadline_in(10 * SEC)), -ECONNREFUSED);
+    /* a port with no listener: the far kernel's own reset */
+    ASSERT_MODE_ERR(mode, weft_tcp_dial(LAB_FAR_ADDR, 5999, weft_deadline_in(10 * SEC)), -ECONNREFUSED);
+}
+
+TEST(a_reset_sent_by_the_network_gives_econnreset_and_refuses_a_connect)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    int lfd = netlab_listen(&lab, 5004);
+    for (int i = 0; i < MODES; i++) {
+        mode_begin(mode_order[i]);
+        conn_pair c = {connect_far(5004), accept_far(lfd)};
+        /* from now on, far's firewall answers every packet to the port with a reset */
+        netlab_run(&lab, LAB_FAR, "nft add rule inet weft input tcp dport 5004 reject with tcp reset");
+        run_as(mode_order[i], talk_into_a_reset, &c.fd);
+        run_as(mode_order[i], connect_into_a_reset, NULL);
+        netlab_run(&lab, LAB_FAR, "nft flush chain inet weft input");
         ASSERT_OK(weft_close(c.fd));
         ASSERT_OK(weft_close(c.peer));
         mode_end(mode_order[i]);
