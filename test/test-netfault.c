@@ -176,6 +176,12 @@ static int accept_far(int lfd)
     return c;
 }
 
+static void set_int_opt(int fd, int level, int name, int v)
+{
+    if (setsockopt(fd, level, name, &v, sizeof v) != 0)
+        FAIL("setsockopt: %s", strerror(errno));
+}
+
 /* Close so that the peer gets a reset, not an end of stream. */
 static void close_with_reset(int fd)
 {
@@ -382,6 +388,92 @@ TEST(a_reset_sent_by_the_network_gives_econnreset_and_refuses_a_connect)
         netlab_run(&lab, LAB_FAR, "nft flush chain inet weft input");
         ASSERT_OK(weft_close(c.fd));
         ASSERT_OK(weft_close(c.peer));
+        mode_end(mode_order[i]);
+    }
+    close(lfd);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Half-open connections: the peer is gone and says nothing                                         */
+
+static void read_from_a_vanished_peer(int mode, void *arg)
+{
+    int fd = *(int *)arg;
+    char buf[64];
+    ASSERT_EQ(weft_write(fd, "request", 7, weft_deadline_in(10 * SEC)), 7); /* buffered: it goes nowhere */
+    int64_t t0 = weft_now(), dl = t0 + WAIT;
+    ASSERT_TIMES_OUT(mode, weft_read(fd, buf, sizeof buf, dl), t0, dl);
+}
+
+TEST(a_peer_whose_link_went_down_is_found_by_the_read_deadline)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    int lfd = netlab_listen(&lab, 5005);
+    for (int i = 0; i < MODES; i++) {
+        mode_begin(mode_order[i]);
+        conn_pair c = {connect_far(5005), accept_far(lfd)};
+        char buf[8];
+        ASSERT_EQ(weft_write(c.peer, "hi", 2, weft_deadline_in(10 * SEC)), 2); /* alive so far */
+        ASSERT_EQ(weft_read(c.fd, buf, sizeof buf, weft_deadline_in(10 * SEC)), 2);
+        netlab_run(&lab, LAB_FAR, "ip link set wt1 down");
+        run_as(mode_order[i], read_from_a_vanished_peer, &c.fd);
+        netlab_run(&lab, LAB_FAR, "ip link set wt1 up");
+        ASSERT_OK(weft_close(c.fd));
+        ASSERT_OK(weft_close(c.peer));
+        mode_end(mode_order[i]);
+    }
+    close(lfd);
+}
+
+enum { BIG = 8 << 20 };
+
+static void write_to_a_vanished_peer(int mode, void *arg)
+{
+    int fd = *(int *)arg;
+    char *buf = calloc(1, BIG);
+    ASSERT(buf);
+    /* the send buffer takes the first bytes; the rest waits for acks that never come */
+    int64_t t0 = weft_now(), dl = t0 + WAIT;
+    ssize_t r = weft_write(fd, buf, BIG, dl);
+    int64_t t = weft_now();
+    if (r <= 0 || r >= BIG)
+        FAIL("%s: a write to a vanished peer returned %zd, not a partial count", mode_name[mode], r);
+    ASSERT_GE(t, dl);
+    /* nothing drains the buffer: the next write times out without writing */
+    t0 = weft_now();
+    dl = t0 + WAIT;
+    ASSERT_TIMES_OUT(mode, weft_write(fd, buf + r, (size_t)(BIG - r), dl), t0, dl);
+    struct iovec iov = {buf, 4096};
+    t0 = weft_now();
+    dl = t0 + WAIT;
+    ASSERT_TIMES_OUT(mode, weft_writev(fd, &iov, 1, dl), t0, dl);
+    t0 = weft_now();
+    dl = t0 + WAIT;
+    ASSERT_TIMES_OUT(mode, weft_fd_wait(fd, WEFT_WRITABLE, dl), t0, dl);
+    free(buf);
+}
+
+TEST(a_peer_whose_packets_are_all_dropped_is_found_by_the_write_deadline)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    int lfd = netlab_listen(&lab, 5006);
+    for (int i = 0; i < MODES; i++) {
+        mode_begin(mode_order[i]);
+        int fd = tcp_socket();
+        set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, 64 << 10); /* a fixed buffer, filled at once */
+        struct sockaddr_in a = netlab_addr(LAB_FAR_ADDR, 5006);
+        ASSERT_OK(weft_connect(fd, (struct sockaddr *)&a, sizeof a, weft_deadline_in(10 * SEC)));
+        int peer = accept_far(lfd);
+        netlab_run(&lab, LAB_FAR, "nft add rule inet weft input tcp dport 5006 drop ; "
+                                  "add rule inet weft output tcp sport 5006 drop");
+        run_as(mode_order[i], write_to_a_vanished_peer, &fd);
+        netlab_run(&lab, LAB_FAR, "nft flush chain inet weft input ; flush chain inet weft output");
+        close_with_reset(fd); /* no lingering over the unsent bytes */
+        ASSERT_OK(weft_close(peer));
         mode_end(mode_order[i]);
     }
     close(lfd);
