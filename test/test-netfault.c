@@ -478,3 +478,89 @@ TEST(a_peer_whose_packets_are_all_dropped_is_found_by_the_write_deadline)
     }
     close(lfd);
 }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Lossy and slow links: the bytes arrive whole and in order                                         */
+
+static unsigned char pattern_at(unsigned seed, size_t i)
+{
+    return (unsigned char)((i * 2654435761u + seed * 40503u) >> 13);
+}
+
+static weft_wg_t echo_wg = WEFT_WG_INIT;
+
+static void *echo_connection(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[16384];
+    ssize_t n;
+    while ((n = weft_read(fd, buf, sizeof buf, weft_deadline_in(60 * SEC))) > 0)
+        if (weft_write(fd, buf, (size_t)n, weft_deadline_in(60 * SEC)) != n)
+            break;
+    ASSERT_OK(weft_close(fd));
+    weft_wg_done(&echo_wg);
+    return NULL;
+}
+
+enum { STREAMS = 8, STREAM_BYTES = 64 << 10 };
+
+typedef struct {
+    int fd;
+    unsigned seed;
+} stream;
+
+static void *send_and_check(void *arg)
+{
+    stream *st = arg;
+    unsigned char *out = malloc(STREAM_BYTES), *back = malloc(STREAM_BYTES);
+    ASSERT(out && back);
+    for (size_t i = 0; i < STREAM_BYTES; i++)
+        out[i] = pattern_at(st->seed, i);
+    int64_t dl = weft_deadline_in(30 * SEC); /* a liveness bound: losses only slow the bytes down */
+    for (size_t off = 0; off < STREAM_BYTES; off += 8192)
+        ASSERT_EQ(weft_write(st->fd, out + off, 8192, dl), 8192);
+    size_t have = 0;
+    while (have < STREAM_BYTES) {
+        ssize_t n = weft_read(st->fd, back + have, STREAM_BYTES - have, dl);
+        if (n <= 0)
+            FAIL("stream %u: read %zd (%s) after %zu of %d bytes", st->seed, n, runner_err_name((int)n), have,
+                 STREAM_BYTES);
+        have += (size_t)n;
+    }
+    for (size_t i = 0; i < STREAM_BYTES; i++)
+        if (back[i] != out[i])
+            FAIL("stream %u: byte %zu came back as %#x, not %#x", st->seed, i, back[i], out[i]);
+    free(out);
+    free(back);
+    return NULL;
+}
+
+TEST(bytes_cross_a_link_that_drops_a_fifth_of_its_packets_whole_and_in_order)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    int lfd = netlab_listen(&lab, 5007);
+    start_workers(2);
+    int base = fds_now();
+    stream st[STREAMS];
+    for (int i = 0; i < STREAMS; i++) {
+        st[i] = (stream){connect_far(5007), (unsigned)i + 1};
+        weft_wg_add(&echo_wg, 1);
+        ASSERT_OK(weft_go(echo_connection, (void *)(intptr_t)accept_far(lfd)));
+    }
+    netlab_run(&lab, LAB_FAR, "nft add rule inet weft input numgen random mod 100 < 20 drop ; "
+                              "add rule inet weft output numgen random mod 100 < 20 drop");
+    weft_fiber_t f[STREAMS];
+    for (int i = 0; i < STREAMS; i++)
+        ASSERT_OK(weft_spawn(&f[i], NULL, send_and_check, &st[i]));
+    for (int i = 0; i < STREAMS; i++)
+        ASSERT_OK(weft_join(f[i], NULL));
+    netlab_run(&lab, LAB_FAR, "nft flush chain inet weft input ; flush chain inet weft output");
+    for (int i = 0; i < STREAMS; i++)
+        ASSERT_OK(weft_close(st[i].fd));
+    ASSERT_OK(weft_wg_wait(&echo_wg, weft_deadline_in(30 * SEC))); /* each echo saw its end and closed */
+    ASSERT_EQ(fds_now(), base);
+    ASSERT_OK(weft_shutdown());
+    close(lfd);
+}
