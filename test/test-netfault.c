@@ -564,3 +564,81 @@ TEST(bytes_cross_a_link_that_drops_a_fifth_of_its_packets_whole_and_in_order)
     ASSERT_OK(weft_shutdown());
     close(lfd);
 }
+
+enum { SLOW_BYTES = 2 << 20 };
+
+typedef struct {
+    int writer, reader; /* near's end, far's end */
+    _Atomic int go;     /* the reader may start */
+    size_t got;         /* bytes it read, all in the pattern */
+} slow_link;
+
+static void *read_slowly(void *arg)
+{
+    slow_link *r = arg;
+    while (!atomic_load(&r->go))
+        nap_ms(1);
+    unsigned char buf[16384];
+    struct pollfd p = {.fd = r->reader, .events = POLLIN};
+    while (r->got < SLOW_BYTES) {
+        if (poll(&p, 1, 30000) != 1)
+            FAIL("the reader waited 30 s for bytes, after %zu", r->got);
+        ssize_t n = recv(r->reader, buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0 && errno == EAGAIN)
+            continue;
+        if (n <= 0)
+            FAIL("the reader's recv: %zd (%s) after %zu bytes", n, strerror(errno), r->got);
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != pattern_at(7, r->got + (size_t)i))
+                FAIL("byte %zu came as %#x, not %#x", r->got + (size_t)i, buf[i], pattern_at(7, r->got + (size_t)i));
+        r->got += (size_t)n;
+    }
+    return NULL;
+}
+
+static void write_through_a_slow_link(int mode, void *arg)
+{
+    slow_link *r = arg;
+    int fd = r->writer;
+    unsigned char *buf = malloc(SLOW_BYTES);
+    ASSERT(buf);
+    for (size_t i = 0; i < SLOW_BYTES; i++)
+        buf[i] = pattern_at(7, i);
+    /* the reader has not started: the buffers take a part, and the write returns it at the deadline */
+    int64_t t0 = weft_now(), dl = t0 + WAIT;
+    ssize_t n = weft_write(fd, buf, SLOW_BYTES, dl);
+    if (n <= 0 || n >= SLOW_BYTES)
+        FAIL("%s: a write that passed its deadline returned %zd, not a partial count", mode_name[mode], n);
+    ASSERT_GE(weft_now(), dl);
+    /* the rest follows, through the rate limit, from where it stopped */
+    atomic_store(&r->go, 1);
+    ASSERT_EQ(weft_write(fd, buf + n, (size_t)(SLOW_BYTES - n), weft_deadline_in(60 * SEC)), SLOW_BYTES - n);
+    free(buf);
+}
+
+TEST(a_write_through_a_rate_limited_link_returns_its_count_at_the_deadline_and_the_rest_follows)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    netlab_run(&lab, LAB_NEAR, "tc qdisc add dev wt0 root tbf rate 32mbit burst 32kb latency 50ms");
+    int lfd = netlab_listen(&lab, 5008);
+    set_int_opt(lfd, SOL_SOCKET, SO_RCVBUF, 64 << 10); /* fixed buffers: they cannot take it all */
+    for (int i = 0; i < MODES; i++) {
+        mode_begin(mode_order[i]);
+        int fd = tcp_socket();
+        set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, 64 << 10);
+        struct sockaddr_in a = netlab_addr(LAB_FAR_ADDR, 5008);
+        ASSERT_OK(weft_connect(fd, (struct sockaddr *)&a, sizeof a, weft_deadline_in(10 * SEC)));
+        slow_link link = {.writer = fd, .reader = accept_far(lfd)};
+        pthread_t t;
+        ASSERT_EQ(pthread_create(&t, NULL, read_slowly, &link), 0);
+        run_as(mode_order[i], write_through_a_slow_link, &link);
+        ASSERT_EQ(pthread_join(t, NULL), 0);
+        ASSERT_EQ(link.got, SLOW_BYTES);
+        ASSERT_OK(weft_close(fd));
+        ASSERT_OK(weft_close(link.reader));
+        mode_end(mode_order[i]);
+    }
+    close(lfd);
+}
