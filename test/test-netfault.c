@@ -642,3 +642,63 @@ TEST(a_write_through_a_rate_limited_link_returns_its_count_at_the_deadline_and_t
     }
     close(lfd);
 }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Many failures at once, and a close while calls wait on a dead connection                         */
+
+enum { DIAL_DROPPED, DIAL_REJECTED, DIAL_NO_LISTENER, READ_SILENCE, KINDS };
+static const int kind_port[KINDS] = {5009, 5010, 5998, 5011};
+static const int kind_want[KINDS] = {-ETIMEDOUT, -ECONNREFUSED, -ECONNREFUSED, -ETIMEDOUT};
+
+typedef struct {
+    int kind, r;
+} failing_call;
+
+static void *fail_once(void *arg)
+{
+    failing_call *c = arg;
+    int64_t dl = c->kind == DIAL_DROPPED ? weft_deadline_in(WAIT) : weft_deadline_in(10 * SEC);
+    c->r = weft_tcp_dial(LAB_FAR_ADDR, kind_port[c->kind], dl);
+    if (c->kind == READ_SILENCE && c->r >= 0) {
+        int fd = c->r;
+        char buf[16];
+        c->r = (int)weft_read(fd, buf, sizeof buf, weft_deadline_in(WAIT));
+        ASSERT_OK(weft_close(fd));
+    }
+    return NULL;
+}
+
+TEST(no_fd_is_left_behind_by_many_connections_failing_at_once)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    netlab_run(&lab, LAB_FAR, "nft add rule inet weft input tcp dport 5009 drop ; "
+                              "add rule inet weft input tcp dport 5010 reject with tcp reset");
+    int lfd = netlab_listen(&lab, 5011); /* it never accepts: the kernel completes the handshakes */
+    ASSERT_EQ(listen(lfd, 4096), 0);
+    start_workers(2);
+    int base = fds_now();
+    enum { EACH = 16 };
+    static failing_call calls[KINDS * EACH];
+    weft_fiber_t f[KINDS * EACH];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < KINDS * EACH; i++) {
+            calls[i] = (failing_call){.kind = i % KINDS};
+            ASSERT_OK(weft_spawn(&f[i], NULL, fail_once, &calls[i]));
+        }
+        for (int i = 0; i < KINDS * EACH; i++) {
+            ASSERT_OK(weft_join(f[i], NULL));
+            if (calls[i].r != kind_want[calls[i].kind])
+                FAIL("round %d, call %d (to port %d): want %s, got %d (%s)", round, i, kind_port[calls[i].kind],
+                     runner_err_name(kind_want[calls[i].kind]), calls[i].r, runner_err_name(calls[i].r));
+        }
+        int now = fds_now();
+        if (now != base) {
+            fds_count(1);
+            FAIL("round %d: %d fds open after, %d before", round, now, base);
+        }
+    }
+    ASSERT_OK(weft_shutdown());
+    close(lfd);
+}
