@@ -702,3 +702,57 @@ TEST(no_fd_is_left_behind_by_many_connections_failing_at_once)
     ASSERT_OK(weft_shutdown());
     close(lfd);
 }
+
+typedef struct {
+    int fd;
+    ssize_t r;
+} parked_call;
+
+static void *read_forever(void *arg)
+{
+    parked_call *c = arg;
+    char buf[64];
+    c->r = weft_read(c->fd, buf, sizeof buf, WEFT_FOREVER);
+    return NULL;
+}
+
+static void *write_forever(void *arg)
+{
+    parked_call *c = arg;
+    char *buf = calloc(1, BIG);
+    ASSERT(buf);
+    c->r = weft_write(c->fd, buf, BIG, WEFT_FOREVER);
+    free(buf);
+    return NULL;
+}
+
+TEST(weft_close_wakes_the_calls_parked_on_a_connection_to_a_vanished_peer)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    int lfd = netlab_listen(&lab, 5012);
+    start_workers(2);
+    int base = fds_now();
+    int fd = tcp_socket();
+    set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, 64 << 10);
+    struct sockaddr_in a = netlab_addr(LAB_FAR_ADDR, 5012);
+    ASSERT_OK(weft_connect(fd, (struct sockaddr *)&a, sizeof a, weft_deadline_in(10 * SEC)));
+    int peer = accept_far(lfd);
+    netlab_run(&lab, LAB_FAR, "ip link set wt1 down");
+    parked_call rd = {fd, 0}, wr = {fd, 0};
+    weft_fiber_t fr, fw;
+    ASSERT_OK(weft_spawn(&fr, NULL, read_forever, &rd));
+    ASSERT_OK(weft_spawn(&fw, NULL, write_forever, &wr));
+    WAIT_UNTIL(weft_fiber_state(fr) == WEFT_WAITING && weft_fiber_state(fw) == WEFT_WAITING);
+    ASSERT_OK(weft_close(fd));
+    ASSERT_OK(weft_join(fr, NULL));
+    ASSERT_OK(weft_join(fw, NULL));
+    ASSERT_ERR(rd.r, -EBADF);
+    if (wr.r <= 0 || wr.r >= BIG) /* some bytes went into the buffer before it parked: their count */
+        FAIL("the parked write returned %zd (%s), not the count it wrote", wr.r, runner_err_name((int)wr.r));
+    ASSERT_OK(weft_close(peer));
+    ASSERT_EQ(fds_now(), base);
+    ASSERT_OK(weft_shutdown());
+    close(lfd);
+}
