@@ -756,3 +756,296 @@ TEST(weft_close_wakes_the_calls_parked_on_a_connection_to_a_vanished_peer)
     ASSERT_OK(weft_shutdown());
     close(lfd);
 }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The example servers keep serving beside faulty clients                                            */
+/*
+ * The server runs in near on one worker and listens on its 127.0.0.1, where the healthy client talks to
+ * it. The faulty clients are in far: near's firewall sends what comes in over the link for the server's
+ * port on to 127.0.0.1 (DNAT, with route_localnet on wt0), so their connections cross the link, and the
+ * faults on it reach them alone. The servers are run with the flags they have always had (-p, -w).
+ */
+
+enum fault { BEHIND_DROPS, BEHIND_A_RATE_LIMIT, VANISHED };
+static const char *const fault_name[] = {"behind heavy drops", "behind a rate limit", "vanished mid-request"};
+
+#define SERVER_PORT 7000
+
+static const char http_ok[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
+                              "Hello, World!";
+static const char http_get[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+typedef struct {
+    int fd;
+    const char *load; /* sent over and over (once, with once) */
+    size_t load_len;
+    int once;
+    int reads;        /* reads what comes back; else never reads */
+    _Atomic int stop;
+    _Atomic int stuck;      /* it has had nothing sent for a while */
+    _Atomic int blocked;    /* its sends have had to wait: the way to the server is full */
+    _Atomic long received;  /* bytes the server sent it since it began */
+    pthread_t thread;
+} faulty_client;
+
+static void *misbehave(void *arg)
+{
+    faulty_client *c = arg;
+    char buf[16384];
+    size_t off = 0;
+    int idle = 0, done = 0;
+    while (!atomic_load(&c->stop)) {
+        struct pollfd p = {.fd = c->fd, .events = (short)((done ? 0 : POLLOUT) | (c->reads ? POLLIN : 0))};
+        int n = poll(&p, 1, 10);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n <= 0 || !(p.revents & POLLOUT)) {
+            if (!done)
+                atomic_store(&c->blocked, 1);
+            if (++idle >= 20)
+                atomic_store(&c->stuck, 1);
+        }
+        if (n <= 0)
+            continue;
+        if (p.revents & POLLIN) {
+            ssize_t k = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (k == 0 || (k < 0 && errno != EAGAIN))
+                break;
+            if (k > 0)
+                atomic_fetch_add(&c->received, k);
+        }
+        if (p.revents & POLLOUT) {
+            ssize_t k = send(c->fd, c->load + off, c->load_len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (k < 0 && errno != EAGAIN)
+                break;
+            if (k >= 0 && (size_t)k < c->load_len - off)
+                atomic_store(&c->blocked, 1); /* the send buffer took only a part */
+            if (k > 0) {
+                idle = 0;
+                off += (size_t)k;
+                if (off == c->load_len) {
+                    off = 0;
+                    done = c->once;
+                }
+            }
+        }
+        if (p.revents & (POLLERR | POLLHUP))
+            break;
+    }
+    atomic_store(&c->stuck, 1);
+    return NULL;
+}
+
+static int wait_readable(int fd, int seconds)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, (int)(seconds * 1000 * timeout_scale()));
+}
+
+/* Read exactly n bytes, each within a liveness bound. */
+static void recv_exact(int fd, char *buf, size_t n, const char *who)
+{
+    size_t have = 0;
+    while (have < n) {
+        if (wait_readable(fd, 10) != 1)
+            FAIL("%s: no answer within 10 s (%zu of %zu bytes came)", who, have, n);
+        ssize_t k = recv(fd, buf + have, n - have, 0);
+        if (k <= 0)
+            FAIL("%s: recv %zd (%s) after %zu of %zu bytes", who, k, k < 0 ? strerror(errno) : "closed", have, n);
+        have += (size_t)k;
+    }
+    buf[n] = '\0';
+}
+
+static void send_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k <= 0)
+            FAIL("send: %s", strerror(errno));
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+static int dial_blocking(int fd, const char *ip, int port)
+{
+    struct sockaddr_in a = netlab_addr(ip, port);
+    return connect(fd, (struct sockaddr *)&a, sizeof a);
+}
+
+/* One request (an echo, or a GET) and its whole answer. */
+static void exchange(int fd, int http, int n, const char *who)
+{
+    char msg[64], back[256];
+    if (http) {
+        send_all(fd, http_get, sizeof http_get - 1);
+        recv_exact(fd, back, sizeof http_ok - 1, who);
+        ASSERT_STR_EQ(back, http_ok);
+    } else {
+        int len = snprintf(msg, sizeof msg, "hello %d from %s", n, who);
+        send_all(fd, msg, (size_t)len);
+        recv_exact(fd, back, (size_t)len, who);
+        ASSERT_STR_EQ(back, msg);
+    }
+}
+
+/* The healthy client: fresh connections to 127.0.0.1, a few requests on each, every answer whole. */
+static void serve_a_healthy_client(int http, const char *when)
+{
+    for (int c = 0; c < 8; c++) {
+        int fd = tcp_socket();
+        if (dial_blocking(fd, "127.0.0.1", SERVER_PORT) != 0)
+            FAIL("%s: the healthy client cannot connect: %s", when, strerror(errno));
+        set_int_opt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+        for (int k = 0; k < 4; k++)
+            exchange(fd, http, c * 4 + k, when);
+        close(fd);
+    }
+}
+
+static void serve_beside(const char *server, int fault)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/../examples/%s", runner_bin_dir(), server);
+    if (access(path, X_OK) != 0) {
+        printf("skipped: %s is not built (the build has WEFT_BUILD_EXAMPLES=OFF)\n", path);
+        return;
+    }
+    int http = strcmp(server, "http-server") == 0;
+    char out[2048];
+    int st = netlab_try(&lab, LAB_NEAR, out, sizeof out,
+                        "nft add table ip weftnat ; "
+                        "add chain ip weftnat prerouting { type nat hook prerouting priority -100 ; } ; "
+                        "add rule ip weftnat prerouting iifname wt0 tcp dport %d dnat to 127.0.0.1",
+                        SERVER_PORT);
+    FILE *f = fopen("/proc/sys/net/ipv4/conf/wt0/route_localnet", "we"); /* near's: this thread is in it */
+    if (st != 0 || !f || fputs("1", f) < 0 || fclose(f) != 0) {
+        printf("skipped: cannot pass connections from the link to 127.0.0.1 (nft nat, route_localnet): %s\n",
+               st ? out : strerror(errno));
+        return;
+    }
+
+    char port[16];
+    snprintf(port, sizeof port, "%d", SERVER_PORT);
+    char *argv[] = {path, "-p", port, "-w", "1", NULL};
+    pid_t pid = netlab_spawn(argv);
+    for (int i = 0;; i++) {
+        int fd = tcp_socket();
+        int r = dial_blocking(fd, "127.0.0.1", SERVER_PORT);
+        close(fd);
+        if (r == 0)
+            break;
+        int ws;
+        if (waitpid(pid, &ws, WNOHANG) == pid)
+            FAIL("%s ended before it accepted (status %#x)", server, ws);
+        if (i == 10000)
+            FAIL("%s never accepted on port %d", server, SERVER_PORT);
+        nap_ms(1);
+    }
+    serve_a_healthy_client(http, "before any fault");
+
+    /* the faulty clients connect while the link is sound, and are served once */
+    enum { FAULTY = 3 };
+    static char load[64 << 10];
+    for (size_t i = 0; i < sizeof load; i++)
+        load[i] = (char)('a' + i % 26);
+    static char pipelined[40 * (sizeof http_get - 1)];
+    for (int i = 0; i < 40; i++)
+        memcpy(pipelined + i * (sizeof http_get - 1), http_get, sizeof http_get - 1);
+    static const char partial[] = "GET / HTTP/1.1\r\nHost: x\r\nX-Half: of a head that never ends";
+    faulty_client fc[FAULTY];
+    for (int i = 0; i < FAULTY; i++) {
+        fc[i] = (faulty_client){.fd = netlab_socket(&lab, LAB_FAR, SOCK_STREAM), .reads = fault != VANISHED};
+        if (dial_blocking(fc[i].fd, LAB_NEAR_ADDR, SERVER_PORT) != 0)
+            FAIL("a far client cannot reach the server over the link: %s", strerror(errno));
+        exchange(fc[i].fd, http, i, "a far client over the sound link");
+        if (http && fault == VANISHED && i == 0) {
+            fc[i].load = partial; /* half a request, and never the rest */
+            fc[i].load_len = sizeof partial - 1;
+            fc[i].once = 1;
+        } else if (http) {
+            fc[i].load = pipelined;
+            fc[i].load_len = sizeof pipelined;
+        } else {
+            fc[i].load = load;
+            fc[i].load_len = sizeof load;
+        }
+    }
+
+    if (fault == BEHIND_DROPS) {
+        netlab_run(&lab, LAB_FAR, "nft add rule inet weft input numgen random mod 100 < 50 drop ; "
+                                  "add rule inet weft output numgen random mod 100 < 50 drop");
+    } else if (fault == BEHIND_A_RATE_LIMIT) {
+        netlab_run(&lab, LAB_FAR, "tc qdisc add dev wt1 root tbf rate 1mbit burst 4kb latency 100ms");
+        netlab_run(&lab, LAB_NEAR, "tc qdisc add dev wt0 root tbf rate 1mbit burst 4kb latency 100ms");
+    }
+    for (int i = 0; i < FAULTY; i++)
+        ASSERT_EQ(pthread_create(&fc[i].thread, NULL, misbehave, &fc[i]), 0);
+    if (fault != VANISHED) {
+        /* the server works for them through the fault: their pipes are full, and answers still come */
+        for (int i = 0; i < FAULTY; i++)
+            WAIT_UNTIL(atomic_load(&fc[i].blocked) && atomic_load(&fc[i].received) > 0);
+    } else {
+        /* they send until the server stops taking it (it waits for the rest of a head, or for them to
+         * read its echo), then vanish: their link goes down, and their closes never arrive */
+        for (int i = 0; i < FAULTY; i++)
+            WAIT_UNTIL(atomic_load(&fc[i].stuck));
+        netlab_run(&lab, LAB_FAR, "ip link set wt1 down");
+        for (int i = 0; i < FAULTY; i++) {
+            atomic_store(&fc[i].stop, 1);
+            ASSERT_EQ(pthread_join(fc[i].thread, NULL), 0);
+            close(fc[i].fd);
+        }
+    }
+
+    char when[96];
+    snprintf(when, sizeof when, "beside clients %s", fault_name[fault]);
+    serve_a_healthy_client(http, when);
+
+    int ws;
+    ASSERT_EQ(waitpid(pid, &ws, WNOHANG), 0); /* still running */
+    ASSERT_EQ(kill(pid, SIGTERM), 0);
+    ASSERT_EQ(waitpid(pid, &ws, 0), pid);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+        FAIL("%s did not exit 0 on SIGTERM (status %#x)", server, ws);
+    if (fault != VANISHED)
+        for (int i = 0; i < FAULTY; i++) {
+            atomic_store(&fc[i].stop, 1);
+            ASSERT_EQ(pthread_join(fc[i].thread, NULL), 0);
+            close(fc[i].fd);
+        }
+}
+
+TEST(the_echo_server_serves_a_healthy_client_beside_clients_behind_heavy_drops)
+{
+    serve_beside("echo-server", BEHIND_DROPS);
+}
+
+TEST(the_echo_server_serves_a_healthy_client_beside_clients_behind_a_rate_limit)
+{
+    serve_beside("echo-server", BEHIND_A_RATE_LIMIT);
+}
+
+TEST(the_echo_server_serves_a_healthy_client_beside_clients_that_vanished_mid_request)
+{
+    serve_beside("echo-server", VANISHED);
+}
+
+TEST(the_http_server_serves_a_healthy_client_beside_clients_behind_heavy_drops)
+{
+    serve_beside("http-server", BEHIND_DROPS);
+}
+
+TEST(the_http_server_serves_a_healthy_client_beside_clients_behind_a_rate_limit)
+{
+    serve_beside("http-server", BEHIND_A_RATE_LIMIT);
+}
+
+TEST(the_http_server_serves_a_healthy_client_beside_clients_that_vanished_mid_request)
+{
+    serve_beside("http-server", VANISHED);
+}
