@@ -493,9 +493,10 @@ WEFT_EXTERN ssize_t weft_recvfrom(int fd, void *buf, size_t len, int flags, stru
                                   socklen_t *fromlen, int64_t deadline);
 
 /* write(2) / writev(2) / send(2): write every byte before returning, like a blocking write to a socket.
- * If an error or the deadline comes after some bytes went out, returns how many did (the next call
- * reports the error). Writing to a socket whose peer is gone returns -EPIPE and never raises SIGPIPE
- * (weft uses MSG_NOSIGNAL); for pipes, ignore or block SIGPIPE yourself. may park */
+ * If an error or the deadline comes after some bytes went out, returns how many did; the next call on the
+ * fd reports the error (a read first gets the bytes that came before it, as from the kernel). Writing to
+ * a socket whose peer is gone returns -EPIPE and never raises SIGPIPE (weft uses MSG_NOSIGNAL); for pipes,
+ * ignore or block SIGPIPE yourself. may park */
 WEFT_EXTERN ssize_t weft_write(int fd, const void *buf, size_t len, int64_t deadline);
 WEFT_EXTERN ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt, int64_t deadline);
 WEFT_EXTERN ssize_t weft_send(int fd, const void *buf, size_t len, int flags, int64_t deadline);
