@@ -26,6 +26,7 @@
 #include "runner.h"
 
 #define WAIT (200 * MS) /* the deadline the timing-out calls are given */
+#define BIG (8 << 20)    /* more than a connection's buffers take */
 
 /* What fd names: "socket:[123]", a path, ... ("" when it is gone). */
 static void fd_target(const char *name, char *out, size_t len)
@@ -182,6 +183,16 @@ static void set_int_opt(int fd, int level, int name, int v)
         FAIL("setsockopt: %s", strerror(errno));
 }
 
+/* connect_far with a small fixed send buffer, which a write fills at once. */
+static int connect_far_small(int port)
+{
+    int fd = tcp_socket();
+    set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, 64 << 10);
+    struct sockaddr_in a = netlab_addr(LAB_FAR_ADDR, port);
+    ASSERT_OK(weft_connect(fd, (struct sockaddr *)&a, sizeof a, weft_deadline_in(10 * SEC)));
+    return fd;
+}
+
 /* Close so that the peer gets a reset, not an end of stream. */
 static void close_with_reset(int fd)
 {
@@ -283,7 +294,7 @@ TEST(a_read_from_a_peer_that_sends_nothing_times_out_at_its_deadline)
     int lfd = netlab_listen(&lab, 5002);
     for (int i = 0; i < MODES; i++) {
         mode_begin(mode_order[i]);
-        conn_pair c = {connect_far(5002), accept_far(lfd)};
+        conn_pair c = {.fd = connect_far(5002), .peer = accept_far(lfd)};
         run_as(mode_order[i], read_from_silence, &c);
         ASSERT_OK(weft_close(c.fd));
         ASSERT_OK(weft_close(c.peer));
@@ -339,10 +350,10 @@ TEST(a_peer_that_closes_with_linger_zero_resets_a_read_and_a_write_with_econnres
     int lfd = netlab_listen(&lab, 5003);
     for (int i = 0; i < MODES; i++) {
         mode_begin(mode_order[i]);
-        conn_pair c = {connect_far(5003), accept_far(lfd)};
+        conn_pair c = {.fd = connect_far(5003), .peer = accept_far(lfd)};
         run_as(mode_order[i], read_into_a_reset, &c);
         ASSERT_OK(weft_close(c.fd));
-        c = (conn_pair){connect_far(5003), accept_far(lfd)};
+        c = (conn_pair){.fd = connect_far(5003), .peer = accept_far(lfd)};
         run_as(mode_order[i], write_after_a_reset, &c);
         ASSERT_OK(weft_close(c.fd));
         mode_end(mode_order[i]);
@@ -380,7 +391,7 @@ TEST(a_reset_sent_by_the_network_gives_econnreset_and_refuses_a_connect)
     int lfd = netlab_listen(&lab, 5004);
     for (int i = 0; i < MODES; i++) {
         mode_begin(mode_order[i]);
-        conn_pair c = {connect_far(5004), accept_far(lfd)};
+        conn_pair c = {.fd = connect_far(5004), .peer = accept_far(lfd)};
         /* from now on, far's firewall answers every packet to the port with a reset */
         netlab_run(&lab, LAB_FAR, "nft add rule inet weft input tcp dport 5004 reject with tcp reset");
         run_as(mode_order[i], talk_into_a_reset, &c.fd);
@@ -413,7 +424,7 @@ TEST(a_peer_whose_link_went_down_is_found_by_the_read_deadline)
     int lfd = netlab_listen(&lab, 5005);
     for (int i = 0; i < MODES; i++) {
         mode_begin(mode_order[i]);
-        conn_pair c = {connect_far(5005), accept_far(lfd)};
+        conn_pair c = {.fd = connect_far(5005), .peer = accept_far(lfd)};
         char buf[8];
         ASSERT_EQ(weft_write(c.peer, "hi", 2, weft_deadline_in(10 * SEC)), 2); /* alive so far */
         ASSERT_EQ(weft_read(c.fd, buf, sizeof buf, weft_deadline_in(10 * SEC)), 2);
@@ -426,8 +437,6 @@ TEST(a_peer_whose_link_went_down_is_found_by_the_read_deadline)
     }
     close(lfd);
 }
-
-enum { BIG = 8 << 20 };
 
 static void write_to_a_vanished_peer(int mode, void *arg)
 {
@@ -463,10 +472,7 @@ TEST(a_peer_whose_packets_are_all_dropped_is_found_by_the_write_deadline)
     int lfd = netlab_listen(&lab, 5006);
     for (int i = 0; i < MODES; i++) {
         mode_begin(mode_order[i]);
-        int fd = tcp_socket();
-        set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, 64 << 10); /* a fixed buffer, filled at once */
-        struct sockaddr_in a = netlab_addr(LAB_FAR_ADDR, 5006);
-        ASSERT_OK(weft_connect(fd, (struct sockaddr *)&a, sizeof a, weft_deadline_in(10 * SEC)));
+        int fd = connect_far_small(5006);
         int peer = accept_far(lfd);
         netlab_run(&lab, LAB_FAR, "nft add rule inet weft input tcp dport 5006 drop ; "
                                   "add rule inet weft output tcp sport 5006 drop");
@@ -626,10 +632,7 @@ TEST(a_write_through_a_rate_limited_link_returns_its_count_at_the_deadline_and_t
     set_int_opt(lfd, SOL_SOCKET, SO_RCVBUF, 64 << 10); /* fixed buffers: they cannot take it all */
     for (int i = 0; i < MODES; i++) {
         mode_begin(mode_order[i]);
-        int fd = tcp_socket();
-        set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, 64 << 10);
-        struct sockaddr_in a = netlab_addr(LAB_FAR_ADDR, 5008);
-        ASSERT_OK(weft_connect(fd, (struct sockaddr *)&a, sizeof a, weft_deadline_in(10 * SEC)));
+        int fd = connect_far_small(5008);
         slow_link link = {.writer = fd, .reader = accept_far(lfd)};
         pthread_t t;
         ASSERT_EQ(pthread_create(&t, NULL, read_slowly, &link), 0);
@@ -734,10 +737,7 @@ TEST(weft_close_wakes_the_calls_parked_on_a_connection_to_a_vanished_peer)
     int lfd = netlab_listen(&lab, 5012);
     start_workers(2);
     int base = fds_now();
-    int fd = tcp_socket();
-    set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, 64 << 10);
-    struct sockaddr_in a = netlab_addr(LAB_FAR_ADDR, 5012);
-    ASSERT_OK(weft_connect(fd, (struct sockaddr *)&a, sizeof a, weft_deadline_in(10 * SEC)));
+    int fd = connect_far_small(5012);
     int peer = accept_far(lfd);
     netlab_run(&lab, LAB_FAR, "ip link set wt1 down");
     parked_call rd = {fd, 0}, wr = {fd, 0};
