@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -261,6 +263,7 @@ TEST(a_connect_to_a_host_that_drops_every_packet_times_out_at_its_deadline)
 
 typedef struct {
     int fd, peer;
+    int lfd; /* the listener, for a test that needs another connection */
 } conn_pair;
 
 static void read_from_silence(int mode, void *arg)
@@ -355,6 +358,73 @@ TEST(a_peer_that_closes_with_linger_zero_resets_a_read_and_a_write_with_econnres
         ASSERT_OK(weft_close(c.fd));
         c = (conn_pair){.fd = connect_far(5003), .peer = accept_far(lfd)};
         run_as(mode_order[i], write_after_a_reset, &c);
+        ASSERT_OK(weft_close(c.fd));
+        mode_end(mode_order[i]);
+    }
+    close(lfd);
+}
+
+/* Once the writer's bytes wait in its send buffer (the write has sent some already), the peer answers
+ * and resets, as a server does that will not read a request it refuses. */
+static const char refusal[] = "HTTP/1.1 413 Content Too Large\r\n\r\n";
+
+static void *refuse_when_queued(void *arg)
+{
+    conn_pair *c = arg;
+    int queued = 0;
+    for (int i = 0; i < 20000 && queued < (32 << 10); i++) {
+        if (ioctl(c->fd, SIOCOUTQ, &queued) != 0)
+            FAIL("SIOCOUTQ: %s", strerror(errno));
+        nap_ms(1);
+    }
+    if (queued < (32 << 10))
+        FAIL("the writer's bytes never queued up (%d)", queued);
+    ASSERT_EQ(send(c->peer, refusal, sizeof refusal - 1, MSG_NOSIGNAL), sizeof refusal - 1);
+    close_with_reset(c->peer);
+    return NULL;
+}
+
+static void write_into_a_reset(int mode, void *arg)
+{
+    conn_pair *c = arg;
+    char *buf = calloc(1, BIG);
+    ASSERT(buf);
+    struct iovec iov[2] = {{buf, BIG / 2}, {buf + BIG / 2, BIG / 2}};
+    for (int vectored = 0; vectored < 2; vectored++) {
+        pthread_t t;
+        ASSERT_EQ(pthread_create(&t, NULL, refuse_when_queued, c), 0);
+        ssize_t n = vectored ? weft_writev(c->fd, iov, 2, weft_deadline_in(20 * SEC))
+                             : weft_write(c->fd, buf, BIG, weft_deadline_in(20 * SEC));
+        ASSERT_EQ(pthread_join(t, NULL), 0);
+        if (n <= 0 || n >= BIG)
+            FAIL("%s: a write%s cut short by a reset returned %zd (%s), not the count it wrote", mode_name[mode],
+                 vectored ? "v" : "", n, runner_err_name((int)n));
+        /* the count came back; then the answer that came before the reset, and the reset, not a clean
+         * end of stream */
+        ASSERT_MODE_ERR(mode, weft_read(c->fd, buf, 64, weft_deadline_in(10 * SEC)), sizeof refusal - 1);
+        ASSERT(memcmp(buf, refusal, sizeof refusal - 1) == 0);
+        ASSERT_MODE_ERR(mode, weft_read(c->fd, buf, 64, weft_deadline_in(10 * SEC)), -ECONNRESET);
+        ASSERT_MODE_ERR(mode, weft_read(c->fd, buf, 64, weft_deadline_in(10 * SEC)), 0);
+        ASSERT_MODE_ERR(mode, weft_write(c->fd, "x", 1, weft_deadline_in(10 * SEC)), -EPIPE);
+        if (!vectored) { /* a fresh connection for the vectored write */
+            ASSERT_OK(weft_close(c->fd));
+            *c = (conn_pair){.fd = connect_far_small(5014), .peer = accept_far(c->lfd), .lfd = c->lfd};
+        }
+    }
+    free(buf);
+}
+
+TEST(a_write_cut_short_by_a_reset_returns_its_count_then_reads_give_the_answer_and_the_reset)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    int lfd = netlab_listen(&lab, 5014);
+    set_int_opt(lfd, SOL_SOCKET, SO_RCVBUF, 64 << 10); /* small buffers, filled at once */
+    for (int i = 0; i < MODES; i++) {
+        mode_begin(mode_order[i]);
+        conn_pair c = {.fd = connect_far_small(5014), .peer = accept_far(lfd), .lfd = lfd};
+        run_as(mode_order[i], write_into_a_reset, &c);
         ASSERT_OK(weft_close(c.fd));
         mode_end(mode_order[i]);
     }
