@@ -555,6 +555,62 @@ TEST(a_peer_whose_packets_are_all_dropped_is_found_by_the_write_deadline)
     close(lfd);
 }
 
+static void read_forever_from_a_vanished_peer(int mode, void *arg)
+{
+    int fd = *(int *)arg;
+    char buf[64];
+    ASSERT_EQ(weft_write(fd, "request", 7, weft_deadline_in(10 * SEC)), 7);
+    /* no deadline: only the kernel, giving up on the unacknowledged request, ends the wait */
+    ASSERT_MODE_ERR(mode, weft_read(fd, buf, sizeof buf, WEFT_FOREVER), -ETIMEDOUT);
+    ASSERT_MODE_ERR(mode, weft_write(fd, "more", 4, weft_deadline_in(10 * SEC)), -EPIPE);
+}
+
+static void write_forever_to_a_vanished_peer(int mode, void *arg)
+{
+    int fd = *(int *)arg;
+    char *buf = calloc(1, BIG);
+    ASSERT(buf);
+    ssize_t n = weft_write(fd, buf, BIG, WEFT_FOREVER);
+    if (n <= 0 || n >= BIG)
+        FAIL("%s: a write the kernel gave up on returned %zd (%s), not the count it wrote", mode_name[mode], n,
+             runner_err_name((int)n));
+    /* the kernel's own -ETIMEDOUT ended it; the next call says so */
+    ASSERT_MODE_ERR(mode, weft_read(fd, buf, 64, weft_deadline_in(10 * SEC)), -ETIMEDOUT);
+    ASSERT_MODE_ERR(mode, weft_write(fd, buf, 64, weft_deadline_in(10 * SEC)), -EPIPE);
+    free(buf);
+}
+
+TEST(calls_with_no_deadline_wake_when_the_kernel_gives_up_on_a_vanished_peer)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    int lfd = netlab_listen(&lab, 5015);
+    for (int i = 0; i < MODES; i++) {
+        mode_begin(mode_order[i]);
+        conn_pair c = {.fd = connect_far(5015), .peer = accept_far(lfd)};
+        set_int_opt(c.fd, IPPROTO_TCP, TCP_USER_TIMEOUT, 300); /* ms unacknowledged before it gives up */
+        char buf[64];
+        ASSERT_EQ(weft_write(c.peer, "hi", 2, weft_deadline_in(10 * SEC)), 2);
+        ASSERT_EQ(weft_read(c.fd, buf, sizeof buf, weft_deadline_in(10 * SEC)), 2); /* a short read */
+        netlab_run(&lab, LAB_FAR, "ip link set wt1 down");
+        run_as(mode_order[i], read_forever_from_a_vanished_peer, &c.fd);
+        netlab_run(&lab, LAB_FAR, "ip link set wt1 up");
+        ASSERT_OK(weft_close(c.fd));
+        ASSERT_OK(weft_close(c.peer));
+        /* a write parked on a full buffer, the same way */
+        c = (conn_pair){.fd = connect_far_small(5015), .peer = accept_far(lfd)};
+        set_int_opt(c.fd, IPPROTO_TCP, TCP_USER_TIMEOUT, 300);
+        netlab_run(&lab, LAB_FAR, "ip link set wt1 down");
+        run_as(mode_order[i], write_forever_to_a_vanished_peer, &c.fd);
+        netlab_run(&lab, LAB_FAR, "ip link set wt1 up");
+        ASSERT_OK(weft_close(c.fd));
+        ASSERT_OK(weft_close(c.peer));
+        mode_end(mode_order[i]);
+    }
+    close(lfd);
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Lossy and slow links: the bytes arrive whole and in order                                         */
 
