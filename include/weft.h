@@ -508,7 +508,9 @@ WEFT_EXTERN ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags, 
  * When the process is out of fds, closes the waiting connections (their clients see them closed rather
  * than hang) and backs off, 1 ms doubling to 100 ms, until fds free up or the deadline. may park */
 WEFT_EXTERN int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline);
-/* connect(2) on a socket, waiting for the outcome. may park */
+/* connect(2) on a socket, waiting for the outcome. When a Unix socket's listener has a full backlog, waits
+ * for room as a blocking connect does, trying again after a pause (1 ms doubling to 100 ms), until the
+ * deadline. may park */
 WEFT_EXTERN int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline);
 
 /* Close fd: waiters on it wake with -EBADF; returns when no weft call uses it any more. */

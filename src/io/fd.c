@@ -780,14 +780,24 @@ typedef struct {
     bool started;
 } connect_args;
 
+/* op_connect's answer when connect(2) itself says EAGAIN: a Unix socket's listener has a full backlog.
+ * Nothing is in progress then, and no edge comes when room does, so waiting for writability would wait
+ * for ever (it did: a dial stayed parked until its deadline however soon the listener accepted).
+ * weft_connect tries again after a pause instead. Outside the errno range; never returned to a caller. */
+#define CONNECT_NO_ROOM ((ssize_t) - (1 << 20))
+#define CONNECT_PAUSE_FIRST_NS ((int64_t)1000000)
+#define CONNECT_PAUSE_MAX_NS ((int64_t)100000000)
+
 static ssize_t op_connect(int fd, void *c, bool sock)
 {
     connect_args *a = c;
     if (!a->started) {
-        a->started = true;
         if (connect(fd, a->addr, a->len) == 0)
             return 0;
         int e = weft__errno();
+        if (e == EAGAIN)
+            return CONNECT_NO_ROOM;
+        a->started = true;
         /* in progress: wait until writable, then read the outcome */
         return e == EINPROGRESS || e == EINTR ? -EAGAIN : -e;
     }
@@ -809,7 +819,20 @@ static ssize_t op_connect(int fd, void *c, bool sock)
 int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline)
 {
     connect_args a = {addr, addrlen, false};
-    return (int)io_run(fd, 1, op_connect, &a, 0, 0, deadline);
+    /* a blocking connect waits for room in a full backlog: so does this, trying again after a pause,
+     * 1 ms doubling to 100 ms (as weft_accept backs off), until the deadline */
+    for (int64_t pause = CONNECT_PAUSE_FIRST_NS;; pause = pause < CONNECT_PAUSE_MAX_NS ? 2 * pause : pause) {
+        ssize_t r = io_run(fd, 1, op_connect, &a, 0, 0, deadline);
+        if (r != CONNECT_NO_ROOM)
+            return (int)r;
+        int64_t now = weft__clock_ns();
+        if (deadline == WEFT_NOWAIT || (deadline > 0 && now >= deadline))
+            return -ETIMEDOUT;
+        int64_t until = now + pause;
+        int s = weft_sleep_until(deadline > 0 && deadline < until ? deadline : until);
+        if (s < 0)
+            return s; /* cancelled */
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------ */
