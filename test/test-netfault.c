@@ -17,7 +17,9 @@
 #include <string.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -881,6 +883,93 @@ TEST(weft_close_wakes_the_calls_parked_on_a_connection_to_a_vanished_peer)
     ASSERT_EQ(fds_now(), base);
     ASSERT_OK(weft_shutdown());
     close(lfd);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* An overloaded listener                                                                            */
+
+/* A Unix listener with an abstract name (it lives in the test's network namespace, with no file). */
+static int overloaded_listener(struct sockaddr_un *un, socklen_t *len)
+{
+    memset(un, 0, sizeof *un);
+    un->sun_family = AF_UNIX;
+    int n = snprintf(un->sun_path + 1, sizeof un->sun_path - 1, "weft-netfault-%d", (int)getpid());
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (l < 0 || bind(l, (struct sockaddr *)un, *len) != 0 || listen(l, 1) != 0)
+        FAIL("a Unix listener: %s", strerror(errno));
+    return l;
+}
+
+typedef struct {
+    int lfd;
+    struct sockaddr_un un;
+    socklen_t len;
+    int queued[16], nqueued;
+} unix_backlog;
+
+static int unix_dial(const unix_backlog *b, int64_t deadline)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    int r = weft_connect(fd, (const struct sockaddr *)&b->un, b->len, deadline);
+    if (r < 0) {
+        ASSERT_OK(weft_close(fd));
+        return r;
+    }
+    return fd;
+}
+
+static void *accept_one_soon(void *arg)
+{
+    unix_backlog *b = arg;
+    nap_ms(50);
+    int c = accept4(b->lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0)
+        FAIL("accept: %s", strerror(errno));
+    close(c);
+    return NULL;
+}
+
+static void dial_into_a_full_backlog(int mode, void *arg)
+{
+    unix_backlog *b = arg;
+    /* fill the backlog: a dial that cannot connect at once then fails at once */
+    int r;
+    while ((r = unix_dial(b, WEFT_NOWAIT)) >= 0) {
+        ASSERT_LT(b->nqueued, 16);
+        b->queued[b->nqueued++] = r;
+    }
+    ASSERT_MODE_ERR(mode, r, -ETIMEDOUT);
+    ASSERT_GT(b->nqueued, 0);
+    int64_t t0 = weft_now(), dl = t0 + WAIT;
+    ASSERT_TIMES_OUT(mode, unix_dial(b, dl), t0, dl);
+    /* room comes while a dial waits: it connects, long before its deadline */
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, accept_one_soon, b), 0);
+    int fd = unix_dial(b, weft_deadline_in(20 * SEC));
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    if (fd < 0)
+        FAIL("%s: a dial that room came for failed: %d (%s)", mode_name[mode], fd, runner_err_name(fd));
+    ASSERT_OK(weft_close(fd));
+    for (int i = 0; i < b->nqueued; i++)
+        ASSERT_OK(weft_close(b->queued[i]));
+    b->nqueued = 0;
+}
+
+TEST(a_connect_to_a_listener_with_a_full_backlog_waits_for_room_until_its_deadline)
+{
+    netlab lab; /* only for a namespace of the test's own, where the abstract name cannot collide */
+    if (!netlab_up(&lab))
+        return;
+    for (int i = 0; i < MODES; i++) {
+        mode_begin(mode_order[i]);
+        unix_backlog b = {.nqueued = 0};
+        b.lfd = overloaded_listener(&b.un, &b.len);
+        run_as(mode_order[i], dial_into_a_full_backlog, &b);
+        close(b.lfd); /* the connections it still held go with it */
+        mode_end(mode_order[i]);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------ */
