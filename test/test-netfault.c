@@ -1,7 +1,22 @@
 /*
- * Network faults, made in network namespaces of the test's own (test/netlab.h): a veth link between
- * the test's namespace and a far one, with nftables drops and resets, a link brought down, and tbf rate
- * limits on it.
+ * Network faults, made in network namespaces of the test's own (test/netlab.h): a veth link between the
+ * test's namespace and a far one, with nftables drops and resets on it, the far end brought down, and
+ * tbf rate limits.
+ *   - deadlines: a connect whose SYNs are dropped, and a read from a peer that says nothing, fail with
+ *     -ETIMEDOUT at their deadline, never before;
+ *   - resets: a peer's close with SO_LINGER 0, and a reset from the network (nft reject with tcp reset),
+ *     give -ECONNRESET, then -EPIPE; a reset connect is refused; a write that a reset cuts short returns
+ *     its count, and the reads after it get what came before the reset, then the reset;
+ *   - half-open peers (the link down, or every packet dropped) are found by the read and the write
+ *     deadlines, and, with no deadline, when the kernel gives up (TCP_USER_TIMEOUT);
+ *   - bytes cross a lossy link and a rate-limited one whole and in order; a write that passes its
+ *     deadline returns its count, and the rest follows from there;
+ *   - many connections failing at once leave no fd behind; weft_close wakes calls parked on a dead
+ *     connection; a connect to a full backlog waits for room until its deadline;
+ *   - the example servers, on one worker, serve a healthy client beside clients behind heavy drops,
+ *     behind a rate limit, or gone mid-request.
+ * Most run in three modes, each with its own deadline path: in a fiber, on a plain thread beside the
+ * runtime, and with no runtime. Each mode must close every fd it opened.
  * Outcomes are asserted, never times: a deadline must not pass early, and a generous sanity bound (10x)
  * only catches one that never fires; other waits are liveness bounds.
  */
@@ -1121,15 +1136,15 @@ static void serve_a_healthy_client(int http, const char *when)
 
 static void serve_beside(const char *server, int fault)
 {
-    netlab lab;
-    if (!netlab_up(&lab))
-        return;
     char path[4096];
     snprintf(path, sizeof path, "%s/../examples/%s", runner_bin_dir(), server);
     if (access(path, X_OK) != 0) {
         printf("skipped: %s is not built (the build has WEFT_BUILD_EXAMPLES=OFF)\n", path);
         return;
     }
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
     int http = strcmp(server, "http-server") == 0;
     char out[2048];
     int st = netlab_try(&lab, LAB_NEAR, out, sizeof out,
