@@ -22,17 +22,17 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <linux/sockios.h>
 #include <sys/ioctl.h>
-#include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -163,12 +163,32 @@ static void run_as(int mode, void (*fn)(int, void *), void *arg)
                  #expr, (long long)(t_ - (t0)) / MS, (long long)((dl) - (t0)) / MS);                \
     } while (0)
 
-#define ASSERT_MODE_ERR(mode, expr, err)                                                            \
+/* expr must give exactly want: an error (-ECONNRESET) or a count. */
+#define ASSERT_MODE_ERR(mode, expr, want)                                                           \
     do {                                                                                            \
-        long long r_ = (long long)(expr);                                                           \
-        if (r_ != (long long)(err))                                                                 \
-            FAIL("%s: %s: want %s, got %lld (%s)", mode_name[mode], #expr, runner_err_name((int)(err)), \
-                 r_, runner_err_name((int)r_));                                                     \
+        long long r_ = (long long)(expr), w_ = (long long)(want);                                   \
+        if (r_ != w_)                                                                               \
+            FAIL("%s: %s: want %lld (%s), got %lld (%s)", mode_name[mode], #expr, w_,               \
+                 runner_err_name((int)w_), r_, runner_err_name((int)r_));                           \
+    } while (0)
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/* Wait for cond, napping (not spinning: the CPUs belong to the code under test), for at most 20 s, more
+ * under sanitizers: a liveness bound, not a measurement. */
+#define NAP_UNTIL(cond)                                                                             \
+    do {                                                                                            \
+        int64_t until_ = weft_now() + (int64_t)(20 * timeout_scale()) * SEC;                        \
+        while (!(cond)) {                                                                           \
+            if (weft_now() > until_)                                                                \
+                FAIL("still waiting for %s", #cond);                                                \
+            nap_ms(1);                                                                              \
+        }                                                                                           \
     } while (0)
 
 static int tcp_socket(void)
@@ -241,6 +261,7 @@ TEST(the_two_namespaces_reach_each_other_over_the_link)
     ASSERT_OK(weft_close(fd));
     ASSERT_EQ(fds_now(), base);
     ASSERT_OK(weft_shutdown());
+    ASSERT_OK(weft_close(lfd));
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -275,7 +296,7 @@ TEST(a_connect_to_a_host_that_drops_every_packet_times_out_at_its_deadline)
         run_as(mode_order[i], connect_to_silence, NULL);
         mode_end(mode_order[i]);
     }
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 typedef struct {
@@ -320,18 +341,11 @@ TEST(a_read_from_a_peer_that_sends_nothing_times_out_at_its_deadline)
         ASSERT_OK(weft_close(c.peer));
         mode_end(mode_order[i]);
     }
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Resets                                                                                            */
-
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
 
 static void *reset_soon(void *arg)
 {
@@ -378,7 +392,7 @@ TEST(a_peer_that_closes_with_linger_zero_resets_a_read_and_a_write_with_econnres
         ASSERT_OK(weft_close(c.fd));
         mode_end(mode_order[i]);
     }
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 /* Once the writer's bytes wait in its send buffer (the write has sent some already), the peer answers
@@ -445,7 +459,7 @@ TEST(a_write_cut_short_by_a_reset_returns_its_count_then_reads_give_the_answer_a
         ASSERT_OK(weft_close(c.fd));
         mode_end(mode_order[i]);
     }
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 static void talk_into_a_reset(int mode, void *arg)
@@ -488,7 +502,7 @@ TEST(a_reset_sent_by_the_network_gives_econnreset_and_refuses_a_connect)
         ASSERT_OK(weft_close(c.peer));
         mode_end(mode_order[i]);
     }
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -522,7 +536,7 @@ TEST(a_peer_whose_link_went_down_is_found_by_the_read_deadline)
         ASSERT_OK(weft_close(c.peer));
         mode_end(mode_order[i]);
     }
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 static void write_to_a_vanished_peer(int mode, void *arg)
@@ -569,7 +583,7 @@ TEST(a_peer_whose_packets_are_all_dropped_is_found_by_the_write_deadline)
         ASSERT_OK(weft_close(peer));
         mode_end(mode_order[i]);
     }
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 static void read_forever_from_a_vanished_peer(int mode, void *arg)
@@ -625,7 +639,7 @@ TEST(calls_with_no_deadline_wake_when_the_kernel_gives_up_on_a_vanished_peer)
         ASSERT_OK(weft_close(c.peer));
         mode_end(mode_order[i]);
     }
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -711,7 +725,7 @@ TEST(bytes_cross_a_link_that_drops_a_fifth_of_its_packets_whole_and_in_order)
     ASSERT_OK(weft_wg_wait(&echo_wg, weft_deadline_in(30 * SEC))); /* each echo saw its end and closed */
     ASSERT_EQ(fds_now(), base);
     ASSERT_OK(weft_shutdown());
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 enum { SLOW_BYTES = 2 << 20 };
@@ -786,7 +800,7 @@ TEST(a_write_through_a_rate_limited_link_returns_its_count_at_the_deadline_and_t
         ASSERT_OK(weft_close(link.reader));
         mode_end(mode_order[i]);
     }
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -846,7 +860,7 @@ TEST(no_fd_is_left_behind_by_many_connections_failing_at_once)
         }
     }
     ASSERT_OK(weft_shutdown());
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 typedef struct {
@@ -887,7 +901,7 @@ TEST(weft_close_wakes_the_calls_parked_on_a_connection_to_a_vanished_peer)
     weft_fiber_t fr, fw;
     ASSERT_OK(weft_spawn(&fr, NULL, read_forever, &rd));
     ASSERT_OK(weft_spawn(&fw, NULL, write_forever, &wr));
-    WAIT_UNTIL(weft_fiber_state(fr) == WEFT_WAITING && weft_fiber_state(fw) == WEFT_WAITING);
+    NAP_UNTIL(weft_fiber_state(fr) == WEFT_WAITING && weft_fiber_state(fw) == WEFT_WAITING);
     ASSERT_OK(weft_close(fd));
     ASSERT_OK(weft_join(fr, NULL));
     ASSERT_OK(weft_join(fw, NULL));
@@ -897,7 +911,7 @@ TEST(weft_close_wakes_the_calls_parked_on_a_connection_to_a_vanished_peer)
     ASSERT_OK(weft_close(peer));
     ASSERT_EQ(fds_now(), base);
     ASSERT_OK(weft_shutdown());
-    close(lfd);
+    ASSERT_OK(weft_close(lfd));
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -1107,13 +1121,15 @@ static int dial_blocking(int fd, const char *ip, int port)
 /* One request (an echo, or a GET) and its whole answer. */
 static void exchange(int fd, int http, int n, const char *who)
 {
-    char msg[64], back[256];
+    char msg[128], back[256];
     if (http) {
         send_all(fd, http_get, sizeof http_get - 1);
         recv_exact(fd, back, sizeof http_ok - 1, who);
         ASSERT_STR_EQ(back, http_ok);
     } else {
         int len = snprintf(msg, sizeof msg, "hello %d from %s", n, who);
+        if (len >= (int)sizeof msg)
+            len = (int)sizeof msg - 1;
         send_all(fd, msg, (size_t)len);
         recv_exact(fd, back, (size_t)len, who);
         ASSERT_STR_EQ(back, msg);
@@ -1218,12 +1234,12 @@ static void serve_beside(const char *server, int fault)
     if (fault != VANISHED) {
         /* the server works for them through the fault: their pipes are full, and answers still come */
         for (int i = 0; i < FAULTY; i++)
-            WAIT_UNTIL(atomic_load(&fc[i].blocked) && atomic_load(&fc[i].received) > 0);
+            NAP_UNTIL(atomic_load(&fc[i].blocked) && atomic_load(&fc[i].received) > 0);
     } else {
         /* they send until the server stops taking it (it waits for the rest of a head, or for them to
          * read its echo), then vanish: their link goes down, and their closes never arrive */
         for (int i = 0; i < FAULTY; i++)
-            WAIT_UNTIL(atomic_load(&fc[i].stuck));
+            NAP_UNTIL(atomic_load(&fc[i].stuck));
         netlab_run(&lab, LAB_FAR, "ip link set wt1 down");
         for (int i = 0; i < FAULTY; i++) {
             atomic_store(&fc[i].stop, 1);
