@@ -524,7 +524,9 @@ WEFT_EXTERN int weft_getaddrinfo(const char *node, const char *service, const st
 /* A listening TCP socket on host (NULL or "": every address) and port (0: any free port; getsockname
  * tells which), SO_REUSEADDR set. backlog <= 0: SOMAXCONN. Returns the fd. may park (name lookup) */
 WEFT_EXTERN int weft_tcp_listen(const char *host, int port, int backlog);
-/* A TCP connection to host:port, trying each address the name has; TCP_NODELAY set. may park */
+/* A TCP connection to host:port, trying each address the name has; TCP_NODELAY set. The deadline covers
+ * the name lookup too: one that has not ended by then goes on alone (what it finds is dropped) and the
+ * dial returns -ETIMEDOUT. may park */
 WEFT_EXTERN int weft_tcp_dial(const char *host, int port, int64_t deadline);
 /* A listening Unix stream socket at path (which must not exist yet). */
 WEFT_EXTERN int weft_unix_listen(const char *path, int backlog);
