@@ -304,6 +304,50 @@ typedef struct {
     int lfd; /* the listener, for a test that needs another connection */
 } conn_pair;
 
+static const char unanswered_name[] = "weft-netfault.invalid"; /* in no hosts file (RFC 6761) */
+
+static void dial_a_name_no_server_answers_for(int mode, void *arg)
+{
+    int *answered_at_once = arg;
+    int64_t t0 = weft_now(), dl = t0 + WAIT;
+    int r = weft_tcp_dial(unanswered_name, 80, dl);
+    if (r != -ETIMEDOUT && weft_now() < dl) {
+        *answered_at_once = r;
+        return;
+    }
+    ASSERT_TIMES_OUT(mode, r, t0, dl);
+    ASSERT_MODE_ERR(mode, weft_tcp_dial(unanswered_name, 80, WEFT_NOWAIT), -ETIMEDOUT);
+}
+
+TEST(a_dial_whose_name_lookup_gets_no_answer_times_out_at_its_deadline)
+{
+    netlab lab;
+    if (!netlab_up(&lab))
+        return;
+    /* whatever server the resolver asks, no answer comes: one on loopback is dropped on the way in, one
+     * elsewhere is routed to far, which does not forward. The abandoned lookup gives up after 1 s. */
+    setenv("RES_OPTIONS", "timeout:1 attempts:1", 1);
+    netlab_run(&lab, LAB_NEAR, "ip route add default via " LAB_FAR_ADDR);
+    netlab_run(&lab, LAB_NEAR, "nft add rule inet weft input udp dport 53 drop ; "
+                               "add rule inet weft input tcp dport 53 drop");
+    for (int i = 0; i < MODES; i++) {
+        mode_begin(mode_order[i]);
+        int answered_at_once = 0;
+        run_as(mode_order[i], dial_a_name_no_server_answers_for, &answered_at_once);
+        if (answered_at_once) {
+            printf("skipped: the resolver here does not wait for a DNS server (a lookup failed at once: %s)\n",
+                   runner_err_name(answered_at_once));
+            if (weft_workers())
+                ASSERT_OK(weft_shutdown());
+            return;
+        }
+        /* the lookup the dial left goes on alone, then closes its socket and frees what it had */
+        NAP_UNTIL(fds_now() == mode_fds);
+        mode_end(mode_order[i]);
+    }
+}
+
+
 static void read_from_silence(int mode, void *arg)
 {
     conn_pair *c = arg;
