@@ -6,14 +6,16 @@
  *
  *   netlab lab;
  *   if (!netlab_up(&lab))
- *       return;                                       // it printed "skipped: ..." (not root, no ip/nft/tc, ...)
+ *       return;                                  // it printed "skipped: ..." (not root, no ip/nft/tc, ...)
  *   netlab_run(&lab, LAB_FAR, "nft add rule inet weft input tcp dport 5000 drop");
- *   int l = netlab_listen(&lab, 5000);               // a listening socket inside far, on 10.77.0.2:5000
- *   int s = socket(AF_INET, SOCK_STREAM, 0);          // a socket of the test's: inside near
+ *   int l = netlab_listen(&lab, 5000);           // a listening socket inside far, on 10.77.0.2:5000
+ *   int s = socket(AF_INET, SOCK_STREAM, 0);     // a socket of the test's: inside near
  *
  * Both namespaces have an nft table "inet weft" with an input and an output chain (filter hooks), for
  * rules to be added to; faults are drops (`numgen random mod 100 < N drop`), resets (`reject with tcp
- * reset`), a link brought down (`ip link set wt1 down`) and rate limits (`tc qdisc ... tbf`).
+ * reset`), a link brought down (`ip link set wt1 down`) and rate limits (`tc qdisc ... tbf`). The link's
+ * routes have rto_min 10ms, so that TCP sends a lost segment again after 10 ms rather than 200 ms: tests
+ * behind drops spend less time waiting for retransmissions.
  *
  * A socket belongs to the namespace it was made in, whichever thread uses it later, so the test makes the
  * far side's sockets by stepping its thread into far for the socket() call (netlab_socket) and back.
