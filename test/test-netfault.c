@@ -2,8 +2,8 @@
  * Network faults, made in network namespaces of the test's own (test/netlab.h): a veth link between the
  * test's namespace and a far one, with nftables drops and resets on it, the far end brought down, and
  * tbf rate limits.
- *   - deadlines: a connect whose SYNs are dropped, and a read from a peer that says nothing, fail with
- *     -ETIMEDOUT at their deadline, never before;
+ *   - deadlines: a connect whose SYNs are dropped, a dial whose name lookup no DNS server answers, and
+ *     a read from a peer that says nothing fail with -ETIMEDOUT at their deadline, never before;
  *   - resets: a peer's close with SO_LINGER 0, and a reset from the network (nft reject with tcp reset),
  *     give -ECONNRESET, then -EPIPE; a reset connect is refused; a write that a reset cuts short returns
  *     its count, and the reads after it get what came before the reset, then the reset;
