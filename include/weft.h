@@ -493,9 +493,10 @@ WEFT_EXTERN ssize_t weft_recvfrom(int fd, void *buf, size_t len, int flags, stru
                                   socklen_t *fromlen, int64_t deadline);
 
 /* write(2) / writev(2) / send(2): write every byte before returning, like a blocking write to a socket.
- * If an error or the deadline comes after some bytes went out, returns how many did (the next call
- * reports the error). Writing to a socket whose peer is gone returns -EPIPE and never raises SIGPIPE
- * (weft uses MSG_NOSIGNAL); for pipes, ignore or block SIGPIPE yourself. may park */
+ * If an error or the deadline comes after some bytes went out, returns how many did; the next call on the
+ * fd reports the error (a read first gets the bytes that came before it, as from the kernel). Writing to
+ * a socket whose peer is gone returns -EPIPE and never raises SIGPIPE (weft uses MSG_NOSIGNAL); for pipes,
+ * ignore or block SIGPIPE yourself. may park */
 WEFT_EXTERN ssize_t weft_write(int fd, const void *buf, size_t len, int64_t deadline);
 WEFT_EXTERN ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt, int64_t deadline);
 WEFT_EXTERN ssize_t weft_send(int fd, const void *buf, size_t len, int flags, int64_t deadline);
@@ -507,7 +508,9 @@ WEFT_EXTERN ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags, 
  * When the process is out of fds, closes the waiting connections (their clients see them closed rather
  * than hang) and backs off, 1 ms doubling to 100 ms, until fds free up or the deadline. may park */
 WEFT_EXTERN int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline);
-/* connect(2) on a socket, waiting for the outcome. may park */
+/* connect(2) on a socket, waiting for the outcome. When a Unix socket's listener has a full backlog, waits
+ * for room as a blocking connect does, trying again after a pause (1 ms doubling to 100 ms), until the
+ * deadline. may park */
 WEFT_EXTERN int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline);
 
 /* Close fd: waiters on it wake with -EBADF; returns when no weft call uses it any more. */
@@ -521,7 +524,9 @@ WEFT_EXTERN int weft_getaddrinfo(const char *node, const char *service, const st
 /* A listening TCP socket on host (NULL or "": every address) and port (0: any free port; getsockname
  * tells which), SO_REUSEADDR set. backlog <= 0: SOMAXCONN. Returns the fd. may park (name lookup) */
 WEFT_EXTERN int weft_tcp_listen(const char *host, int port, int backlog);
-/* A TCP connection to host:port, trying each address the name has; TCP_NODELAY set. may park */
+/* A TCP connection to host:port, trying each address the name has; TCP_NODELAY set. The deadline covers
+ * the name lookup too: one that has not ended by then goes on alone (what it finds is dropped) and the
+ * dial returns -ETIMEDOUT. may park */
 WEFT_EXTERN int weft_tcp_dial(const char *host, int port, int64_t deadline);
 /* A listening Unix stream socket at path (which must not exist yet). */
 WEFT_EXTERN int weft_unix_listen(const char *path, int backlog);

@@ -27,6 +27,11 @@
  *    in a fiber, their reads and writes run on the blocking pool (blocking.c).
  *  - Threads that are not fibers use the same waiters when the runtime runs (they park on a futex), and
  *    poll(2) when it does not.
+ *  - A write returns the count written when an error ends it after some bytes went out, and the next call
+ *    on the fd reports the error. A socket's kernel reports its error (a reset, the kernel's own timeout)
+ *    only once, to the first call that asks, and that was the write's: so the write keeps it in the
+ *    descriptor (pending) and the next call returns it; a read first gets the bytes that came before it.
+ *    (Without that, a reset that cut a write short was lost: the next read saw a clean end of stream.)
  *
  * MEMORY ORDERING
  *  - Sequence: the poller increments it under the lock (release); an operation loads it (acquire) before
@@ -76,6 +81,7 @@ typedef struct weft__pd {
     _Atomic uint32_t seq[2];  /* edges seen, per direction (0 read, 1 write) */
     _Atomic uint32_t dry;     /* 1 + the read sequence at which a short read emptied it; 0: unknown */
     _Atomic bool ended;       /* the poller saw the peer close or an error: reads always try */
+    _Atomic int pending;      /* an error that cut a write short, for the next call (a -errno, or 0) */
     pd_waiter *waiters[2];    /* under the lock */
     _Atomic int32_t refs;     /* operations in flight */
 } weft__pd;
@@ -258,6 +264,7 @@ int weft__fd_adopt(int fd)
     weft__spin_lock(&pd->lock);
     if (atomic_load_explicit(&pd->state, memory_order_relaxed) == PD_OPEN)
         atomic_fetch_add_explicit(&pd->gen, 1, memory_order_relaxed); /* old events are stale */
+    atomic_store_explicit(&pd->pending, 0, memory_order_relaxed);   /* and so is an error kept for them */
     int r = pd_open_locked(pd, fd);
     weft__spin_unlock(&pd->lock);
     return r;
@@ -452,8 +459,16 @@ static void *run_file_job(void *arg)
     return NULL;
 }
 
+enum io_flags {
+    IO_CUT_SHORT = 1u << 0, /* a write that has sent bytes already: an error now is kept for the next call */
+    IO_READINESS = 1u << 1, /* weft_fd_wait: a kept error makes the fd ready, and stays kept */
+};
+
 /*
  * Run op until it does not say EAGAIN: op returns what its system call returns, with errno set.
+ *
+ * flags (enum io_flags): an error that cut a write short is kept in pending (relaxed: the call that is to
+ * report it comes after the write, and sees the store by coherence), and the next call returns it.
  *
  * want (reads only, else 0): the bytes asked for. On a stream socket or a pipe, a read that returns fewer
  * has emptied the fd; every byte that comes after it raises an edge. So the next read, if no edge has come
@@ -462,13 +477,36 @@ static void *run_file_job(void *arg)
  * stream or an error that came before the short read: it raises no edge after it. The poller notes those
  * (ended) before it counts their edge, so a read that sees the count sees the note, and tries.
  */
-static ssize_t io_run(int fd, int dir, io_op op, void *ctx, size_t want, int64_t deadline)
+static ssize_t io_run(int fd, int dir, io_op op, void *ctx, size_t want, unsigned flags, int64_t deadline)
 {
     int err;
     weft__pd *pd = op_begin(fd, &err);
     if (!pd)
         return err;
     ssize_t r;
+    if (WEFT__UNLIKELY(atomic_load_explicit(&pd->pending, memory_order_relaxed) != 0)) {
+        /* A write that an error cut short kept the error for this call. A read first gets the bytes that
+         * came before the error, as the kernel gives them (a server's answer, then its reset); a wait for
+         * readiness is told the fd is ready. */
+        if (flags & IO_READINESS) {
+            op_end(pd);
+            return POLLERR;
+        }
+        r = -EAGAIN;
+        if (dir == 0)
+            while ((r = op(fd, ctx, pd->sock)) == -EINTR)
+                ;
+        if (r <= 0) {
+            int kept = atomic_exchange_explicit(&pd->pending, 0, memory_order_relaxed);
+            if (kept != 0)
+                r = kept;
+        }
+        if (r != -EAGAIN) {
+            op_end(pd);
+            return r;
+        }
+        /* another call took it meanwhile: go on as usual */
+    }
     if (WEFT__UNLIKELY(pd->file) && weft__on_worker()) {
         file_job j = {op, fd, ctx, 0};
         int b = weft_blocking_until(run_file_job, &j, NULL, deadline);
@@ -490,8 +528,11 @@ static ssize_t io_run(int fd, int dir, io_op op, void *ctx, size_t want, int64_t
             }
             if (r == -EINTR)
                 continue;
-            if (r != -EAGAIN && r != -EWOULDBLOCK)
+            if (r != -EAGAIN && r != -EWOULDBLOCK) {
+                if ((flags & IO_CUT_SHORT) && pd->sock)
+                    atomic_store_explicit(&pd->pending, (int)r, memory_order_relaxed);
                 break;
+            }
         }
         dry = false;
         int w;
@@ -581,7 +622,7 @@ static ssize_t op_poll(int fd, void *c, bool sock)
 ssize_t weft_read(int fd, void *buf, size_t len, int64_t deadline)
 {
     io_args a = {.buf = buf, .len = len};
-    return io_run(fd, 0, op_read, &a, len, deadline);
+    return io_run(fd, 0, op_read, &a, len, 0, deadline);
 }
 
 ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline)
@@ -590,31 +631,32 @@ ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt, int64_t deadline
     size_t want = 0;
     for (int i = 0; i < iovcnt && iov; i++)
         want += iov[i].iov_len;
-    return io_run(fd, 0, op_readv, &a, want, deadline);
+    return io_run(fd, 0, op_readv, &a, want, 0, deadline);
 }
 
 ssize_t weft_recv(int fd, void *buf, size_t len, int flags, int64_t deadline)
 {
     io_args a = {.buf = buf, .len = len, .flags = flags};
-    return io_run(fd, 0, op_recvfrom, &a, 0, deadline);
+    return io_run(fd, 0, op_recvfrom, &a, 0, 0, deadline);
 }
 
 ssize_t weft_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen,
                       int64_t deadline)
 {
     io_args a = {.buf = buf, .len = len, .flags = flags, .addr = from, .addrlen = fromlen};
-    return io_run(fd, 0, op_recvfrom, &a, 0, deadline);
+    return io_run(fd, 0, op_recvfrom, &a, 0, 0, deadline);
 }
 
 ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen,
                     int64_t deadline)
 {
     io_args a = {.buf = (void *)buf, .len = len, .flags = flags, .to = to, .tolen = tolen};
-    return io_run(fd, 1, op_sendto, &a, 0, deadline); /* a datagram goes whole or not at all */
+    return io_run(fd, 1, op_sendto, &a, 0, 0, deadline); /* a datagram goes whole or not at all */
 }
 
 /* Writes go on until every byte is written, like a blocking write to a socket. An error or the deadline
- * after some bytes went out returns how many did (the next call reports the error). */
+ * after some bytes went out returns how many did; the next call on the fd reports the error (io_run keeps
+ * it: a socket reports it only once). */
 static ssize_t write_all(int fd, io_op op, io_args *a, int64_t deadline)
 {
     size_t done = 0, len = a->len;
@@ -622,7 +664,7 @@ static ssize_t write_all(int fd, io_op op, io_args *a, int64_t deadline)
     while (done < len || len == 0) {
         a->buf = p + done;
         a->len = len - done;
-        ssize_t r = io_run(fd, 1, op, a, 0, deadline);
+        ssize_t r = io_run(fd, 1, op, a, 0, done ? IO_CUT_SHORT : 0, deadline);
         if (r < 0)
             return done ? (ssize_t)done : r;
         done += (size_t)r;
@@ -662,7 +704,7 @@ ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt, int64_t deadlin
     ssize_t ret = 0;
     do {
         io_args a = {.iov = v + first, .iovcnt = iovcnt - first};
-        ssize_t r = io_run(fd, 1, op_writev, &a, 0, deadline);
+        ssize_t r = io_run(fd, 1, op_writev, &a, 0, done ? IO_CUT_SHORT : 0, deadline);
         if (r < 0) {
             ret = done ? (ssize_t)done : r;
             goto out;
@@ -692,7 +734,7 @@ int weft_fd_wait(int fd, unsigned events, int64_t deadline)
         return -EINVAL; /* one direction at a time: the waits are per direction */
     int dir = events == WEFT_WRITABLE;
     io_args a = {.flags = dir ? POLLOUT : POLLIN};
-    ssize_t r = io_run(fd, dir, op_poll, &a, 0, deadline);
+    ssize_t r = io_run(fd, dir, op_poll, &a, 0, IO_READINESS, deadline);
     if (r < 0)
         return (int)r;
     unsigned got = 0;
@@ -721,7 +763,7 @@ static ssize_t op_accept(int fd, void *c, bool sock)
 int weft__accept_once(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline)
 {
     accept_args a = {addr, addrlen};
-    ssize_t r = io_run(fd, 0, op_accept, &a, 0, deadline);
+    ssize_t r = io_run(fd, 0, op_accept, &a, 0, 0, deadline);
     if (r >= 0) {
         int e = weft__fd_adopt((int)r);
         if (e < 0) {
@@ -738,14 +780,24 @@ typedef struct {
     bool started;
 } connect_args;
 
+/* op_connect's answer when connect(2) itself says EAGAIN: a Unix socket's listener has a full backlog.
+ * Nothing is in progress then, and no edge comes when room does, so waiting for writability would wait
+ * for ever (it did: a dial stayed parked until its deadline however soon the listener accepted).
+ * weft_connect tries again after a pause instead. Outside the errno range; never returned to a caller. */
+#define CONNECT_NO_ROOM ((ssize_t) - (1 << 20))
+#define CONNECT_PAUSE_FIRST_NS ((int64_t)1000000)
+#define CONNECT_PAUSE_MAX_NS ((int64_t)100000000)
+
 static ssize_t op_connect(int fd, void *c, bool sock)
 {
     connect_args *a = c;
     if (!a->started) {
-        a->started = true;
         if (connect(fd, a->addr, a->len) == 0)
             return 0;
         int e = weft__errno();
+        if (e == EAGAIN)
+            return CONNECT_NO_ROOM;
+        a->started = true;
         /* in progress: wait until writable, then read the outcome */
         return e == EINPROGRESS || e == EINTR ? -EAGAIN : -e;
     }
@@ -767,7 +819,20 @@ static ssize_t op_connect(int fd, void *c, bool sock)
 int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline)
 {
     connect_args a = {addr, addrlen, false};
-    return (int)io_run(fd, 1, op_connect, &a, 0, deadline);
+    /* a blocking connect waits for room in a full backlog: so does this, trying again after a pause,
+     * 1 ms doubling to 100 ms (as weft_accept backs off), until the deadline */
+    for (int64_t pause = CONNECT_PAUSE_FIRST_NS;; pause = pause < CONNECT_PAUSE_MAX_NS ? 2 * pause : pause) {
+        ssize_t r = io_run(fd, 1, op_connect, &a, 0, 0, deadline);
+        if (r != CONNECT_NO_ROOM)
+            return (int)r;
+        int64_t now = weft__clock_ns();
+        if (deadline == WEFT_NOWAIT || (deadline > 0 && now >= deadline))
+            return -ETIMEDOUT;
+        int64_t until = now + pause;
+        int s = weft_sleep_until(deadline > 0 && deadline < until ? deadline : until);
+        if (s < 0)
+            return s; /* cancelled */
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -812,6 +877,7 @@ int weft_close(int fd)
         weft__poll_del(fd);
     int r = close(fd) == 0 ? 0 : -weft__errno();
     weft__spin_lock(&pd->lock);
+    atomic_store_explicit(&pd->pending, 0, memory_order_relaxed); /* it was the closed file's */
     atomic_store_explicit(&pd->state, PD_UNUSED, memory_order_release);
     weft__spin_unlock(&pd->lock);
     return r == -EINTR ? 0 : r; /* Linux frees the fd even when close says EINTR */

@@ -28,6 +28,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -213,17 +214,116 @@ int weft_getaddrinfo(const char *node, const char *service, const struct addrinf
     return r < 0 ? r : g.err;
 }
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Listen and dial                                                                                   */
+/*
+ * A lookup its caller may leave at a deadline (weft_tcp_dial's). getaddrinfo cannot be stopped once it
+ * runs, and may wait for a DNS server that never answers for as long as the resolver's own timeouts say
+ * (10 s by default): a dial given 200 ms took 10 s. So the lookup runs apart from its caller: from a
+ * fiber, on the blocking pool, through a detached fiber of its own; from any other thread, on a kernel
+ * thread of its own. The caller waits for it on a semaphore, with its deadline. The caller and the lookup
+ * each hold a reference; the last to let go frees it, with the addresses if the caller left without them.
+ */
+typedef struct {
+    _Atomic int refs;
+    weft_sem_t done;       /* released once the lookup has finished */
+    char *node;            /* a copy: the caller's string may be gone before the lookup ends */
+    char service[8];
+    struct addrinfo hints;
+    struct addrinfo *res;  /* written by the lookup; taken by the caller after done, if it still waits */
+    int err;
+} lookup;
 
-static int resolve(const char *host, int port, int passive, struct addrinfo **res)
+static void lookup_drop(lookup *l)
+{
+    /* acq_rel: the last to let go sees everything the other wrote before it let go */
+    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (l->res)
+        freeaddrinfo(l->res);
+    weft_sem_destroy(&l->done);
+    free(l->node);
+    free(l);
+}
+
+static void lookup_finish(lookup *l, int err)
+{
+    l->err = err;
+    weft_sem_release(&l->done, 1); /* orders res and err before the caller's acquire */
+    lookup_drop(l);
+}
+
+static void *lookup_on_pool(void *arg)
+{
+    lookup *l = arg;
+    gai_call g = {l->node, l->service, &l->hints, &l->res, 0};
+    int r = weft_blocking(run_gai, &g, NULL);
+    lookup_finish(l, r < 0 ? r : g.err);
+    return NULL;
+}
+
+static void *lookup_on_thread(void *arg)
+{
+    lookup *l = arg;
+    lookup_finish(l, eai_to_errno(getaddrinfo(l->node, l->service, &l->hints, &l->res)));
+    return NULL;
+}
+
+/* Start the lookup apart from the caller. 0, or < 0 when nothing could be started. */
+static int lookup_start(lookup *l)
+{
+    if (weft__on_worker())
+        return weft_go(lookup_on_pool, l);
+    pthread_attr_t a;
+    pthread_t t;
+    if (pthread_attr_init(&a) != 0)
+        return -ENOMEM;
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int r = pthread_create(&t, &a, lookup_on_thread, l);
+    pthread_attr_destroy(&a);
+    return -r;
+}
+
+static int resolve(const char *host, int port, int passive, int64_t deadline, struct addrinfo **res)
 {
     if (port < 0 || port > 65535)
         return -EINVAL;
     char svc[8];
     snprintf(svc, sizeof svc, "%d", port);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : AI_ADDRCONFIG};
-    return weft_getaddrinfo(host && *host ? host : NULL, svc, &hints, res);
+    const char *node = host && *host ? host : NULL;
+    if (deadline == WEFT_FOREVER || !node)
+        return weft_getaddrinfo(node, svc, &hints, res);
+    struct addrinfo numeric = hints;
+    numeric.ai_flags |= AI_NUMERICHOST;
+    if (getaddrinfo(node, svc, &numeric, res) == 0)
+        return 0; /* a numeric address needs no lookup */
+    if (deadline == WEFT_NOWAIT)
+        return -ETIMEDOUT;
+    lookup *l = calloc(1, sizeof *l);
+    if (!l || !(l->node = strdup(node))) {
+        free(l);
+        return -ENOMEM;
+    }
+    memcpy(l->service, svc, sizeof svc);
+    l->hints = hints;
+    atomic_init(&l->refs, 2);
+    weft_sem_init(&l->done, 0);
+    if (lookup_start(l) < 0) {
+        /* no fiber or thread for it: both references are ours; look it up right here, without the
+         * deadline */
+        lookup_drop(l);
+        lookup_drop(l);
+        return weft_getaddrinfo(node, svc, &hints, res);
+    }
+    int r = weft_sem_acquire(&l->done, deadline);
+    if (r == 0) {
+        r = l->err;
+        if (r == 0) {
+            *res = l->res;
+            l->res = NULL;
+        }
+    }
+    lookup_drop(l); /* at the deadline the lookup goes on alone, and frees what it finds */
+    return r;
 }
 
 static int listen_on(const struct sockaddr *sa, socklen_t len, int backlog, int reuse)
@@ -249,7 +349,7 @@ static int listen_on(const struct sockaddr *sa, socklen_t len, int backlog, int 
 int weft_tcp_listen(const char *host, int port, int backlog)
 {
     struct addrinfo *ai = NULL;
-    int r = resolve(host, port, 1, &ai);
+    int r = resolve(host, port, 1, WEFT_FOREVER, &ai);
     if (r < 0)
         return r;
     r = -EADDRNOTAVAIL;
@@ -282,7 +382,7 @@ static int dial(const struct sockaddr *sa, socklen_t len, int64_t deadline)
 int weft_tcp_dial(const char *host, int port, int64_t deadline)
 {
     struct addrinfo *ai = NULL;
-    int r = resolve(host, port, 0, &ai);
+    int r = resolve(host, port, 0, deadline, &ai);
     if (r < 0)
         return r;
     r = -EADDRNOTAVAIL;
