@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -668,10 +669,23 @@ static int step_fd(void)
 
 /* -- the blocking pool ----------------------------------------------------------------------------- */
 
+/* Two calls meet on the pool's two threads before either returns: the second call makes the second
+ * thread however fast the first one is, so that the pool makes the same threads on every run. */
+static _Atomic int meeting;
+
+static void *meet(void *arg)
+{
+    atomic_fetch_add(&meeting, 1);
+    int64_t until = weft_now() + 2 * SEC; /* the other may never come (its fiber got no stack) */
+    while (atomic_load(&meeting) < 2 && weft_now() < until)
+        sched_yield();
+    return add_one(arg);
+}
+
 static void *blocking_caller(void *arg)
 {
     void *res = NULL;
-    int r = weft_blocking(add_one, arg, &res);
+    int r = weft_blocking(meet, arg, &res);
     if (r < 0)
         return (void *)(intptr_t)r;
     return res == (void *)((intptr_t)arg + 1) ? NULL : (void *)(intptr_t)-EPROTO;
@@ -688,6 +702,7 @@ static int step_blocking(void)
     note(&err, r);
     EXPECT(r < 0 || res == (void *)2);
     /* three at once on a pool of two threads: one queues */
+    atomic_store(&meeting, 0);
     weft_fiber_t f[3];
     int k = 0;
     for (; k < 3; k++) {
