@@ -77,7 +77,8 @@ typedef struct weft_config {
 
 /* Start the runtime. cfg may be NULL (all defaults). -EALREADY if it is running already.
  * -EAGAIN if the system will not make a thread for every worker and for the monitor (its thread
- * limit): then nothing stays started (no thread, no fd), and a later call may succeed. The runtime
+ * limit): then nothing stays started (no thread, no fd), and a later call may succeed. -ENOMEM, likewise,
+ * when there is no memory for the runtime's own records (its workers, their signal stacks). The runtime
  * never starts with fewer workers than it was asked for.
  * weft_spawn and weft_go start it with defaults when it is not running, so calling this is optional. */
 WEFT_EXTERN int weft_start(const weft_config_t *cfg);
@@ -142,7 +143,8 @@ WEFT_EXTERN int weft_go(weft_fn fn, void *arg);
 /* Start fn(arg) on a kernel thread of its own (the 1:1 model). Same handle, same join and detach as a
  * fiber; attr->stack_size sets the thread's stack. The runtime need not be running.
  * -EAGAIN: the system will not make another thread (its thread limit, or memory for the stack); fn
- * does not run, *out is untouched, and nothing is kept: try again once threads free up. */
+ * does not run, *out is untouched, and nothing is kept: try again once threads free up. -ENOMEM, likewise:
+ * no memory for its descriptor or for the signal stack on which an overflow of its stack is reported. */
 WEFT_EXTERN int weft_thread_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg);
 
 /* Wait for the fiber or thread to finish and collect its result (result may be NULL); the handle is then

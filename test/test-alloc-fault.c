@@ -41,6 +41,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -285,6 +286,13 @@ static int64_t in_ms(int64_t ms)
 }
 
 #define LONG_WAIT (10 * 1000) /* ms: a liveness bound, never reached when all is well */
+
+/* The thread we run on can report a stack overflow by name: it has its alternate signal stack. */
+static bool overflow_reportable(void)
+{
+    stack_t ss;
+    return sigaltstack(NULL, &ss) == 0 && !(ss.ss_flags & SS_DISABLE);
+}
 
 /* -- fibers ---------------------------------------------------------------------------------------- */
 
@@ -538,6 +546,7 @@ static int step_chan(void)
 
 static void *timed_waiter(void *p)
 {
+    EXPECT(overflow_reportable()); /* on every worker */
     return (void *)(intptr_t)weft_sem_acquire(p, in_ms(LONG_WAIT));
 }
 
@@ -832,6 +841,7 @@ static int step_counter(void)
 
 static void *thread_body(void *p)
 {
+    EXPECT(overflow_reportable());
     EXPECT(weft_sleep(MS) == 0); /* a thread sleeps in the kernel: no timer */
     int v = 7;
     int r = weft_chan_send(p, &v, WEFT_FOREVER);

@@ -546,21 +546,27 @@ void weft__thread_stack_note(weft__fiber *f)
     pthread_attr_destroy(&a);
 }
 
-int weft__altstack_install(void **mem)
+static size_t altstack_size(void)
 {
     size_t size = 64 << 10;
     if ((size_t)SIGSTKSZ > size)
         size = SIGSTKSZ;
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return -ENOMEM;
-    stack_t ss = {.ss_sp = p, .ss_size = size, .ss_flags = 0};
-    if (sigaltstack(&ss, NULL) != 0) {
-        munmap(p, size);
-        return -errno;
-    }
-    *mem = p;
-    return 0;
+    return size;
+}
+
+/* Made by the thread's creator before the thread exists, so that no memory for it is the creator's
+ * error to return, with nothing started: a thread that made its own could only run without one, and
+ * an overflow on it would end the process as a bare SIGSEGV. */
+void *weft__altstack_new(void)
+{
+    void *p = mmap(NULL, altstack_size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void weft__altstack_install(void *mem)
+{
+    stack_t ss = {.ss_sp = mem, .ss_size = altstack_size(), .ss_flags = 0};
+    sigaltstack(&ss, NULL); /* fails only for a bad size, or on the signal stack itself */
 }
 
 void weft__altstack_remove(void *mem)
@@ -569,10 +575,13 @@ void weft__altstack_remove(void *mem)
         return;
     stack_t ss = {.ss_flags = SS_DISABLE};
     sigaltstack(&ss, NULL);
-    size_t size = 64 << 10;
-    if ((size_t)SIGSTKSZ > size)
-        size = SIGSTKSZ;
-    munmap(mem, size);
+    munmap(mem, altstack_size());
+}
+
+void weft__altstack_free(void *mem)
+{
+    if (mem)
+        munmap(mem, altstack_size());
 }
 
 /* ------------------------------------------------------------------------------------------------ */
