@@ -1047,10 +1047,13 @@ static void script(void)
 /* ------------------------------------------------------------------------------------------------ */
 /* One run in a child process                                                                        */
 
+int weft__stack_guard_install_works(void); /* src/core/internal.h */
+
 /* What a child tells the test, in memory shared with it. */
 typedef struct {
     long events;            /* the counting run: K */
     long blocks, maps;      /* the counting run: what was left live at the end */
+    int guard_install;      /* the counting run: which stack guards the process uses */
     struct {
         bool fired, reported;
         int kind;
@@ -1134,8 +1137,16 @@ static void child(void *arg)
         plant_leak();
         scrub_stack();
     }
+    /* a fallback that lasts: stack guards of the other kind for the rest of the process */
+    if (n != 0 && weft__stack_guard_install_works() != sh->guard_install) {
+        printf("  the stack guards are %s, where the run with no failure had %s\n",
+               weft__stack_guard_install_works() ? "guard installs" : "mprotect",
+               sh->guard_install ? "guard installs" : "mprotect");
+        status |= EXIT_WRONG;
+    }
     if (n == 0) {
         print_log(k);
+        sh->guard_install = weft__stack_guard_install_works();
         sh->events = k;
         sh->blocks = atomic_load(&F.blocks);
         sh->maps = atomic_load(&F.maps);

@@ -82,12 +82,14 @@ typedef struct pool {
 
 static struct {
     pthread_mutex_t lock;
-    int guard_install;       /* 1: MADV_GUARD_INSTALL works; 0: mprotect */
+    _Atomic int guard_install; /* 1: MADV_GUARD_INSTALL works; 0: mprotect; -1: mprotect until a
+                              * start finds out (the probe could not run: no memory or no fd). Relaxed:
+                              * guards of either kind are guards */
     pool *pools;
     _Atomic(chunk *) chunks; /* written under the lock, read by the fault handler without it */
     int handlers;
     struct sigaction old_segv, old_bus;
-} S = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} S = {.lock = PTHREAD_MUTEX_INITIALIZER, .guard_install = -1};
 
 #define BATCH 16u            /* stacks moved at once between a worker's cache and the pool */
 #define TRIM_BATCH 256u      /* stacks given back to the kernel at once */
@@ -115,12 +117,12 @@ static size_t slot_bytes(size_t size)
 
 static int guard(char *slot)
 {
-    if (S.guard_install) {
+    if (atomic_load_explicit(&S.guard_install, memory_order_relaxed) == 1) {
         if (madvise(slot, GUARD_SIZE, MADV_GUARD_INSTALL) == 0)
             return 0;
         if (errno != EINVAL)
             return -errno;
-        S.guard_install = 0; /* kernel without guard installs after all */
+        atomic_store_explicit(&S.guard_install, 0, memory_order_relaxed); /* no guard installs after all */
     }
     return mprotect(slot, GUARD_SIZE, PROT_NONE) == 0 ? 0 : -errno;
 }
@@ -588,28 +590,35 @@ void weft__altstack_free(void *mem)
 
 /* Does MADV_GUARD_INSTALL work here? The call succeeding is not proof (an emulator may accept and ignore
  * it): check that the kernel now refuses to read the page, with a write() from it into a pipe, which
- * fails with EFAULT instead of faulting. */
-static void probe_guard_install(void)
+ * fails with EFAULT instead of faulting. 1 or 0; -1 when it could not look (no page or no pipe to look
+ * with): the next start looks again, since deciding "no" for good would cap this process's fibers at
+ * the map count for the sake of one failed mmap. */
+static int probe_guard_install(void)
 {
-    S.guard_install = 0;
     size_t page = weft__page_size();
     char *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
-        return;
-    int fds[2];
-    if (madvise(p, page, MADV_GUARD_INSTALL) == 0 && pipe2(fds, O_CLOEXEC) == 0) {
-        S.guard_install = write(fds[1], p, 1) < 0 && errno == EFAULT;
+        return -1;
+    int works = 0, fds[2];
+    if (madvise(p, page, MADV_GUARD_INSTALL) != 0)
+        works = errno == EINVAL ? 0 : -1; /* EINVAL: a kernel without it */
+    else if (pipe2(fds, O_CLOEXEC) != 0)
+        works = -1;
+    else {
+        works = write(fds[1], p, 1) < 0 && errno == EFAULT;
         close(fds[0]);
         close(fds[1]);
     }
     munmap(p, 2 * page);
+    return works;
 }
 
 int weft__stack_global_init(void)
 {
     pthread_mutex_lock(&S.lock);
+    if (atomic_load_explicit(&S.guard_install, memory_order_relaxed) < 0)
+        atomic_store_explicit(&S.guard_install, probe_guard_install(), memory_order_relaxed);
     if (!S.handlers) {
-        probe_guard_install();
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_fault;
@@ -625,7 +634,7 @@ int weft__stack_global_init(void)
 
 int weft__stack_guard_install_works(void)
 {
-    return S.guard_install;
+    return atomic_load_explicit(&S.guard_install, memory_order_relaxed) == 1;
 }
 
 /* All stacks are back (every fiber finished, every worker flushed its cache): unmap everything. */
