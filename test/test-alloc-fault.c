@@ -24,10 +24,12 @@
  * join and detach, every lock and synchronizer with deadlines, channels buffered and unbuffered and
  * select, 72 timed waits at once (past the 64 a worker's timer heap first holds), reads and writes with
  * deadlines on a socketpair and a pipe, the blocking pool, parallel loops, fiber-local storage, a
- * sharded counter, weft_thread_spawn; a plain thread that spawns, joins and waits; weft_shutdown; then
- * weft_run on two workers (a restart) with parallel loops that spread, timers on both workers and a
- * ping-pong across them. The two-worker part, and the threads that set themselves up as they start,
- * make a few allocations in an order that varies from run to run: there N names one of its neighbours.
+ * sharded counter, weft_thread_spawn; a plain thread that spawns, joins and waits; weft_shutdown. Then
+ * each kind of timed wait once more as the first on a fresh runtime's worker, the one its timers are
+ * made for (weft_run, restarted nine times). Last, weft_run on two workers with parallel loops that
+ * spread, timers on both workers and a ping-pong across them: two workers make some allocations in an
+ * order that varies from run to run, so there N may name a neighbour of the one it names in the run
+ * that counted.
  *
  * Under TSan and qemu (WEFT_TEST_SCALE below 0.2) every few Ns are run, not all of them: the same
  * ones on every run, the first and the last among them.
@@ -1031,6 +1033,154 @@ static int step_run_b(void)
     return r;
 }
 
+/* -- each kind of timed wait as the first on its worker: the one its worker's timers are made for ----- */
+
+#define RESULT(err) ((void *)(intptr_t)(err))
+
+static void *tw_mutex(void *arg)
+{
+    int err = 0;
+    weft_mutex_t m = WEFT_MUTEX_INIT;
+    EXPECT(weft_mutex_lock(&m, WEFT_FOREVER) == 0);
+    TIMES_OUT(&err, weft_mutex_lock(&m, in_ms(1)));
+    EXPECT(weft_mutex_unlock(&m) == 0);
+    EXPECT(weft_mutex_destroy(&m) == 0); /* no waiter left behind */
+    return RESULT(err);
+}
+
+static void *tw_cond(void *arg)
+{
+    int err = 0;
+    weft_mutex_t m = WEFT_MUTEX_INIT;
+    weft_cond_t c = WEFT_COND_INIT;
+    EXPECT(weft_mutex_lock(&m, WEFT_FOREVER) == 0);
+    TIMES_OUT(&err, weft_cond_wait(&c, &m, in_ms(1)));
+    EXPECT(weft_mutex_unlock(&m) == 0); /* held again, whatever the wait returned */
+    EXPECT(weft_cond_destroy(&c) == 0 && weft_mutex_destroy(&m) == 0);
+    return RESULT(err);
+}
+
+static void *tw_sem(void *arg)
+{
+    int err = 0;
+    weft_sem_t sem;
+    EXPECT(weft_sem_init(&sem, 0) == 0);
+    TIMES_OUT(&err, weft_sem_acquire(&sem, in_ms(1)));
+    EXPECT(weft_sem_release(&sem, 1) == 0 && weft_sem_value(&sem) == 1);
+    EXPECT(weft_sem_destroy(&sem) == 0);
+    return RESULT(err);
+}
+
+static void *tw_rwlock(void *arg)
+{
+    int err = 0;
+    weft_rwlock_t l = WEFT_RWLOCK_INIT;
+    EXPECT(weft_rwlock_wrlock(&l, WEFT_FOREVER) == 0);
+    TIMES_OUT(&err, weft_rwlock_rdlock(&l, in_ms(1)));
+    EXPECT(weft_rwlock_unlock(&l) == 0);
+    EXPECT(weft_rwlock_rdlock(&l, WEFT_NOWAIT) == 0 && weft_rwlock_unlock(&l) == 0);
+    EXPECT(weft_rwlock_destroy(&l) == 0);
+    return RESULT(err);
+}
+
+static void *tw_barrier(void *arg)
+{
+    int err = 0;
+    weft_barrier_t b;
+    EXPECT(weft_barrier_init(&b, 2) == 0);
+    TIMES_OUT(&err, weft_barrier_wait(&b, in_ms(1)));
+    EXPECT(weft_barrier_destroy(&b) == 0); /* the arrival was withdrawn */
+    return RESULT(err);
+}
+
+static void *tw_chan(void *arg)
+{
+    int err = 0, x = 1;
+    weft_chan_t *c;
+    int r = weft_chan_new(&c, sizeof x, 0);
+    if (r < 0)
+        return RESULT(r);
+    TIMES_OUT(&err, weft_chan_recv(c, &x, in_ms(1)));
+    TIMES_OUT(&err, weft_chan_send(c, &x, in_ms(1)));
+    EXPECT(weft_chan_free(c) == 0); /* nothing left queued on it */
+    return RESULT(err);
+}
+
+static void *tw_select(void *arg)
+{
+    int err = 0, x = 1, y;
+    weft_chan_t *c;
+    int r = weft_chan_new(&c, sizeof x, 0);
+    if (r < 0)
+        return RESULT(r);
+    weft_case_t cs[2] = {{c, WEFT_SEND, &x, 0}, {c, WEFT_RECV, &y, 0}}; /* a select never meets itself */
+    TIMES_OUT(&err, weft_select(cs, 2, in_ms(1)));
+    EXPECT(weft_chan_free(c) == 0);
+    return RESULT(err);
+}
+
+static void *tw_fd(void *arg)
+{
+    int err = 0, sv[2];
+    char b[8];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        EXPECT(!"a socketpair");
+        return NULL;
+    }
+    TIMES_OUT(&err, weft_read(sv[0], b, sizeof b, in_ms(1)));
+    EXPECT(weft_write(sv[1], "x", 1, WEFT_FOREVER) == 1);
+    EXPECT(weft_read(sv[0], b, sizeof b, WEFT_FOREVER) == 1);
+    EXPECT(weft_close(sv[0]) == 0 && weft_close(sv[1]) == 0);
+    return RESULT(err);
+}
+
+static void *sem_waiter(void *p)
+{
+    return RESULT(weft_sem_acquire(p, WEFT_FOREVER));
+}
+
+static void *tw_join(void *arg)
+{
+    int err = 0;
+    weft_sem_t sem;
+    EXPECT(weft_sem_init(&sem, 0) == 0);
+    weft_fiber_t f;
+    int r = weft_spawn(&f, NULL, sem_waiter, &sem);
+    if (r < 0)
+        return RESULT(r);
+    void *res = (void *)1;
+    TIMES_OUT(&err, weft_join_until(f, &res, in_ms(1)));
+    EXPECT(weft_sem_release(&sem, 1) == 0);
+    r = weft_join(f, &res); /* still joinable */
+    note(&err, r);
+    EXPECT(r == -ENOMEM || (r == 0 && res == NULL)); /* -ENOMEM: it never ran */
+    EXPECT(weft_sem_destroy(&sem) == 0);
+    return RESULT(err);
+}
+
+static int first_timed_wait(void *(*fn)(void *))
+{
+    weft_config_t c = {.workers = 1, .stuck_us = -1, .blocking_threads = 2};
+    void *res = NULL;
+    int r = weft_run(&c, fn, NULL, &res);
+    return r < 0 ? r : (int)(intptr_t)res;
+}
+
+#define FIRST_TIMED_WAIT(name)                                                                      \
+    static int step_first_##name(void)                                                              \
+    {                                                                                               \
+        return first_timed_wait(tw_##name);                                                         \
+    }
+FIRST_TIMED_WAIT(mutex)
+FIRST_TIMED_WAIT(cond)
+FIRST_TIMED_WAIT(sem)
+FIRST_TIMED_WAIT(rwlock)
+FIRST_TIMED_WAIT(barrier)
+FIRST_TIMED_WAIT(chan)
+FIRST_TIMED_WAIT(select)
+FIRST_TIMED_WAIT(fd)
+FIRST_TIMED_WAIT(join)
+
 static void script(void)
 {
     nsteps = 0;
@@ -1040,6 +1190,17 @@ static void script(void)
         run_step("a plain thread spawns, joins and waits", step_plain_thread);
         run_step("weft_shutdown", step_shutdown);
     }
+    run_step("a timed mutex lock, first on its worker", step_first_mutex);
+    run_step("a timed cond wait, first on its worker", step_first_cond);
+    run_step("a timed sem acquire, first on its worker", step_first_sem);
+    run_step("a timed rwlock read lock, first on its worker", step_first_rwlock);
+    run_step("a timed barrier wait, first on its worker", step_first_barrier);
+    run_step("a timed receive and send, first on its worker", step_first_chan);
+    run_step("a timed select, first on its worker", step_first_select);
+    run_step("a timed read, first on its worker", step_first_fd);
+    run_step("a timed join, first on its worker", step_first_join);
+    /* last: two workers make some allocations in an order that varies, and would shift the numbers of
+     * every one that came after */
     run_step("weft_run on two workers (a restart)", step_run_b);
     atomic_store(&cur_step, -1);
 }
@@ -1213,6 +1374,15 @@ static const char *const must_report[] = {
     "a sharded counter",
     "weft_thread_spawn",
     "weft_run on two workers (a restart)",
+    "a timed mutex lock, first on its worker",
+    "a timed cond wait, first on its worker",
+    "a timed sem acquire, first on its worker",
+    "a timed rwlock read lock, first on its worker",
+    "a timed barrier wait, first on its worker",
+    "a timed receive and send, first on its worker",
+    "a timed select, first on its worker",
+    "a timed read, first on its worker",
+    "a timed join, first on its worker",
 };
 
 TEST_TIMEOUT(every_failed_allocation_is_reported_and_leaks_nothing, 1200)
