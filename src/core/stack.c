@@ -533,10 +533,24 @@ WEFT__NO_TSAN static void on_fault(int sig, siginfo_t *si, void *uc)
 
 void weft__thread_stack_note(weft__fiber *f)
 {
-    (void)f;
     pthread_attr_t a;
-    if (pthread_getattr_np(pthread_self(), &a) != 0)
+    int r = pthread_getattr_np(pthread_self(), &a);
+    if (r != 0) {
+        /* the C library needs memory to tell a thread where its stack is (ENOMEM), and nothing else
+         * tells: the thread runs, but an overflow of its own stack would end the process as a plain
+         * SIGSEGV, so say so now, by name */
+        char label[64], msg[256];
+        weft__tsan_internal_begin();
+        weft__label(f, label, sizeof label);
+        weft__tsan_internal_end();
+        int n = snprintf(msg, sizeof msg,
+                         "weft: thread %s: the C library could not tell where its stack is (%s): an overflow of "
+                         "its stack will not be reported\n",
+                         label, strerror(r));
+        if (n > 0)
+            fwrite(msg, 1, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1, stderr);
         return;
+    }
     void *lo;
     size_t size, guard_size = 0;
     if (pthread_attr_getstack(&a, &lo, &size) == 0) {
