@@ -72,6 +72,7 @@ static const char *const ev_names[EV_KINDS] = {"malloc", "calloc", "realloc", "a
 
 static struct {
     _Atomic int counting;    /* the run under test: count events, fail the chosen one */
+    _Atomic int fail_all;    /* fail every allocation (not threads) while set, counting or not */
     long fail_at;            /* the event to fail, from 1; 0: none */
     bool log;                /* keep a record of every event (the counting run) */
     _Atomic long events;
@@ -95,6 +96,8 @@ extern char __executable_start[]; /* sites are printed as offsets in the program
 
 static bool fail_here(int kind, size_t size, void *site)
 {
+    if (atomic_load_explicit(&F.fail_all, memory_order_relaxed) && kind != EV_THREAD)
+        return true;
     if (!atomic_load_explicit(&F.counting, memory_order_acquire))
         return false;
     long k = atomic_fetch_add(&F.events, 1) + 1;
@@ -1442,4 +1445,29 @@ TEST(the_leak_checks_see_a_planted_leak)
     int st = run_child(-1);
     ASSERT(WIFEXITED(st));
     ASSERT_EQ(WEXITSTATUS(st), EXIT_LEAK | (WEFT_ASAN ? EXIT_LSAN : 0));
+}
+
+/* A long run of spawns that fail for want of a descriptor slab, as a program that retries in a loop
+ * makes: once memory is back, spawning works again. */
+static void spawn_after_failures(void *arg)
+{
+    weft_config_t c = {.workers = 1, .stuck_us = -1};
+    ASSERT_OK(weft_start(&c));
+    weft_fiber_t f;
+    atomic_store(&F.fail_all, 1);
+    for (long i = 0; i < 70000; i++) /* more than there are slab numbers (65536) */
+        ASSERT_ERR(weft_spawn(&f, NULL, add_one, NULL), -ENOMEM);
+    atomic_store(&F.fail_all, 0);
+    void *res = NULL;
+    ASSERT_OK(weft_spawn(&f, NULL, add_one, (void *)1));
+    ASSERT_OK(weft_join(f, &res));
+    ASSERT_EQ((intptr_t)res, 2);
+    ASSERT_OK(weft_shutdown());
+}
+
+TEST(spawns_work_again_after_a_long_run_of_failed_ones)
+{
+    int st = runner_capture(spawn_after_failures, NULL, out, sizeof out, CHILD_TIMEOUT);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        FAIL("%s\n%s", describe(st), out);
 }

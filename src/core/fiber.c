@@ -66,17 +66,21 @@ static void pool_put(weft__fiber *list, uint32_t n)
     pool_put_batches(list, list);
 }
 
-/* A new slab of descriptors, cut into batches; made outside the lock (it faults in 192 KiB). */
+/* A new slab of descriptors, cut into batches; made outside the lock (it faults in 192 KiB). The memory
+ * first, then a slab number: a number taken for a slab that could not be allocated would stay unused
+ * for good, and a program that retried a failing spawn 65536 times would never spawn again. */
 static bool slab_new(void)
 {
+    weft__fiber *s = aligned_alloc(WEFT__CACHELINE, SLAB_N * sizeof *s);
+    if (!s)
+        return false;
     weft__spin_lock(&P.lock);
     uint32_t n = P.nslabs < SLABS_MAX ? P.nslabs++ : SLABS_MAX;
     weft__spin_unlock(&P.lock);
-    if (n == SLABS_MAX)
+    if (n == SLABS_MAX) {
+        free(s);
         return false;
-    weft__fiber *s = aligned_alloc(WEFT__CACHELINE, SLAB_N * sizeof *s);
-    if (!s)
-        return false; /* the slab number stays unused: harmless */
+    }
     memset(s, 0, SLAB_N * sizeof *s);
     for (uint32_t i = 0; i < SLAB_N; i++) {
         weft__fiber *f = &s[i];
@@ -302,7 +306,7 @@ void weft__desc_each(void (*fn)(weft__fiber *f, void *arg), void *arg)
     for (uint32_t i = 0; i < n; i++) {
         weft__fiber *s = atomic_load_explicit(&slabs[i], memory_order_acquire);
         if (!s)
-            continue; /* a slab number handed out whose slab is still being made, or failed */
+            continue; /* a slab number handed out whose slab is still being made */
         for (uint32_t k = 0; k < SLAB_N; k++)
             fn(&s[k], arg);
     }
