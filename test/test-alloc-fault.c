@@ -302,6 +302,12 @@ static int64_t in_ms(int64_t ms)
 
 #define LONG_WAIT (10 * 1000) /* ms: a liveness bound, never reached when all is well */
 
+/* A deadline for a wait that is to time out. */
+static int64_t soon(void)
+{
+    return weft_deadline_in(100 * 1000);
+}
+
 /* The thread we run on can report a stack overflow by name: it has its alternate signal stack. */
 static bool overflow_reportable(void)
 {
@@ -429,7 +435,7 @@ static int step_sync(void)
     EXPECT(weft_latch_init(&o.latch, 1) == 0);
     EXPECT(weft_wg_add(&o.wg, 1) == 0);
     EXPECT(weft_mutex_lock(&o.m, WEFT_FOREVER) == 0);
-    TIMES_OUT(&err, weft_mutex_lock(&o.m, in_ms(1))); /* not recursive: its holder waits too */
+    TIMES_OUT(&err, weft_mutex_lock(&o.m, soon())); /* not recursive: its holder waits too */
     weft_fiber_t h;
     r = weft_spawn(&h, NULL, sync_helper, &o);
     if (r < 0) {
@@ -462,10 +468,10 @@ static int step_sync(void)
     EXPECT(weft_rwlock_rdlock(&rw, WEFT_FOREVER) == 0);
     r = weft_rwlock_rdlock(&rw, in_ms(LONG_WAIT)); /* readers share: no wait */
     EXPECT(r == 0);
-    TIMES_OUT(&err, weft_rwlock_wrlock(&rw, in_ms(1)));
+    TIMES_OUT(&err, weft_rwlock_wrlock(&rw, soon()));
     EXPECT(weft_rwlock_unlock(&rw) == 0);
     EXPECT(weft_rwlock_unlock(&rw) == 0);
-    TIMES_OUT(&err, weft_sem_acquire(&o.sem, in_ms(1)));
+    TIMES_OUT(&err, weft_sem_acquire(&o.sem, soon()));
 
     weft_once_t once = WEFT_ONCE_INIT;
     int calls = 0;
@@ -537,15 +543,15 @@ static int step_chan(void)
     }
     /* nothing comes any more: waits with deadlines time out */
     int x;
-    TIMES_OUT(&err, weft_chan_recv(c[1], &x, in_ms(1)));
+    TIMES_OUT(&err, weft_chan_recv(c[1], &x, soon()));
     weft_case_t wide[20]; /* more cases than select keeps on its stack */
     for (int i = 0; i < 20; i++)
         wide[i] = (weft_case_t){c[i % 2], WEFT_RECV, &x, 0};
-    TIMES_OUT(&err, weft_select(wide, 20, in_ms(1)));
-    TIMES_OUT(&err, weft_select(NULL, 0, in_ms(1)));
+    TIMES_OUT(&err, weft_select(wide, 20, soon()));
+    TIMES_OUT(&err, weft_select(NULL, 0, soon()));
     for (int i = 0; i < 4; i++)
         EXPECT(weft_chan_send(c[1], &i, WEFT_NOWAIT) == 0);
-    TIMES_OUT(&err, weft_chan_send(c[1], &x, in_ms(1))); /* full */
+    TIMES_OUT(&err, weft_chan_send(c[1], &x, soon())); /* full */
     EXPECT(weft_chan_close(c[0]) == 0 && weft_chan_close(c[1]) == 0);
     for (int i = 0; i < 4; i++)
         EXPECT(weft_chan_recv(c[1], &x, WEFT_FOREVER) == 0 && x == i);
@@ -607,7 +613,7 @@ static int timed_waits(int n)
         }
     }
     EXPECT(weft_sem_destroy(&go) == 0);
-    int64_t d = in_ms(1);
+    int64_t d = soon();
     r = weft_sleep_until(d);
     note(&err, r);
     EXPECT(r == -ENOMEM || (r == 0 && weft_now() >= d));
@@ -654,7 +660,7 @@ static int step_fd(void)
         EXPECT(n == 5);
         n = read_all(sv[1], buf, 5);
         EXPECT(n == 5 && memcmp(buf, "hello", 5) == 0);
-        TIMES_OUT(&err, weft_read(sv[1], buf, sizeof buf, in_ms(1)));
+        TIMES_OUT(&err, weft_read(sv[1], buf, sizeof buf, soon()));
     }
     if (!err) {
         struct iovec iov[20]; /* more than writev keeps on its stack */
@@ -1055,7 +1061,7 @@ static void *tw_mutex(void *arg)
     int err = 0;
     weft_mutex_t m = WEFT_MUTEX_INIT;
     EXPECT(weft_mutex_lock(&m, WEFT_FOREVER) == 0);
-    TIMES_OUT(&err, weft_mutex_lock(&m, in_ms(1)));
+    TIMES_OUT(&err, weft_mutex_lock(&m, soon()));
     EXPECT(weft_mutex_unlock(&m) == 0);
     EXPECT(weft_mutex_destroy(&m) == 0); /* no waiter left behind */
     return RESULT(err);
@@ -1067,7 +1073,7 @@ static void *tw_cond(void *arg)
     weft_mutex_t m = WEFT_MUTEX_INIT;
     weft_cond_t c = WEFT_COND_INIT;
     EXPECT(weft_mutex_lock(&m, WEFT_FOREVER) == 0);
-    TIMES_OUT(&err, weft_cond_wait(&c, &m, in_ms(1)));
+    TIMES_OUT(&err, weft_cond_wait(&c, &m, soon()));
     EXPECT(weft_mutex_unlock(&m) == 0); /* held again, whatever the wait returned */
     EXPECT(weft_cond_destroy(&c) == 0 && weft_mutex_destroy(&m) == 0);
     return RESULT(err);
@@ -1078,7 +1084,7 @@ static void *tw_sem(void *arg)
     int err = 0;
     weft_sem_t sem;
     EXPECT(weft_sem_init(&sem, 0) == 0);
-    TIMES_OUT(&err, weft_sem_acquire(&sem, in_ms(1)));
+    TIMES_OUT(&err, weft_sem_acquire(&sem, soon()));
     EXPECT(weft_sem_release(&sem, 1) == 0 && weft_sem_value(&sem) == 1);
     EXPECT(weft_sem_destroy(&sem) == 0);
     return RESULT(err);
@@ -1089,7 +1095,7 @@ static void *tw_rwlock(void *arg)
     int err = 0;
     weft_rwlock_t l = WEFT_RWLOCK_INIT;
     EXPECT(weft_rwlock_wrlock(&l, WEFT_FOREVER) == 0);
-    TIMES_OUT(&err, weft_rwlock_rdlock(&l, in_ms(1)));
+    TIMES_OUT(&err, weft_rwlock_rdlock(&l, soon()));
     EXPECT(weft_rwlock_unlock(&l) == 0);
     EXPECT(weft_rwlock_rdlock(&l, WEFT_NOWAIT) == 0 && weft_rwlock_unlock(&l) == 0);
     EXPECT(weft_rwlock_destroy(&l) == 0);
@@ -1101,7 +1107,7 @@ static void *tw_barrier(void *arg)
     int err = 0;
     weft_barrier_t b;
     EXPECT(weft_barrier_init(&b, 2) == 0);
-    TIMES_OUT(&err, weft_barrier_wait(&b, in_ms(1)));
+    TIMES_OUT(&err, weft_barrier_wait(&b, soon()));
     EXPECT(weft_barrier_destroy(&b) == 0); /* the arrival was withdrawn */
     return RESULT(err);
 }
@@ -1113,8 +1119,8 @@ static void *tw_chan(void *arg)
     int r = weft_chan_new(&c, sizeof x, 0);
     if (r < 0)
         return RESULT(r);
-    TIMES_OUT(&err, weft_chan_recv(c, &x, in_ms(1)));
-    TIMES_OUT(&err, weft_chan_send(c, &x, in_ms(1)));
+    TIMES_OUT(&err, weft_chan_recv(c, &x, soon()));
+    TIMES_OUT(&err, weft_chan_send(c, &x, soon()));
     EXPECT(weft_chan_free(c) == 0); /* nothing left queued on it */
     return RESULT(err);
 }
@@ -1127,7 +1133,7 @@ static void *tw_select(void *arg)
     if (r < 0)
         return RESULT(r);
     weft_case_t cs[2] = {{c, WEFT_SEND, &x, 0}, {c, WEFT_RECV, &y, 0}}; /* a select never meets itself */
-    TIMES_OUT(&err, weft_select(cs, 2, in_ms(1)));
+    TIMES_OUT(&err, weft_select(cs, 2, soon()));
     EXPECT(weft_chan_free(c) == 0);
     return RESULT(err);
 }
@@ -1140,7 +1146,7 @@ static void *tw_fd(void *arg)
         EXPECT(!"a socketpair");
         return NULL;
     }
-    TIMES_OUT(&err, weft_read(sv[0], b, sizeof b, in_ms(1)));
+    TIMES_OUT(&err, weft_read(sv[0], b, sizeof b, soon()));
     EXPECT(weft_write(sv[1], "x", 1, WEFT_FOREVER) == 1);
     EXPECT(weft_read(sv[0], b, sizeof b, WEFT_FOREVER) == 1);
     EXPECT(weft_close(sv[0]) == 0 && weft_close(sv[1]) == 0);
@@ -1162,7 +1168,7 @@ static void *tw_join(void *arg)
     if (r < 0)
         return RESULT(r);
     void *res = (void *)1;
-    TIMES_OUT(&err, weft_join_until(f, &res, in_ms(1)));
+    TIMES_OUT(&err, weft_join_until(f, &res, soon()));
     EXPECT(weft_sem_release(&sem, 1) == 0);
     r = weft_join(f, &res); /* still joinable */
     note(&err, r);
