@@ -330,14 +330,17 @@ weft__stack *weft__stack_get(weft__worker *w, size_t size)
     }
 #if WEFT_TSAN
     /* TSan would see the last fiber's frames and this one's as a race: give the stack fresh memory,
-     * which also makes TSan forget what it knew of it */
+     * which also makes TSan forget what it knew of it. Without it, no stack: the old memory would make
+     * TSan report a race that is not one, and a fixed mapping that fails may have unmapped the range
+     * already. The slot is dropped (its chunk goes at shutdown). */
     {
         char *lo = s->lo;
         uint32_t cls = s->cls;
         weft__vg_stack_deregister(s->vg_id);
-        if (mmap(lo, cls, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) !=
+        if (mmap(lo, cls, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) ==
             MAP_FAILED)
-            s = header_init(lo - GUARD_SIZE, cls);
+            return NULL;
+        s = header_init(lo - GUARD_SIZE, cls);
     }
 #endif
 #if WEFT_ASAN
