@@ -95,7 +95,8 @@ WEFT_EXTERN int weft_shutdown(void);
 
 /* Start the runtime with cfg, run fn(arg) as a fiber named "main", wait for it and for every other
  * fiber, shut down. *result (may be NULL) gets fn's return value. -EALREADY if the runtime runs;
- * -EDEADLK when a deadlock was reported (weft_shutdown). */
+ * -EDEADLK when a deadlock was reported (weft_shutdown). It fails as weft_start does, and with -ENOMEM
+ * when there was no memory for the fiber, its stack or the calling thread's descriptor: fn never ran. */
 WEFT_EXTERN int weft_run(const weft_config_t *cfg, void *(*fn)(void *), void *arg, void **result);
 
 /* Number of workers of the running runtime, 0 when it is not running. */
