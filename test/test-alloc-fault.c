@@ -60,6 +60,7 @@
 
 #include <weft.h>
 
+#include "core/internal.h"
 #include "helpers.h"
 #include "obs/sanitize.h"
 #include "runner.h"
@@ -1239,8 +1240,6 @@ static void script(void)
 /* ------------------------------------------------------------------------------------------------ */
 /* One run in a child process                                                                        */
 
-int weft__stack_guard_install_works(void); /* src/core/internal.h */
-
 /* What a child tells the test, in memory shared with it. */
 typedef struct {
     long events;            /* the counting run: K */
@@ -1296,6 +1295,23 @@ static void print_log(long k)
                (unsigned long)evlog[i].site, evlog[i].step >= 0 ? steps[evlog[i].step].name : "(between steps)");
 }
 
+/* Descriptors are never freed, only reused: one that is never given back is a leak that neither the
+ * block count nor LSan sees. */
+static void count_in_use(weft__fiber *f, void *arg)
+{
+    weft__tsan_internal_begin();
+    bool free_ = f->kind == WEFT__KIND_FREE;
+    weft__tsan_internal_end();
+    *(long *)arg += !free_;
+}
+
+static long descs_in_use(void)
+{
+    long n = 0;
+    weft__desc_each(count_in_use, &n);
+    return n;
+}
+
 static __attribute__((noinline)) void plant_leak(void)
 {
     void *volatile p = malloc(48); /* through the wrapper: counted */
@@ -1342,10 +1358,15 @@ static void child(void *arg)
         sh->events = k;
         sh->blocks = atomic_load(&F.blocks);
         sh->maps = atomic_load(&F.maps);
+
     } else if (atomic_load(&F.blocks) != sh->blocks || atomic_load(&F.maps) != sh->maps) {
         printf("  leak: %ld blocks and %ld mappings live at the end, where the run with no failure left %ld and "
                "%ld\n",
                atomic_load(&F.blocks), atomic_load(&F.maps), sh->blocks, sh->maps);
+        status |= EXIT_LEAK;
+    }
+    if (descs_in_use() != 1) { /* this thread's own, for its joins */
+        printf("  leak: %ld descriptors in use at the end, where only this thread's own should be\n", descs_in_use());
         status |= EXIT_LEAK;
     }
 #if WEFT_ASAN
