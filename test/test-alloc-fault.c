@@ -19,9 +19,9 @@
  *
  * The allocator is the C library's behind -Wl,--wrap (test/CMakeLists.txt): the wrap applies to every
  * object linked statically into this program, weft's too. It covers malloc, calloc, realloc,
- * aligned_alloc, free, mmap, munmap, pthread_create and pthread_getattr_np (which allocates inside the
- * C library); other allocations inside the C library (a thread's stack, stdio, getaddrinfo) are out of
- * its reach.
+ * aligned_alloc, free, mmap, munmap, pthread_create, and the calls that allocate inside the C library
+ * or use up one of its resources: pthread_getattr_np, pthread_key_create, pthread_setspecific. Other
+ * allocations inside the C library (a thread's stack, stdio, getaddrinfo) are out of its reach.
  *
  * The script: weft_start with one worker and no stuck-fiber monitor, so that allocations come in the
  * same order on every run; spawns and joins from a thread outside the runtime; then, in a fiber: spawn,
@@ -72,9 +72,10 @@
 /* ------------------------------------------------------------------------------------------------ */
 /* The allocator that fails on cue                                                                   */
 
-enum { EV_MALLOC, EV_CALLOC, EV_REALLOC, EV_ALIGNED_ALLOC, EV_MMAP, EV_THREAD, EV_GETATTR, EV_KINDS };
-static const char *const ev_names[EV_KINDS] = {"malloc", "calloc", "realloc", "aligned_alloc", "mmap",
-                                               "pthread_create", "getattr_np"};
+enum { EV_MALLOC, EV_CALLOC, EV_REALLOC, EV_ALIGNED_ALLOC, EV_MMAP, EV_THREAD, EV_GETATTR, EV_KEY, EV_SPECIFIC,
+       EV_KINDS };
+static const char *const ev_names[EV_KINDS] = {"malloc",         "calloc",     "realloc",    "aligned_alloc", "mmap",
+                                               "pthread_create", "getattr_np", "key_create", "setspecific"};
 
 #define EVENTS_MAX 4096
 
@@ -132,6 +133,8 @@ void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 int __real_munmap(void *addr, size_t len);
 int __real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
 int __real_pthread_getattr_np(pthread_t t, pthread_attr_t *a);
+int __real_pthread_key_create(pthread_key_t *k, void (*dtor)(void *));
+int __real_pthread_setspecific(pthread_key_t k, const void *v);
 void *__wrap_malloc(size_t n);
 void *__wrap_calloc(size_t n, size_t size);
 void *__wrap_realloc(void *p, size_t n);
@@ -141,6 +144,8 @@ void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 int __wrap_munmap(void *addr, size_t len);
 int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
 int __wrap_pthread_getattr_np(pthread_t t, pthread_attr_t *a);
+int __wrap_pthread_key_create(pthread_key_t *k, void (*dtor)(void *));
+int __wrap_pthread_setspecific(pthread_key_t k, const void *v);
 
 void *__wrap_malloc(size_t n)
 {
@@ -235,10 +240,25 @@ int __wrap_pthread_getattr_np(pthread_t t, pthread_attr_t *a)
     return __real_pthread_getattr_np(t, a);
 }
 
+/* Keys run out (EAGAIN), and a thread's table of values past the first 32 keys is allocated (ENOMEM). */
+int __wrap_pthread_key_create(pthread_key_t *k, void (*dtor)(void *))
+{
+    if (fail_here(EV_KEY, 0, __builtin_return_address(0)))
+        return EAGAIN;
+    return __real_pthread_key_create(k, dtor);
+}
+
+int __wrap_pthread_setspecific(pthread_key_t k, const void *v)
+{
+    if (fail_here(EV_SPECIFIC, 0, __builtin_return_address(0)))
+        return ENOMEM;
+    return __real_pthread_setspecific(k, v);
+}
+
 /* What the call that needed the failed event must return. */
 static int fired_err(void)
 {
-    return F.fired_kind == EV_THREAD ? -EAGAIN : -ENOMEM;
+    return F.fired_kind == EV_THREAD ? -EAGAIN : -ENOMEM; /* a key too: the record a thread waits with */
 }
 
 /* ------------------------------------------------------------------------------------------------ */

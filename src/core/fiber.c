@@ -531,8 +531,10 @@ int weft_go(weft_fn fn, void *arg)
 /* ------------------------------------------------------------------------------------------------ */
 /* Identity                                                                                          */
 
+/* A foreign thread's descriptor goes back when the thread ends, by the destructor of this key. */
 static pthread_key_t foreign_key;
-static pthread_once_t foreign_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t foreign_key_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic bool foreign_key_made;
 
 static void foreign_exit(void *p)
 {
@@ -544,9 +546,17 @@ static void foreign_exit(void *p)
     weft__desc_free(NULL, f);
 }
 
-static void foreign_key_init(void)
+/* Made on first use, and tried again on a later one if the system had no key to spare then. */
+static bool foreign_key_get(void)
 {
-    pthread_key_create(&foreign_key, foreign_exit);
+    if (WEFT__LIKELY(atomic_load_explicit(&foreign_key_made, memory_order_acquire)))
+        return true;
+    pthread_mutex_lock(&foreign_key_lock);
+    if (!atomic_load_explicit(&foreign_key_made, memory_order_relaxed) &&
+        pthread_key_create(&foreign_key, foreign_exit) == 0)
+        atomic_store_explicit(&foreign_key_made, true, memory_order_release);
+    pthread_mutex_unlock(&foreign_key_lock);
+    return atomic_load_explicit(&foreign_key_made, memory_order_relaxed);
 }
 
 weft__fiber *weft__self(void)
@@ -554,14 +564,18 @@ weft__fiber *weft__self(void)
     weft__tsan_internal_begin();
     weft__fiber *f = weft__self_if_any();
     if (WEFT__UNLIKELY(!f)) {
-        pthread_once(&foreign_once, foreign_key_init);
-        f = desc_alloc(NULL);
+        /* without the key, or without room for this thread's value of it (the C library allocates past
+         * the first 32 keys), the descriptor would never go back: no record, as with no memory for one */
+        f = foreign_key_get() ? desc_alloc(NULL) : NULL;
+        if (f && pthread_setspecific(foreign_key, f) != 0) {
+            desc_free(NULL, f);
+            f = NULL;
+        }
         if (f) {
             f->kind = WEFT__KIND_FOREIGN;
             f->flags = 0;
             atomic_store_explicit(&f->state, WEFT_RUNNING, memory_order_relaxed);
             weft__tls_self = f;
-            pthread_setspecific(foreign_key, f);
         }
         weft__tsan_internal_end();
         if (f)
