@@ -6,6 +6,9 @@
  *    A call that fails starts nothing: if weft_spawn fails, the function never runs.
  *  - Blocking calls take an absolute deadline in monotonic nanoseconds (weft_now()): WEFT_FOREVER never
  *    times out, WEFT_NOWAIT does not wait at all. A deadline that passes returns -ETIMEDOUT.
+ *  - A wait may return -ENOMEM: a fiber's wait with a deadline when there is no memory for its timer,
+ *    and a thread outside weft on its first wait when there is none for the record it waits with. It
+ *    then did nothing, as with -ETIMEDOUT (what a waker had already given it, it keeps, and returns 0).
  *  - Calls marked "may park" suspend the calling fiber (its worker runs other fibers meanwhile). Called
  *    from a thread that is not a fiber, they block that thread instead; they work from any thread.
  *  - _new/_free allocate; _init/_destroy work on memory the caller owns.
@@ -77,7 +80,8 @@ typedef struct weft_config {
 
 /* Start the runtime. cfg may be NULL (all defaults). -EALREADY if it is running already.
  * -EAGAIN if the system will not make a thread for every worker and for the monitor (its thread
- * limit): then nothing stays started (no thread, no fd), and a later call may succeed. The runtime
+ * limit): then nothing stays started (no thread, no fd), and a later call may succeed. -ENOMEM, likewise,
+ * when there is no memory for the runtime's own records (its workers, their signal stacks). The runtime
  * never starts with fewer workers than it was asked for.
  * weft_spawn and weft_go start it with defaults when it is not running, so calling this is optional. */
 WEFT_EXTERN int weft_start(const weft_config_t *cfg);
@@ -91,7 +95,8 @@ WEFT_EXTERN int weft_shutdown(void);
 
 /* Start the runtime with cfg, run fn(arg) as a fiber named "main", wait for it and for every other
  * fiber, shut down. *result (may be NULL) gets fn's return value. -EALREADY if the runtime runs;
- * -EDEADLK when a deadlock was reported (weft_shutdown). */
+ * -EDEADLK when a deadlock was reported (weft_shutdown). It fails as weft_start does, and with -ENOMEM
+ * when there was no memory for the fiber, its stack or the calling thread's descriptor: fn never ran. */
 WEFT_EXTERN int weft_run(const weft_config_t *cfg, void *(*fn)(void *), void *arg, void **result);
 
 /* Number of workers of the running runtime, 0 when it is not running. */
@@ -142,13 +147,16 @@ WEFT_EXTERN int weft_go(weft_fn fn, void *arg);
 /* Start fn(arg) on a kernel thread of its own (the 1:1 model). Same handle, same join and detach as a
  * fiber; attr->stack_size sets the thread's stack. The runtime need not be running.
  * -EAGAIN: the system will not make another thread (its thread limit, or memory for the stack); fn
- * does not run, *out is untouched, and nothing is kept: try again once threads free up. */
+ * does not run, *out is untouched, and nothing is kept: try again once threads free up. -ENOMEM, likewise:
+ * no memory for its descriptor or for the signal stack on which an overflow of its stack is reported. */
 WEFT_EXTERN int weft_thread_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg);
 
 /* Wait for the fiber or thread to finish and collect its result (result may be NULL); the handle is then
  * stale. -ESRCH: stale handle (joined already). -EINVAL: detached, or another join is under way.
- * -EDEADLK: joining yourself. -ENOMEM: the fiber never ran, no stack could be allocated for it.
- * -ECANCELED: the caller was cancelled (the handle stays joinable). may park */
+ * -EDEADLK: joining yourself. -ENOMEM: the fiber never ran, no stack could be allocated for it (the
+ * handle is then stale); or the wait itself got no memory (see the top: the handle stays joinable, and
+ * weft_fiber_state tells the two apart). -ECANCELED: the caller was cancelled (the handle stays
+ * joinable). may park */
 WEFT_EXTERN int weft_join(weft_fiber_t f, void **result);
 
 /* weft_join with a deadline. -ETIMEDOUT leaves the handle joinable. may park */
@@ -188,7 +196,7 @@ WEFT_EXTERN int weft_in_fiber(void);
 WEFT_EXTERN int weft_yield(void);
 
 /* Sleep until the deadline (never wakes early). 0, or -ECANCELED when a fiber or weft thread is
- * cancelled. may park */
+ * cancelled, or -ENOMEM when a fiber gets no memory for its timer (at once, without sleeping). may park */
 WEFT_EXTERN int weft_sleep_until(int64_t deadline);
 
 /* Sleep for ns nanoseconds: weft_sleep_until(weft_deadline_in(ns)). may park */
@@ -252,9 +260,10 @@ WEFT_EXTERN int weft_cancelled(void);
 /*
  * Every one parks the fiber, not its worker, and works the same from a plain thread outside the
  * runtime (which then blocks that thread). Every wait takes a deadline and returns -ETIMEDOUT when it
- * passes or -ECANCELED when the waiter is cancelled. Objects live in caller memory: *_init before use
- * (or the zero initialiser where one is given), *_destroy returns -EBUSY while the object is held or
- * waited on. None may be copied or moved while in use.
+ * passes or -ECANCELED when the waiter is cancelled, and may return -ENOMEM (see the top of this file):
+ * like a timeout, it took nothing (a cond wait holds its mutex again). Objects live in caller memory:
+ * *_init before use (or the zero initialiser where one is given), *_destroy returns -EBUSY while the
+ * object is held or waited on. None may be copied or moved while in use.
  */
 
 /* Mutex. Uncontended lock and unlock are one atomic operation each. Fair under load: a waiter that has
@@ -369,8 +378,8 @@ WEFT_EXTERN int weft_latch_destroy(weft_latch_t *l);
  * does a second close. Senders waiting when the channel closes wake with -EPIPE; their elements were
  * never sent. Every element sent is received exactly once: a call that fails (a deadline, a cancel) did
  * nothing, and one whose operation had already happened when its wait ended returns success.
- * -EINVAL: no channel (or no element to send). -ENOMEM: a thread outside weft could not get the
- * record it waits with.
+ * -EINVAL: no channel (or no element to send). -ENOMEM: a wait got no memory (see the top of this
+ * file), and did nothing.
  */
 typedef struct weft_chan weft_chan_t;
 /* elem_size >= 1; capacity 0 for unbuffered. 0, -EINVAL (elem_size 0, elem_size * capacity too big),
@@ -466,7 +475,9 @@ WEFT_EXTERN void weft_sharded_counter_free(weft_sharded_counter_t *c);
  * Any fd used with these calls is put in non-blocking mode and watched by the runtime's poller. A fiber
  * that finds it not ready parks until it is, and its worker runs other fibers meanwhile; a thread that is
  * not a fiber blocks. Every call takes a deadline and returns -ETIMEDOUT when it passes (WEFT_NOWAIT:
- * -ETIMEDOUT at once rather than wait). Signals never make them fail with -EINTR: they retry.
+ * -ETIMEDOUT at once rather than wait). Signals never make them fail with -EINTR: they retry. -ENOMEM:
+ * no memory for weft's record of the fd (made on its first use), or for the wait (see the top of this
+ * file); weft_writev also copies more than 16 iovecs.
  * Regular files cannot be polled: in a fiber, their reads and writes run on the blocking pool.
  *
  * Close these fds with weft_close: it wakes every fiber waiting on the fd (they get -EBADF) and makes sure
@@ -540,7 +551,9 @@ WEFT_EXTERN int weft_unix_dial(const char *path, int64_t deadline);
  * value. On a thread that is not a fiber, runs fn right there. The pool grows as calls come, up to
  * weft_config_t.blocking_threads; past that, or when the system will not make another thread, calls queue
  * and wait for a free thread: they never fail for lack of one, and the pool grows back once the system
- * makes threads again. may park */
+ * makes threads again. -ENOMEM: no memory for the timer its wait needed (while the system refuses
+ * threads, a queued call wakes now and then to try again); the call was taken back and never ran.
+ * may park */
 WEFT_EXTERN int weft_blocking(weft_fn fn, void *arg, void **result);
 /* The same with a deadline: if it passes while the call still waits in the queue, the call is taken out
  * and never runs (-ETIMEDOUT). Once fn has started it runs to the end, and this waits for it. may park */

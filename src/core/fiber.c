@@ -66,17 +66,21 @@ static void pool_put(weft__fiber *list, uint32_t n)
     pool_put_batches(list, list);
 }
 
-/* A new slab of descriptors, cut into batches; made outside the lock (it faults in 192 KiB). */
+/* A new slab of descriptors, cut into batches; made outside the lock (it faults in 192 KiB). The memory
+ * first, then a slab number: a number taken for a slab that could not be allocated would stay unused
+ * for good, and a program that retried a failing spawn 65536 times would never spawn again. */
 static bool slab_new(void)
 {
+    weft__fiber *s = aligned_alloc(WEFT__CACHELINE, SLAB_N * sizeof *s);
+    if (!s)
+        return false;
     weft__spin_lock(&P.lock);
     uint32_t n = P.nslabs < SLABS_MAX ? P.nslabs++ : SLABS_MAX;
     weft__spin_unlock(&P.lock);
-    if (n == SLABS_MAX)
+    if (n == SLABS_MAX) {
+        free(s);
         return false;
-    weft__fiber *s = aligned_alloc(WEFT__CACHELINE, SLAB_N * sizeof *s);
-    if (!s)
-        return false; /* the slab number stays unused: harmless */
+    }
     memset(s, 0, SLAB_N * sizeof *s);
     for (uint32_t i = 0; i < SLAB_N; i++) {
         weft__fiber *f = &s[i];
@@ -302,7 +306,7 @@ void weft__desc_each(void (*fn)(weft__fiber *f, void *arg), void *arg)
     for (uint32_t i = 0; i < n; i++) {
         weft__fiber *s = atomic_load_explicit(&slabs[i], memory_order_acquire);
         if (!s)
-            continue; /* a slab number handed out whose slab is still being made, or failed */
+            continue; /* a slab number handed out whose slab is still being made */
         for (uint32_t k = 0; k < SLAB_N; k++)
             fn(&s[k], arg);
     }
@@ -527,8 +531,10 @@ int weft_go(weft_fn fn, void *arg)
 /* ------------------------------------------------------------------------------------------------ */
 /* Identity                                                                                          */
 
+/* A foreign thread's descriptor goes back when the thread ends, by the destructor of this key. */
 static pthread_key_t foreign_key;
-static pthread_once_t foreign_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t foreign_key_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic bool foreign_key_made;
 
 static void foreign_exit(void *p)
 {
@@ -540,9 +546,17 @@ static void foreign_exit(void *p)
     weft__desc_free(NULL, f);
 }
 
-static void foreign_key_init(void)
+/* Made on first use, and tried again on a later one if the system had no key to spare then. */
+static bool foreign_key_get(void)
 {
-    pthread_key_create(&foreign_key, foreign_exit);
+    if (WEFT__LIKELY(atomic_load_explicit(&foreign_key_made, memory_order_acquire)))
+        return true;
+    pthread_mutex_lock(&foreign_key_lock);
+    if (!atomic_load_explicit(&foreign_key_made, memory_order_relaxed) &&
+        pthread_key_create(&foreign_key, foreign_exit) == 0)
+        atomic_store_explicit(&foreign_key_made, true, memory_order_release);
+    pthread_mutex_unlock(&foreign_key_lock);
+    return atomic_load_explicit(&foreign_key_made, memory_order_relaxed);
 }
 
 weft__fiber *weft__self(void)
@@ -550,14 +564,18 @@ weft__fiber *weft__self(void)
     weft__tsan_internal_begin();
     weft__fiber *f = weft__self_if_any();
     if (WEFT__UNLIKELY(!f)) {
-        pthread_once(&foreign_once, foreign_key_init);
-        f = desc_alloc(NULL);
+        /* without the key, or without room for this thread's value of it (the C library allocates past
+         * the first 32 keys), the descriptor would never go back: no record, as with no memory for one */
+        f = foreign_key_get() ? desc_alloc(NULL) : NULL;
+        if (f && pthread_setspecific(foreign_key, f) != 0) {
+            desc_free(NULL, f);
+            f = NULL;
+        }
         if (f) {
             f->kind = WEFT__KIND_FOREIGN;
             f->flags = 0;
             atomic_store_explicit(&f->state, WEFT_RUNNING, memory_order_relaxed);
             weft__tls_self = f;
-            pthread_setspecific(foreign_key, f);
         }
         weft__tsan_internal_end();
         if (f)

@@ -178,7 +178,8 @@ typedef struct weft__fiber {
     uint8_t flags;                /* WEFT__F_* */
 
     /* -- line 1: running, parking, finishing (owner worker once it started) -- */
-    _Alignas(WEFT__CACHELINE) void *sp; /* saved stack pointer while suspended */
+    _Alignas(WEFT__CACHELINE) void *sp; /* saved stack pointer while suspended; a weft thread's signal
+                                         * stack until the thread takes it as it starts */
     struct weft__worker *worker;  /* worker it runs on; set when it starts, fixed after */
     struct weft__stack *stack;    /* NULL until it starts (stacks are allocated lazily) */
     void *result;                 /* written by the fiber before it publishes JW_DONE */
@@ -283,9 +284,13 @@ void weft__stack_put(struct weft__worker *w, weft__stack *s);
 void weft__stack_cache_flush(struct weft__worker *w);
 size_t weft__stack_round(size_t size);
 int weft__stack_guard_install_works(void); /* 1: MADV_GUARD_INSTALL, 0: mprotect guards */
-/* Per-thread alternate signal stack, so that an overflow can be reported. */
-int weft__altstack_install(void **mem);
+/* Per-thread alternate signal stack, so that an overflow can be reported: made by the thread's creator
+ * (NULL: no memory), installed by the thread, removed (and unmapped) by the thread as it ends; freed by
+ * the creator instead when the thread could not be made. */
+void *weft__altstack_new(void);
+void weft__altstack_install(void *mem);
 void weft__altstack_remove(void *mem);
+void weft__altstack_free(void *mem);
 /* Note the bounds of a kernel thread's own stack for overflow reports. */
 void weft__thread_stack_note(weft__fiber *f);
 
@@ -324,7 +329,7 @@ typedef struct weft__mthread {
     weft__stack *dead_stack;             /* an orphan's stack, freed by the idle context after its end */
     void *dead_tsan;
     void *dead_sp;
-    void *altstack;
+    void *altstack;                      /* its signal stack, made with the record (weft__thread_prepare) */
     const void *stack_lo;                /* the thread's own stack, for ASan */
     size_t stack_size;
     _Atomic uint32_t gate;               /* a new thread waits here before it takes its worker */

@@ -196,6 +196,12 @@ int weft_run(const weft_config_t *cfg, void *(*fn)(void *), void *arg, void **re
 {
     if (!fn)
         return -EINVAL;
+    /* the join below needs the calling thread's descriptor: made first, so that without memory for it
+     * the call fails having run nothing (a join that failed for it would leave fn running, and the call
+     * would return -ENOMEM once fn had run) */
+    weft__fiber *self = weft__self();
+    if (!self)
+        return -ENOMEM;
     int r = weft_start(cfg);
     if (r < 0)
         return r;

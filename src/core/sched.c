@@ -1093,7 +1093,7 @@ static void thread_gather(weft__mthread *m)
 {
     atomic_store_explicit(&m->tid, (int32_t)syscall(SYS_gettid), memory_order_relaxed);
     m->stat_fd = weft__monitor_thread_open();
-    weft__altstack_install(&m->altstack);
+    weft__altstack_install(m->altstack);
     pthread_attr_t a;
     if (pthread_getattr_np(pthread_self(), &a) == 0) {
         void *lo;
@@ -1190,9 +1190,15 @@ int weft__thread_prepare(weft__worker *w, weft__mthread **out, pthread_t *t)
     memset(m, 0, sizeof *m);
     m->w = w;
     m->stat_fd = -1;
+    m->altstack = weft__altstack_new();
+    if (!m->altstack) {
+        free(m);
+        return -ENOMEM;
+    }
     atomic_store_explicit(&m->gate, GATE_WAIT, memory_order_relaxed);
     int r = pthread_create(t, NULL, worker_thread_main, m);
     if (r != 0) {
+        weft__altstack_free(m->altstack);
         free(m);
         return -r;
     }

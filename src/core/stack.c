@@ -82,12 +82,14 @@ typedef struct pool {
 
 static struct {
     pthread_mutex_t lock;
-    int guard_install;       /* 1: MADV_GUARD_INSTALL works; 0: mprotect */
+    _Atomic int guard_install; /* 1: MADV_GUARD_INSTALL works; 0: mprotect; -1: mprotect until a
+                              * start finds out (the probe could not run: no memory or no fd). Relaxed:
+                              * guards of either kind are guards */
     pool *pools;
     _Atomic(chunk *) chunks; /* written under the lock, read by the fault handler without it */
     int handlers;
     struct sigaction old_segv, old_bus;
-} S = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} S = {.lock = PTHREAD_MUTEX_INITIALIZER, .guard_install = -1};
 
 #define BATCH 16u            /* stacks moved at once between a worker's cache and the pool */
 #define TRIM_BATCH 256u      /* stacks given back to the kernel at once */
@@ -115,12 +117,12 @@ static size_t slot_bytes(size_t size)
 
 static int guard(char *slot)
 {
-    if (S.guard_install) {
+    if (atomic_load_explicit(&S.guard_install, memory_order_relaxed) == 1) {
         if (madvise(slot, GUARD_SIZE, MADV_GUARD_INSTALL) == 0)
             return 0;
         if (errno != EINVAL)
             return -errno;
-        S.guard_install = 0; /* kernel without guard installs after all */
+        atomic_store_explicit(&S.guard_install, 0, memory_order_relaxed); /* no guard installs after all */
     }
     return mprotect(slot, GUARD_SIZE, PROT_NONE) == 0 ? 0 : -errno;
 }
@@ -328,14 +330,17 @@ weft__stack *weft__stack_get(weft__worker *w, size_t size)
     }
 #if WEFT_TSAN
     /* TSan would see the last fiber's frames and this one's as a race: give the stack fresh memory,
-     * which also makes TSan forget what it knew of it */
+     * which also makes TSan forget what it knew of it. Without it, no stack: the old memory would make
+     * TSan report a race that is not one, and a fixed mapping that fails may have unmapped the range
+     * already. The slot is dropped (its chunk goes at shutdown). */
     {
         char *lo = s->lo;
         uint32_t cls = s->cls;
         weft__vg_stack_deregister(s->vg_id);
-        if (mmap(lo, cls, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) !=
+        if (mmap(lo, cls, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) ==
             MAP_FAILED)
-            s = header_init(lo - GUARD_SIZE, cls);
+            return NULL;
+        s = header_init(lo - GUARD_SIZE, cls);
     }
 #endif
 #if WEFT_ASAN
@@ -531,10 +536,24 @@ WEFT__NO_TSAN static void on_fault(int sig, siginfo_t *si, void *uc)
 
 void weft__thread_stack_note(weft__fiber *f)
 {
-    (void)f;
     pthread_attr_t a;
-    if (pthread_getattr_np(pthread_self(), &a) != 0)
+    int r = pthread_getattr_np(pthread_self(), &a);
+    if (r != 0) {
+        /* the C library needs memory to tell a thread where its stack is (ENOMEM), and nothing else
+         * tells: the thread runs, but an overflow of its own stack would end the process as a plain
+         * SIGSEGV, so say so now, by name */
+        char label[64], msg[256];
+        weft__tsan_internal_begin();
+        weft__label(f, label, sizeof label);
+        weft__tsan_internal_end();
+        int n = snprintf(msg, sizeof msg,
+                         "weft: thread %s: the C library could not tell where its stack is (%s): an overflow of "
+                         "its stack will not be reported\n",
+                         label, strerror(r));
+        if (n > 0)
+            fwrite(msg, 1, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1, stderr);
         return;
+    }
     void *lo;
     size_t size, guard_size = 0;
     if (pthread_attr_getstack(&a, &lo, &size) == 0) {
@@ -546,21 +565,27 @@ void weft__thread_stack_note(weft__fiber *f)
     pthread_attr_destroy(&a);
 }
 
-int weft__altstack_install(void **mem)
+static size_t altstack_size(void)
 {
     size_t size = 64 << 10;
     if ((size_t)SIGSTKSZ > size)
         size = SIGSTKSZ;
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return -ENOMEM;
-    stack_t ss = {.ss_sp = p, .ss_size = size, .ss_flags = 0};
-    if (sigaltstack(&ss, NULL) != 0) {
-        munmap(p, size);
-        return -errno;
-    }
-    *mem = p;
-    return 0;
+    return size;
+}
+
+/* Made by the thread's creator before the thread exists, so that no memory for it is the creator's
+ * error to return, with nothing started: a thread that made its own could only run without one, and
+ * an overflow on it would end the process as a bare SIGSEGV. */
+void *weft__altstack_new(void)
+{
+    void *p = mmap(NULL, altstack_size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void weft__altstack_install(void *mem)
+{
+    stack_t ss = {.ss_sp = mem, .ss_size = altstack_size(), .ss_flags = 0};
+    sigaltstack(&ss, NULL); /* fails only for a bad size, or on the signal stack itself */
 }
 
 void weft__altstack_remove(void *mem)
@@ -569,38 +594,48 @@ void weft__altstack_remove(void *mem)
         return;
     stack_t ss = {.ss_flags = SS_DISABLE};
     sigaltstack(&ss, NULL);
-    size_t size = 64 << 10;
-    if ((size_t)SIGSTKSZ > size)
-        size = SIGSTKSZ;
-    munmap(mem, size);
+    munmap(mem, altstack_size());
+}
+
+void weft__altstack_free(void *mem)
+{
+    if (mem)
+        munmap(mem, altstack_size());
 }
 
 /* ------------------------------------------------------------------------------------------------ */
 
 /* Does MADV_GUARD_INSTALL work here? The call succeeding is not proof (an emulator may accept and ignore
  * it): check that the kernel now refuses to read the page, with a write() from it into a pipe, which
- * fails with EFAULT instead of faulting. */
-static void probe_guard_install(void)
+ * fails with EFAULT instead of faulting. 1 or 0; -1 when it could not look (no page or no pipe to look
+ * with): the next start looks again, since deciding "no" for good would cap this process's fibers at
+ * the map count for the sake of one failed mmap. */
+static int probe_guard_install(void)
 {
-    S.guard_install = 0;
     size_t page = weft__page_size();
     char *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
-        return;
-    int fds[2];
-    if (madvise(p, page, MADV_GUARD_INSTALL) == 0 && pipe2(fds, O_CLOEXEC) == 0) {
-        S.guard_install = write(fds[1], p, 1) < 0 && errno == EFAULT;
+        return -1;
+    int works = 0, fds[2];
+    if (madvise(p, page, MADV_GUARD_INSTALL) != 0)
+        works = errno == EINVAL ? 0 : -1; /* EINVAL: a kernel without it */
+    else if (pipe2(fds, O_CLOEXEC) != 0)
+        works = -1;
+    else {
+        works = write(fds[1], p, 1) < 0 && errno == EFAULT;
         close(fds[0]);
         close(fds[1]);
     }
     munmap(p, 2 * page);
+    return works;
 }
 
 int weft__stack_global_init(void)
 {
     pthread_mutex_lock(&S.lock);
+    if (atomic_load_explicit(&S.guard_install, memory_order_relaxed) < 0)
+        atomic_store_explicit(&S.guard_install, probe_guard_install(), memory_order_relaxed);
     if (!S.handlers) {
-        probe_guard_install();
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_fault;
@@ -616,7 +651,7 @@ int weft__stack_global_init(void)
 
 int weft__stack_guard_install_works(void)
 {
-    return S.guard_install;
+    return atomic_load_explicit(&S.guard_install, memory_order_relaxed) == 1;
 }
 
 /* All stacks are back (every fiber finished, every worker flushed its cache): unmap everything. */

@@ -21,8 +21,11 @@ static void *thread_main(void *arg)
 {
     weft__fiber *f = arg;
     weft__tls_self = f;
-    void *alt = NULL;
-    weft__altstack_install(&alt);
+    weft__tsan_internal_begin();
+    void *alt = f->sp; /* our signal stack, made by weft_thread_spawn */
+    f->sp = NULL;
+    weft__tsan_internal_end();
+    weft__altstack_install(alt);
     weft__thread_stack_note(f);
     char n[16]; /* the kernel keeps 15 bytes of a thread's name */
     weft__tsan_internal_begin();
@@ -70,13 +73,16 @@ int weft_thread_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, vo
             return -r;
         }
     }
-    weft__fiber *f = weft__desc_alloc(NULL);
+    void *alt = weft__altstack_new();
+    weft__fiber *f = alt ? weft__desc_alloc(NULL) : NULL;
     if (!f) {
+        weft__altstack_free(alt);
         pthread_attr_destroy(&pa);
         return -ENOMEM;
     }
     weft__tsan_internal_begin();
     f->kind = WEFT__KIND_THREAD;
+    f->sp = alt;
     f->fn = fn;
     f->arg = arg;
     f->id = weft__next_id(NULL);
@@ -94,6 +100,10 @@ int weft_thread_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, vo
     r = pthread_create(&t, &pa, thread_main, f);
     pthread_attr_destroy(&pa);
     if (r != 0) {
+        weft__tsan_internal_begin();
+        f->sp = NULL;
+        weft__tsan_internal_end();
+        weft__altstack_free(alt);
         weft__desc_free(NULL, f);
         return -r;
     }
