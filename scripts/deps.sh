@@ -7,7 +7,7 @@ set -euo pipefail
 job=${1:-build}
 case "$job" in
   build) pkgs=(cmake make gcc) ;;
-  test)  pkgs=(cmake make gcc clang valgrind qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross util-linux pkg-config iproute2 nftables) ;;
+  test)  pkgs=(cmake make gcc clang valgrind qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross util-linux pkg-config iproute2 nftables apache2-utils curl) ;;
   bench) pkgs=(cmake make gcc g++ golang-go libboost-context-dev libboost-fiber-dev libtbb-dev wrk nginx libuv1-dev pkg-config) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
