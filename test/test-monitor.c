@@ -21,6 +21,7 @@
 
 #include <weft.h>
 
+#include "core/internal.h"
 #include "helpers.h"
 #include "runner.h"
 
@@ -388,6 +389,51 @@ TEST_TIMEOUT(a_stuck_fiber_finishes_as_a_thread_of_its_own, 60)
 {
     run_scenario(orphan_scenario, NULL, 0);
     ASSERT_CONTAINS(out, "go on on a new thread");
+}
+
+/* A handed-off fiber is still one the shutdown waits for, so it may spawn while the shutdown waits, as
+ * every fiber may (it got -ESHUTDOWN, as a thread outside the runtime does). */
+static atomic_int child_ran;
+
+static void *mark_child(void *arg)
+{
+    (void)arg;
+    atomic_store(&child_ran, 1);
+    return NULL;
+}
+
+static void *stuck_then_spawns_during_the_shutdown(void *arg)
+{
+    (void)arg;
+    sleep(1); /* stuck: handed off */
+    while (atomic_load(&weft__rt_g.state) != RT_STOPPING)
+        usleep(1000); /* the main thread is in weft_shutdown */
+    int r = weft_go(mark_child, NULL);
+    printf("spawn during the shutdown: %d\n", r);
+    fflush(stdout);
+    atomic_store(&stop_ticking, 1);
+    return NULL;
+}
+
+static void orphan_spawns_in_shutdown_scenario(void *arg)
+{
+    (void)arg;
+    weft_config_t one = {.workers = 1};
+    if (weft_start(&one) < 0)
+        exit(10);
+    weft_attr_t a = {.flags = WEFT_DETACHED};
+    if (weft_go(ticker, NULL) < 0 || weft_spawn(NULL, &a, stuck_then_spawns_during_the_shutdown, NULL) < 0)
+        exit(11); /* the ticker keeps a fiber ready beside the stuck one, so that its worker is handed on */
+    if (weft_shutdown() < 0)
+        exit(12);
+    exit(atomic_load(&child_ran) ? 0 : 13);
+}
+
+TEST_TIMEOUT(a_handed_off_fiber_may_spawn_while_the_shutdown_waits, 60)
+{
+    run_scenario(orphan_spawns_in_shutdown_scenario, NULL, 0);
+    ASSERT_CONTAINS(out, "go on on a new thread");
+    ASSERT_CONTAINS(out, "spawn during the shutdown: 0");
 }
 
 /* Long loops that keep nothing from running: the leaves of a parallel loop on both workers, each with an

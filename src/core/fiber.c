@@ -455,7 +455,8 @@ int weft_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, void *arg
     }
     weft__leave();
     /* from outside the runtime: start it if need be, and keep a shutdown from finishing meanwhile */
-    int r = weft__foreign_enter();
+    weft__fiber *self = weft__self_if_any();
+    int r = weft__foreign_enter(self && (self->flags & WEFT__F_ORPHAN));
     if (r < 0)
         return r;
     r = spawn(NULL, out, attr, fn, arg);

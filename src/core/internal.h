@@ -586,8 +586,10 @@ int64_t weft__live_fibers(void);
 void weft__quiesce_check(void); /* from a fiber: pokes a waiting shutdown when nothing is left */
 void weft__quiesce_poke(void);  /* wake a waiting shutdown so that it counts again */
 /* A thread outside the runtime is about to spawn: start the runtime if it is stopped, and hold off a
- * shutdown until weft__foreign_leave. -ESHUTDOWN while a shutdown waits. */
-int weft__foreign_enter(void);
+ * shutdown until weft__foreign_leave. -ESHUTDOWN while a shutdown waits, unless `live`: the caller is a
+ * fiber that the shutdown waits for (one that kept its thread after a hand-off), which may spawn as
+ * every fiber may. */
+int weft__foreign_enter(bool live);
 void weft__foreign_leave(void);
 
 /* Make a waiting fiber runnable again (after its park word says WOKEN). `next`: a hand-off, it runs

@@ -124,13 +124,13 @@ int weft_start(const weft_config_t *cfg)
  * two sees the other: either the spawner sees STOPPING and refuses, or shutdown waits for it to leave,
  * by which time its fiber is counted.
  */
-int weft__foreign_enter(void)
+int weft__foreign_enter(bool live)
 {
     for (;;) {
         atomic_fetch_add_explicit(&weft__rt_g.foreign_inflight, 1, memory_order_seq_cst);
         int s = atomic_load_explicit(&weft__rt_g.state, memory_order_seq_cst);
-        if (WEFT__LIKELY(s == RT_RUNNING))
-            return 0;
+        if (WEFT__LIKELY(s == RT_RUNNING) || (live && s == RT_STOPPING))
+            return 0; /* a live caller is counted: the shutdown cannot end before its fiber is too */
         weft__foreign_leave();
         if (s == RT_STOPPING)
             return -ESHUTDOWN;
