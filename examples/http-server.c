@@ -30,6 +30,9 @@ struct out {
     int fd;
     size_t len;
     char buf[16384];
+    time_t date_at; /* the second `date` was formatted for */
+    size_t date_len;
+    char date[40];
 };
 
 static bool flush(struct out *o)
@@ -48,20 +51,19 @@ static bool put(struct out *o, const char *s, size_t n)
     return true;
 }
 
-/* "Date: ...\r\n" (RFC 9110 6.6.1), formatted once a second by each worker thread. */
+/* "Date: ...\r\n" (RFC 9110 6.6.1), formatted once a second for each connection. (Not in thread-local
+ * storage: a fiber may resume on another thread after a hand-off, docs/runtime.md, and the compiler
+ * keeps the thread's address across the calls that park.) */
 static bool put_date(struct out *o)
 {
-    static _Thread_local char line[40];
-    static _Thread_local size_t len;
-    static _Thread_local time_t at = -1;
     time_t now = time(NULL);
-    if (now != at) {
+    if (now != o->date_at) {
         struct tm tm;
         gmtime_r(&now, &tm);
-        len = strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
-        at = now;
+        o->date_len = strftime(o->date, sizeof o->date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        o->date_at = now;
     }
-    return put(o, line, len);
+    return put(o, o->date, o->date_len);
 }
 
 /* 200 with the body (none for HEAD); the Connection field says what happens next. */
@@ -85,7 +87,7 @@ static bool put_error(struct out *o, const char *status, size_t n)
 static void serve_connection(serve_conn *c)
 {
     char in[8192];
-    struct out o = {.fd = serve_fd(c)};
+    struct out o = {.fd = serve_fd(c), .date_at = -1};
     size_t have = 0;      /* bytes in `in` */
     http_request req;     /* the request in hand: its head has come, its answer waits for its body */
     bool in_hand = false;

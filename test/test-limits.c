@@ -462,7 +462,7 @@ static void *parent(void *arg)
 static void spawn_tree(intptr_t n)
 {
     enum { MAXN = 200 };
-    static _Thread_local weft_fiber_t f[MAXN];
+    weft_fiber_t f[MAXN]; /* on the stack: thread-local storage would not follow a handed-off fiber */
     for (intptr_t i = 0; i < n; i++)
         ASSERT_OK(weft_spawn(&f[i], NULL, parent, (void *)i));
     for (intptr_t i = 0; i < n; i++) {

@@ -452,24 +452,35 @@ weft__worker *weft__enter_slow(weft__mthread *m) __attribute__((noinline, cold))
  */
 static inline weft__worker *weft__enter(void)
 {
+    /* Hidden from TSan, as all bookkeeping is: after a hand-off a fiber runs on a thread whose start it
+     * has no happens-before edge with, and TSan would take that thread's own words for shared data. */
+    weft__tsan_internal_begin();
     /* on threads without a worker, depth counts too, harmlessly, and own stays OWNED */
     weft__tls_rt_t *t = weft__tls();
+    weft__worker *w;
     uint32_t d = atomic_load_explicit(&t->depth, memory_order_relaxed);
     atomic_store_explicit(&t->depth, d + WEFT__DEPTH_ENTRY + 1, memory_order_relaxed);
     if (WEFT__LIKELY(WEFT__DEPTH(d) == 0)) {
         atomic_signal_fence(memory_order_seq_cst);
-        if (WEFT__UNLIKELY(atomic_load_explicit(&t->own, memory_order_relaxed) != M_OWNED))
-            return weft__enter_slow(t->m);
+        if (WEFT__UNLIKELY(atomic_load_explicit(&t->own, memory_order_relaxed) != M_OWNED)) {
+            w = weft__enter_slow(t->m);
+            weft__tsan_internal_end();
+            return w;
+        }
     }
-    return t->worker;
+    w = t->worker;
+    weft__tsan_internal_end();
+    return w;
 }
 
 static inline void weft__leave(void)
 {
+    weft__tsan_internal_begin();
     /* release: what the runtime did here is visible to whoever takes the worker after reading 0 */
     weft__tls_rt_t *t = weft__tls();
     uint32_t d = atomic_load_explicit(&t->depth, memory_order_relaxed);
     atomic_store_explicit(&t->depth, d - 1, memory_order_release);
+    weft__tsan_internal_end();
 }
 
 /* Is the caller running on a worker (a fiber, or the idle loop)? */
