@@ -651,6 +651,14 @@ int weft_fiber_state(weft_fiber_t h)
     if (!f)
         return -ESRCH;
     int s = (int)atomic_load_explicit(&f->state, memory_order_relaxed);
+    if (s == WEFT_DONE) {
+        /* the fiber stores DONE just before it publishes its end to the join word: until then it is
+         * still finishing, and a detach would not free it (it frees itself an instant later); so DONE
+         * is told only once a join or a detach would collect it at once */
+        uintptr_t j = atomic_load_explicit(&f->join, memory_order_acquire);
+        if (j != JW_DONE && j != JW_CLAIMED)
+            s = WEFT_RUNNING;
+    }
     return atomic_load_explicit(&f->gen, memory_order_acquire) == (uint32_t)(h.handle_ >> 32) ? s : -ESRCH;
 }
 
