@@ -5,6 +5,7 @@
  *   uar       a fiber uses a pointer to a local of a function that returned: ASan must report it
  */
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +14,15 @@
 
 static int shared; /* the planted race's victim */
 
+static atomic_int started;
+
 static void *racer(void *arg)
 {
+    /* both racers must be running before either writes: if one ran to its end before the other began, the
+     * worker's idle wait between them would order the two and no tool could call it a race */
+    atomic_fetch_add(&started, 1);
+    while (atomic_load(&started) < 2)
+        weft_yield();
     for (int i = 0; i < 100; i++) {
         shared++;
         weft_yield();
