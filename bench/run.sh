@@ -4,7 +4,7 @@
 #     bench/run.sh [--runs N] [--quick] [bench ...]
 #
 # benches: switch handoff spawn parked-create parked-mem fib units
-#          chan-pingpong chan-buffered-1x1 chan-buffered-4x4 mutex pfor-sqrt pfor-tiny
+#          chan-pingpong select-pingpong wg-pingpong chan-buffered-1x1 chan-buffered-4x4 mutex pfor-sqrt pfor-tiny
 #          (default: all)
 #   --runs N   runs of every implementation, interleaved (default 5)
 #   --quick    small counts and 3 runs: a smoke test, not figures to publish
@@ -42,7 +42,7 @@ usage() {
 }
 
 all_benches=(switch handoff spawn parked-create parked-mem fib units
-    chan-pingpong chan-buffered-1x1 chan-buffered-4x4 mutex pfor-sqrt pfor-tiny)
+    chan-pingpong select-pingpong wg-pingpong chan-buffered-1x1 chan-buffered-4x4 mutex pfor-sqrt pfor-tiny)
 runs=""
 quick=0
 benches=()

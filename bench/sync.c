@@ -136,6 +136,179 @@ double bench_chan_pingpong(int workers, long rounds)
     return r < 0 ? r : p.figure;
 }
 
+/* ---- select-pingpong: chan-pingpong with side B receiving through a two-case select ---- */
+
+typedef struct {
+    pingpong_ctx *c;
+    weft_chan_t *never; /* nobody sends on it: the case that is never ready */
+} select_ctx;
+
+static void *select_b(void *arg)
+{
+    select_ctx *s = arg;
+    pingpong_ctx *c = s->c;
+    int64_t v, dummy;
+    for (long i = 0; i < c->rounds; i++) {
+        weft_case_t cases[2] = {{.chan = s->never, .op = WEFT_RECV, .elem = &dummy},
+                                {.chan = c->ping, .op = WEFT_RECV, .elem = &v}};
+        int r = weft_select(cases, 2, WEFT_FOREVER);
+        if (r == 1)
+            r = cases[1].result;
+        else if (r >= 0)
+            r = BENCH_WRONG;
+        if (r == 0) {
+            v++;
+            r = weft_chan_send(c->pong, &v, WEFT_FOREVER);
+        }
+        if (r < 0) {
+            pingpong_fail(c, r);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static double select_once(long rounds)
+{
+    pingpong_ctx c = {.rounds = rounds};
+    select_ctx s = {.c = &c};
+    int r = weft_chan_new(&c.ping, sizeof(int64_t), 0);
+    if (r == 0)
+        r = weft_chan_new(&c.pong, sizeof(int64_t), 0);
+    if (r == 0)
+        r = weft_chan_new(&s.never, sizeof(int64_t), 0);
+    if (r < 0) {
+        weft_chan_free(c.ping);
+        weft_chan_free(c.pong);
+        return r;
+    }
+    weft_fiber_t a, b;
+    int64_t t0 = weft_now();
+    r = weft_spawn(&a, NULL, pingpong_a, &c);
+    if (r == 0) {
+        r = weft_spawn(&b, NULL, select_b, &s);
+        if (r < 0)
+            pingpong_fail(&c, r);
+        else
+            weft_join(b, NULL);
+        weft_join(a, NULL);
+    }
+    int64_t t1 = weft_now();
+    weft_chan_free(c.ping);
+    weft_chan_free(c.pong);
+    weft_chan_free(s.never);
+    if (r < 0)
+        return r;
+    if ((r = atomic_load_explicit(&c.err, memory_order_relaxed)) < 0)
+        return r;
+    if (c.final != 2 * (int64_t)rounds) {
+        fprintf(stderr, "weft-bench: select-pingpong: counter %lld after %ld round trips, expected %lld\n",
+                (long long)c.final, rounds, 2 * (long long)rounds);
+        return BENCH_WRONG;
+    }
+    return (double)(t1 - t0) / (double)rounds;
+}
+
+static void *select_main(void *arg)
+{
+    pingpong_run *p = arg;
+    double warm = select_once(p->rounds / 10 + 1);
+    p->figure = warm < 0 ? warm : select_once(p->rounds);
+    return NULL;
+}
+
+double bench_select_pingpong(int workers, long rounds)
+{
+    weft_config_t cfg = {.workers = workers};
+    pingpong_run p = {.rounds = rounds};
+    int r = weft_run(&cfg, select_main, &p, NULL);
+    return r < 0 ? r : p.figure;
+}
+
+/* ---- wg-pingpong: two fibers signal each other through two wait groups used as one-shot events ---- */
+
+typedef struct {
+    weft_wg_t ab, ba; /* A's signal to B, B's to A: each armed at 1, fired by done, re-armed by its waiter */
+    long rounds;
+    _Atomic int err;
+} wg_ctx;
+
+static void *wg_a(void *arg)
+{
+    wg_ctx *c = arg;
+    for (long i = 0; i < c->rounds; i++) {
+        int r = weft_wg_done(&c->ab);
+        if (r == 0)
+            r = weft_wg_wait(&c->ba, WEFT_FOREVER);
+        if (r == 0)
+            r = weft_wg_add(&c->ba, 1); /* B's done of it returned before our wait did (weft_wg_wait) */
+        if (r < 0) {
+            note_failure(&c->err, r);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void *wg_b(void *arg)
+{
+    wg_ctx *c = arg;
+    for (long i = 0; i < c->rounds; i++) {
+        int r = weft_wg_wait(&c->ab, WEFT_FOREVER);
+        if (r == 0)
+            r = weft_wg_add(&c->ab, 1);
+        if (r == 0)
+            r = weft_wg_done(&c->ba);
+        if (r < 0) {
+            note_failure(&c->err, r);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static double wg_once(long rounds)
+{
+    wg_ctx c = {.rounds = rounds};
+    weft_wg_init(&c.ab);
+    weft_wg_init(&c.ba);
+    weft_wg_add(&c.ab, 1);
+    weft_wg_add(&c.ba, 1);
+    weft_fiber_t a, b;
+    int64_t t0 = weft_now();
+    int r = weft_spawn(&a, NULL, wg_a, &c);
+    if (r == 0) {
+        r = weft_spawn(&b, NULL, wg_b, &c);
+        if (r < 0)
+            weft_wg_done(&c.ba); /* let A's first wait go; it then fails to find B and stops */
+        else
+            weft_join(b, NULL);
+        weft_join(a, NULL);
+    }
+    int64_t t1 = weft_now();
+    if (r < 0)
+        return r;
+    if ((r = atomic_load_explicit(&c.err, memory_order_relaxed)) < 0)
+        return r;
+    return (double)(t1 - t0) / (double)rounds;
+}
+
+static void *wg_main(void *arg)
+{
+    pingpong_run *p = arg;
+    double warm = wg_once(p->rounds / 10 + 1);
+    p->figure = warm < 0 ? warm : wg_once(p->rounds);
+    return NULL;
+}
+
+double bench_wg_pingpong(int workers, long rounds)
+{
+    weft_config_t cfg = {.workers = workers};
+    pingpong_run p = {.rounds = rounds};
+    int r = weft_run(&cfg, wg_main, &p, NULL);
+    return r < 0 ? r : p.figure;
+}
+
 /* ---- chan-buffered ---- */
 
 enum { MAX_PAIRS = 16 };

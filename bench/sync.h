@@ -18,6 +18,14 @@
  * scheduler, as Go's ping-pong leaves it to Go's */
 double bench_chan_pingpong(int workers, long rounds);
 
+/* The same round trip with side B receiving through weft_select over two receive cases, the ping
+ * channel and one that is never ready */
+double bench_select_pingpong(int workers, long rounds);
+
+/* ns per round trip of two fibers signalling each other through two weft_wg_t used as one-shot events
+ * (done fires one, its waiter re-arms it with add), on `workers` workers */
+double bench_wg_pingpong(int workers, long rounds);
+
 /* ns per element through one buffered channel of int64 (capacity BENCH_CHAN_CAP) on all workers:
  * `pairs` producers send 1..n between them, the channel is closed when they are done, `pairs`
  * consumers receive until it is closed and drained; the sum received must be n(n+1)/2 */

@@ -3,7 +3,7 @@
  * which runs the peers (Go, Boost, oneTBB, OpenMP, pthreads, fork) beside it and prints the ratios.
  *
  * Usage: weft-bench [--quick] switch|handoff|spawn|parked|fib|units
- *                             |chan-pingpong|chan-buffered|mutex|pfor-sqrt|pfor-tiny ...
+ *                             |chan-pingpong|select-pingpong|wg-pingpong|chan-buffered|mutex|pfor-sqrt|pfor-tiny ...
  * (parked prints parked-create and parked-mem, chan-buffered prints chan-buffered-1x1 and -4x4; any of
  * the names runs the whole group.) Exits 1 when a figure failed (it could not run, or its result did
  * not check out), 2 for an unknown name.
@@ -72,6 +72,18 @@ static int run(const char *name)
         printf("# chan-pingpong: two unbuffered channels of int64, %ld round trips, 1 then 2 workers\n", n);
         emit("chan-pingpong", "weft@1", bench_chan_pingpong(1, n), "ns");
         emit("chan-pingpong", "weft@2", bench_chan_pingpong(2, n), "ns");
+    } else if (strcmp(name, "select-pingpong") == 0) {
+        long n = quick ? 50000 : 500000;
+        printf("# select-pingpong: chan-pingpong, one side receiving through a two-case weft_select, %ld round "
+               "trips, 1 then 2 workers\n",
+               n);
+        emit("select-pingpong", "weft@1", bench_select_pingpong(1, n), "ns");
+        emit("select-pingpong", "weft@2", bench_select_pingpong(2, n), "ns");
+    } else if (strcmp(name, "wg-pingpong") == 0) {
+        long n = quick ? 50000 : 500000;
+        printf("# wg-pingpong: two fibers, two weft_wg_t as one-shot events, %ld round trips, 1 then 2 workers\n", n);
+        emit("wg-pingpong", "weft@1", bench_wg_pingpong(1, n), "ns");
+        emit("wg-pingpong", "weft@2", bench_wg_pingpong(2, n), "ns");
     } else if (strcmp(name, "chan-buffered") == 0 || strcmp(name, "chan-buffered-1x1") == 0 ||
                strcmp(name, "chan-buffered-4x4") == 0) {
         long n = quick ? 200000 : 2000000;
@@ -111,7 +123,7 @@ static int run(const char *name)
     } else {
         fprintf(stderr,
                 "weft-bench: unknown benchmark '%s' (switch handoff spawn parked fib units chan-pingpong "
-                "chan-buffered mutex pfor-sqrt pfor-tiny)\n",
+                "select-pingpong wg-pingpong chan-buffered mutex pfor-sqrt pfor-tiny)\n",
                 name);
         return 2;
     }
@@ -128,7 +140,7 @@ int main(int argc, char **argv)
     }
     if (first >= argc) {
         const char *all[] = {"switch",        "handoff",       "spawn", "parked",    "fib",      "units",
-                             "chan-pingpong", "chan-buffered", "mutex", "pfor-sqrt", "pfor-tiny"};
+                             "chan-pingpong", "select-pingpong", "wg-pingpong", "chan-buffered", "mutex", "pfor-sqrt", "pfor-tiny"};
         for (size_t i = 0; i < sizeof all / sizeof *all; i++)
             run(all[i]);
         return failed;
