@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 
 typedef struct {
     weft_chan_t *ping, *pong;
+    weft_chan_t *never; /* select-pingpong: the case that is never ready (nobody sends on it); else NULL */
     long rounds;
     int64_t final;   /* the counter as it came back last, written by side A */
     _Atomic int err; /* the first failure of either side; 0 */
@@ -77,23 +79,28 @@ static void *pingpong_b(void *arg)
     return NULL;
 }
 
-/* `rounds` round trips on fresh channels: ns per round trip, or a negative errno */
-static double pingpong_once(long rounds)
+static void *select_b(void *arg);
+
+/* `rounds` round trips on fresh channels, side B receiving through a select or not: ns per round trip,
+ * or a negative errno */
+static double pingpong_once(long rounds, bool via_select)
 {
-    pingpong_ctx c = {.rounds = rounds, .ping = NULL, .pong = NULL};
+    pingpong_ctx c = {.rounds = rounds, .ping = NULL, .pong = NULL, .never = NULL};
     int r = weft_chan_new(&c.ping, sizeof(int64_t), 0);
     if (r == 0)
         r = weft_chan_new(&c.pong, sizeof(int64_t), 0);
+    if (r == 0 && via_select)
+        r = weft_chan_new(&c.never, sizeof(int64_t), 0);
     if (r < 0) {
-        if (c.ping)
-            weft_chan_free(c.ping);
+        weft_chan_free(c.ping);
+        weft_chan_free(c.pong);
         return r;
     }
     weft_fiber_t a, b;
     int64_t t0 = weft_now();
     r = weft_spawn(&a, NULL, pingpong_a, &c);
     if (r == 0) {
-        r = weft_spawn(&b, NULL, pingpong_b, &c);
+        r = weft_spawn(&b, NULL, via_select ? select_b : pingpong_b, &c);
         if (r < 0)
             pingpong_fail(&c, r); /* a is waiting to send: let it go */
         else
@@ -103,53 +110,62 @@ static double pingpong_once(long rounds)
     int64_t t1 = weft_now();
     weft_chan_free(c.ping);
     weft_chan_free(c.pong);
+    weft_chan_free(c.never);
     if (r < 0)
         return r;
     if ((r = atomic_load_explicit(&c.err, memory_order_relaxed)) < 0)
         return r;
     if (c.final != 2 * (int64_t)rounds) {
-        fprintf(stderr, "weft-bench: chan-pingpong on %d workers: counter %lld after %ld round trips, expected %lld\n",
-                weft_workers(), (long long)c.final, rounds, 2 * (long long)rounds);
+        fprintf(stderr, "weft-bench: %s on %d workers: counter %lld after %ld round trips, expected %lld\n",
+                via_select ? "select-pingpong" : "chan-pingpong", weft_workers(), (long long)c.final, rounds,
+                2 * (long long)rounds);
         return BENCH_WRONG;
     }
     return (double)(t1 - t0) / (double)rounds;
 }
 
+/* One figure of a round-trip benchmark: a fresh runtime on `workers` workers, a tenth of the rounds to
+ * warm up, then the measured rounds. */
 typedef struct {
     long rounds;
+    double (*once)(long rounds);
     double figure;
 } pingpong_run;
 
 static void *pingpong_main(void *arg)
 {
     pingpong_run *p = arg;
-    double warm = pingpong_once(p->rounds / 10 + 1);
-    p->figure = warm < 0 ? warm : pingpong_once(p->rounds);
+    double warm = p->once(p->rounds / 10 + 1);
+    p->figure = warm < 0 ? warm : p->once(p->rounds);
     return NULL;
 }
 
-double bench_chan_pingpong(int workers, long rounds)
+static double pingpong_measure(int workers, long rounds, double (*once)(long rounds))
 {
     weft_config_t cfg = {.workers = workers};
-    pingpong_run p = {.rounds = rounds};
+    pingpong_run p = {.rounds = rounds, .once = once};
     int r = weft_run(&cfg, pingpong_main, &p, NULL);
     return r < 0 ? r : p.figure;
 }
 
-/* ---- select-pingpong: chan-pingpong with side B receiving through a two-case select ---- */
+static double chan_once(long rounds)
+{
+    return pingpong_once(rounds, false);
+}
 
-typedef struct {
-    pingpong_ctx *c;
-    weft_chan_t *never; /* nobody sends on it: the case that is never ready */
-} select_ctx;
+double bench_chan_pingpong(int workers, long rounds)
+{
+    return pingpong_measure(workers, rounds, chan_once);
+}
+
+/* ---- select-pingpong: chan-pingpong with side B receiving through a two-case select ---- */
 
 static void *select_b(void *arg)
 {
-    select_ctx *s = arg;
-    pingpong_ctx *c = s->c;
+    pingpong_ctx *c = arg;
     int64_t v, dummy;
     for (long i = 0; i < c->rounds; i++) {
-        weft_case_t cases[2] = {{.chan = s->never, .op = WEFT_RECV, .elem = &dummy},
+        weft_case_t cases[2] = {{.chan = c->never, .op = WEFT_RECV, .elem = &dummy},
                                 {.chan = c->ping, .op = WEFT_RECV, .elem = &v}};
         int r = weft_select(cases, 2, WEFT_FOREVER);
         if (r == 1)
@@ -170,59 +186,12 @@ static void *select_b(void *arg)
 
 static double select_once(long rounds)
 {
-    pingpong_ctx c = {.rounds = rounds};
-    select_ctx s = {.c = &c};
-    int r = weft_chan_new(&c.ping, sizeof(int64_t), 0);
-    if (r == 0)
-        r = weft_chan_new(&c.pong, sizeof(int64_t), 0);
-    if (r == 0)
-        r = weft_chan_new(&s.never, sizeof(int64_t), 0);
-    if (r < 0) {
-        weft_chan_free(c.ping);
-        weft_chan_free(c.pong);
-        return r;
-    }
-    weft_fiber_t a, b;
-    int64_t t0 = weft_now();
-    r = weft_spawn(&a, NULL, pingpong_a, &c);
-    if (r == 0) {
-        r = weft_spawn(&b, NULL, select_b, &s);
-        if (r < 0)
-            pingpong_fail(&c, r);
-        else
-            weft_join(b, NULL);
-        weft_join(a, NULL);
-    }
-    int64_t t1 = weft_now();
-    weft_chan_free(c.ping);
-    weft_chan_free(c.pong);
-    weft_chan_free(s.never);
-    if (r < 0)
-        return r;
-    if ((r = atomic_load_explicit(&c.err, memory_order_relaxed)) < 0)
-        return r;
-    if (c.final != 2 * (int64_t)rounds) {
-        fprintf(stderr, "weft-bench: select-pingpong: counter %lld after %ld round trips, expected %lld\n",
-                (long long)c.final, rounds, 2 * (long long)rounds);
-        return BENCH_WRONG;
-    }
-    return (double)(t1 - t0) / (double)rounds;
-}
-
-static void *select_main(void *arg)
-{
-    pingpong_run *p = arg;
-    double warm = select_once(p->rounds / 10 + 1);
-    p->figure = warm < 0 ? warm : select_once(p->rounds);
-    return NULL;
+    return pingpong_once(rounds, true);
 }
 
 double bench_select_pingpong(int workers, long rounds)
 {
-    weft_config_t cfg = {.workers = workers};
-    pingpong_run p = {.rounds = rounds};
-    int r = weft_run(&cfg, select_main, &p, NULL);
-    return r < 0 ? r : p.figure;
+    return pingpong_measure(workers, rounds, select_once);
 }
 
 /* ---- wg-pingpong: two fibers signal each other through two wait groups used as one-shot events ---- */
@@ -293,20 +262,9 @@ static double wg_once(long rounds)
     return (double)(t1 - t0) / (double)rounds;
 }
 
-static void *wg_main(void *arg)
-{
-    pingpong_run *p = arg;
-    double warm = wg_once(p->rounds / 10 + 1);
-    p->figure = warm < 0 ? warm : wg_once(p->rounds);
-    return NULL;
-}
-
 double bench_wg_pingpong(int workers, long rounds)
 {
-    weft_config_t cfg = {.workers = workers};
-    pingpong_run p = {.rounds = rounds};
-    int r = weft_run(&cfg, wg_main, &p, NULL);
-    return r < 0 ? r : p.figure;
+    return pingpong_measure(workers, rounds, wg_once);
 }
 
 /* ---- chan-buffered ---- */
