@@ -90,33 +90,6 @@
 #include "core/internal.h"
 #include "obs/sanitize.h"
 
-#define CLAIM_NONE 0u
-#define CLAIM_SELF UINT32_MAX /* the waiter called its wait off (deadline, cancel) before a waker won it */
-
-/* A blocked send, receive or select, on its caller's stack. */
-typedef struct chan_wait {
-    weft__fiber *f;         /* fixed while queued */
-    uint32_t tok;           /* its park token; fixed while queued */
-    _Atomic uint32_t claim; /* CLAIM_NONE, then for good case + 1 (a waker, under the lock of the node's
-                             * channel) or CLAIM_SELF (the waiter, after its park) */
-    _Atomic uint32_t done;  /* 1, stored with release by the waker after its last touch of the record */
-    int result;             /* 0 or -EPIPE; written by the waker before done */
-} chan_wait;
-
-/* A waiter's entry in one channel's queue. */
-typedef struct chan_node {
-    struct chan_node *next, *prev; /* protected by the channel's lock while queued; afterwards the
-                                    * winner's (close chains its wake list through next) */
-    chan_wait *w;
-    void *elem;                    /* send: the element; receive: where it goes (NULL: dropped) */
-    int idx;                       /* the select case it stands for; 0 for a send or receive */
-    bool queued;                   /* protected by the channel's lock */
-} chan_node;
-
-typedef struct {
-    chan_node *head, *tail;
-} chan_queue;
-
 struct weft_chan {
     weft__spinlock lock;
     bool closed;          /* protected by lock */
@@ -124,16 +97,10 @@ struct weft_chan {
     _Atomic size_t len;   /* elements buffered; written under lock, read without it by weft_chan_len */
     size_t cap;           /* fixed */
     size_t esize;         /* fixed */
-    chan_queue recvq;     /* protected by lock */
-    chan_queue sendq;     /* protected by lock */
+    weft__wlist recvq;    /* protected by lock */
+    weft__wlist sendq;    /* protected by lock */
     unsigned char buf[];  /* cap * esize bytes; protected by lock */
 };
-
-/* A wakeup to do once the lock is let go. */
-typedef struct {
-    weft__fiber *f;
-    uint32_t tok;
-} chan_wake;
 
 static inline void lock(weft_chan_t *c)
 {
@@ -145,10 +112,9 @@ static inline void unlock(weft_chan_t *c)
     weft__spin_unlock(&c->lock);
 }
 
-static inline void wake(chan_wake k)
+static inline void wake(weft__wakeup k)
 {
-    if (k.f)
-        weft__unpark(k.f, k.tok, PW_OK); /* a hand-off: the woken one runs next here */
+    weft__wakeup_run(k, true); /* a hand-off: the woken one runs next here */
 }
 
 /* Copy one element, under the lock: the common sizes as single moves (a call to memcpy for 8 bytes was
@@ -171,45 +137,14 @@ static inline unsigned char *slot(weft_chan_t *c, size_t i)
     return c->buf + (i >= c->cap ? i - c->cap : i) * c->esize;
 }
 
-static void enqueue(chan_queue *q, chan_node *n)
-{
-    n->next = NULL;
-    n->prev = q->tail;
-    if (q->tail)
-        q->tail->next = n;
-    else
-        q->head = n;
-    q->tail = n;
-    n->queued = true;
-}
-
-static void unlink_node(chan_queue *q, chan_node *n)
-{
-    weft__dassert(n->queued);
-    if (n->prev)
-        n->prev->next = n->next;
-    else
-        q->head = n->next;
-    if (n->next)
-        n->next->prev = n->prev;
-    else
-        q->tail = n->prev;
-    n->next = n->prev = NULL;
-    n->queued = false;
-}
-
 /* The first waiter in q whose claim we win, unlinked: ours to complete. NULL if there is none. */
-static chan_node *dequeue(chan_queue *q)
+static inline weft__wnode *dequeue(weft__wlist *q)
 {
-    for (chan_node *n = q->head; n; n = n->next) {
-        /* relaxed: the claim only decides who settles the waiter; what the winner writes reaches the
-         * waiter through `done`, and a loser reads nothing the winner wrote. The load first spares
-         * a CAS on a node we already know is decided */
-        uint32_t none = CLAIM_NONE;
-        if (atomic_load_explicit(&n->w->claim, memory_order_relaxed) == CLAIM_NONE &&
-            atomic_compare_exchange_strong_explicit(&n->w->claim, &none, (uint32_t)n->idx + 1,
-                                                    memory_order_relaxed, memory_order_relaxed)) {
-            unlink_node(q, n);
+    for (weft__wnode *n = q->head; n; n = n->next) {
+        /* the load first spares a CAS on a node we already know is decided */
+        if (atomic_load_explicit(&n->w->claim, memory_order_relaxed) == WEFT__CLAIM_NONE &&
+            weft__wait_claim(n->w, n->idx)) {
+            weft__wlist_remove(q, n);
             return n;
         }
         /* decided: another case of its select happened, or its owner is leaving; the owner takes it
@@ -218,45 +153,19 @@ static chan_node *dequeue(chan_queue *q)
     return NULL;
 }
 
-/* After its park: try to call the wait off. False if a waker won the claim first. */
-static bool give_up(chan_wait *w)
-{
-    uint32_t none = CLAIM_NONE;
-    return atomic_compare_exchange_strong_explicit(&w->claim, &none, CLAIM_SELF, memory_order_relaxed,
-                                                   memory_order_relaxed);
-}
-
 /* Complete a dequeued waiter: publish the result, then `done` as the last touch of its record. */
-static chan_wake finish(chan_node *n, int result)
+static inline weft__wakeup finish(weft__wnode *n, int result)
 {
-    chan_wait *w = n->w;
-    chan_wake k = {w->f, w->tok};
-    w->result = result;
-    atomic_store_explicit(&w->done, 1, memory_order_release);
-    return k;
-}
-
-/* Wait until the waker that won w's claim is through with it. */
-static void wait_done(chan_wait *w)
-{
-    unsigned spins = 0;
-    while (!atomic_load_explicit(&w->done, memory_order_acquire)) {
-        /* the waker is copying under its lock, or is a close between its unlock and its store: it
-         * never parks meanwhile, so this is short, unless its thread was preempted; then give it
-         * the CPU */
-        if (spins++ < 64)
-            weft__cpu_relax();
-        else
-            sched_yield();
-    }
+    n->w->result = result;
+    return weft__wait_finish(n->w);
 }
 
 /* Under c's lock. 1: sent (*k may name a receiver to wake), 0: it would have to wait, -EPIPE. */
-static inline __attribute__((always_inline)) int try_send(weft_chan_t *c, const void *elem, chan_wake *k)
+static inline __attribute__((always_inline)) int try_send(weft_chan_t *c, const void *elem, weft__wakeup *k)
 {
     if (c->closed)
         return -EPIPE;
-    chan_node *r = dequeue(&c->recvq);
+    weft__wnode *r = dequeue(&c->recvq);
     if (r) {
         /* a receiver waits, so the buffer is empty (5): hand the element over */
         if (r->elem)
@@ -275,7 +184,7 @@ static inline __attribute__((always_inline)) int try_send(weft_chan_t *c, const 
 
 /* Under c's lock. 1: received (*k may name a sender to wake), 0: it would have to wait, -EPIPE
  * (closed and drained). */
-static inline __attribute__((always_inline)) int try_recv(weft_chan_t *c, void *elem, chan_wake *k)
+static inline __attribute__((always_inline)) int try_recv(weft_chan_t *c, void *elem, weft__wakeup *k)
 {
     size_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
     if (len > 0) {
@@ -285,7 +194,7 @@ static inline __attribute__((always_inline)) int try_recv(weft_chan_t *c, void *
         len--;
         /* a sender waits only while the buffer is full (5): its element goes into the slot just
          * freed, behind everything buffered */
-        chan_node *s = dequeue(&c->sendq);
+        weft__wnode *s = dequeue(&c->sendq);
         if (s) {
             copy_elem(slot(c, c->head + len), s->elem, c->esize);
             len++;
@@ -296,7 +205,7 @@ static inline __attribute__((always_inline)) int try_recv(weft_chan_t *c, void *
     }
     if (c->closed)
         return -EPIPE;
-    chan_node *s = dequeue(&c->sendq);
+    weft__wnode *s = dequeue(&c->sendq);
     if (s) {
         if (elem)
             copy_elem(elem, s->elem, c->esize);
@@ -307,28 +216,25 @@ static inline __attribute__((always_inline)) int try_recv(weft_chan_t *c, void *
 }
 
 /* Under c's lock, which it lets go: queue on q, park, and settle the race with wakers (3). */
-static int block(weft_chan_t *c, chan_queue *q, void *elem, weft__fiber *self, unsigned reason, int64_t deadline)
+static int block(weft_chan_t *c, weft__wlist *q, void *elem, weft__fiber *self, unsigned reason, int64_t deadline)
 {
-    chan_wait w = {.f = self, .result = 0};
-    atomic_init(&w.claim, CLAIM_NONE);
-    atomic_init(&w.done, 0);
-    chan_node n = {.w = &w, .elem = elem, .idx = 0};
-    w.tok = weft__park_prepare(self, reason, c);
-    enqueue(q, &n);
+    weft__wait w;
+    weft__wnode n;
+    weft__wait_begin(&w, self, reason, c);
+    weft__wnode_init(&n, &w, 0);
+    n.elem = elem;
+    weft__wlist_push(q, &n);
     unlock(c);
 
     int r = weft__park(self, w.tok, deadline);
-    if (r != 0 && give_up(&w)) {
+    if (weft__wait_end(&w, r) < 0) {
         /* nobody completed it, nobody will; our node is still queued, so c is still there (6) */
         lock(c);
-        unlink_node(q, &n);
+        weft__wlist_remove(q, &n);
         unlock(c);
         return r;
     }
-    /* a waker won us: the element moved (after an early end too: then we wait for the waker, which
-     * is quick). With r == 0 it stored done before it woke us (2) */
-    weft__dassert(r != 0 || atomic_load_explicit(&w.done, memory_order_relaxed));
-    wait_done(&w);
+    /* a waker won us: the element moved (after an early end too) */
     return w.result;
 }
 
@@ -380,7 +286,7 @@ size_t weft_chan_cap(weft_chan_t *c)
 static inline __attribute__((always_inline)) int chan_op(weft_chan_t *c, void *elem, int64_t deadline, bool send)
 {
     for (;;) {
-        chan_wake k = {NULL, 0};
+        weft__wakeup k = {NULL, 0};
         lock(c);
         int r = send ? try_send(c, elem, &k) : try_recv(c, elem, &k);
         if (r != 0) {
@@ -428,224 +334,96 @@ int weft_chan_close(weft_chan_t *c)
     }
     c->closed = true;
     /* every waiter goes: receivers wait only on an empty buffer (5), so all of them see the close */
-    chan_node *list = NULL, **tail = &list, *n;
+    weft__wnode *list = NULL, **tail = &list, *n;
     while ((n = dequeue(&c->recvq))) {
         *tail = n;
-        tail = &n->next;
+        tail = &n->wake_next;
     }
     while ((n = dequeue(&c->sendq))) {
         *tail = n;
-        tail = &n->next;
+        tail = &n->wake_next;
     }
     *tail = NULL;
     unlock(c);
     /* wake them outside the lock (4); each node is valid until its record says done */
-    for (chan_node *next; list; list = next) {
-        next = list->next;
-        chan_wake k = finish(list, -EPIPE);
-        weft__unpark_fifo(k.f, k.tok, PW_OK);
+    for (weft__wnode *next; list; list = next) {
+        next = list->wake_next;
+        weft__wakeup_run(finish(list, -EPIPE), false);
     }
     return 0;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* select                                                                                            */
+/* select's cases on channels (core/wait.h, select.c)                                                */
 
-/* Up to this many cases, select keeps its bookkeeping on the stack; more are allocated. */
-#define SELECT_STACK_CASES 16
-
-/* A cheap random source per thread, for the poll order. Fibers of one worker share it, which TSan
- * would call a race between them (as with errno): it is hidden, and it does not matter who draws
- * which number. Seeded per thread from its address and the clock. */
-static __thread uint32_t select_rng;
-
-static WEFT__NOINLINE void shuffle(int *order, int m)
+static uint64_t sel_lock(void *obj)
 {
-    weft__tsan_internal_begin();
-    uint32_t x = select_rng;
-    if (WEFT__UNLIKELY(x == 0)) {
-        uint64_t s = (uint64_t)(uintptr_t)&select_rng ^ (uint64_t)weft__clock_ns();
-        s = (s ^ (s >> 30)) * 0xbf58476d1ce4e5b9ull;
-        s = (s ^ (s >> 27)) * 0x94d049bb133111ebull;
-        x = (uint32_t)(s ^ (s >> 31)) | 1u;
-    }
-    /* Fisher-Yates: each position swaps with a uniformly drawn one at or before it */
-    for (int i = 1; i < m; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        int j = (int)(((uint64_t)x * (uint32_t)(i + 1)) >> 32);
-        int t = order[i];
-        order[i] = order[j];
-        order[j] = t;
-    }
-    select_rng = x;
-    weft__tsan_internal_end();
+    lock(obj);
+    return 0;
 }
 
-static int chan_cmp(const void *a, const void *b)
+static void sel_unlock(void *obj, uint64_t s)
 {
-    uintptr_t x = (uintptr_t)*(weft_chan_t *const *)a;
-    uintptr_t y = (uintptr_t)*(weft_chan_t *const *)b;
-    return x < y ? -1 : x > y;
+    (void)s;
+    unlock(obj);
 }
 
-/* Sort the channels by address and drop duplicates; returns how many are left. */
-static int lock_order(weft_chan_t **chans, int m)
+static int sel_poll_send(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
 {
-    if (m <= SELECT_STACK_CASES) {
-        for (int i = 1; i < m; i++) {
-            weft_chan_t *c = chans[i];
-            int j = i;
-            for (; j > 0 && (uintptr_t)chans[j - 1] > (uintptr_t)c; j--)
-                chans[j] = chans[j - 1];
-            chans[j] = c;
-        }
-    } else {
-        qsort(chans, (size_t)m, sizeof *chans, chan_cmp);
-    }
-    int k = 0;
-    for (int i = 0; i < m; i++)
-        if (k == 0 || chans[k - 1] != chans[i])
-            chans[k++] = chans[i];
-    return k;
+    (void)s;
+    int r = try_send(obj, cs->elem, k);
+    cs->result = r < 0 ? r : 0;
+    return r != 0;
 }
 
-static void lock_all(weft_chan_t **chans, int m)
+static int sel_poll_recv(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
 {
-    for (int i = 0; i < m; i++)
-        lock(chans[i]);
+    (void)s;
+    int r = try_recv(obj, cs->elem, k);
+    cs->result = r < 0 ? r : 0;
+    return r != 0;
 }
 
-static void unlock_all(weft_chan_t **chans, int m)
+static int sel_enqueue_send(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode *n)
 {
-    for (int i = m; i-- > 0;)
-        unlock(chans[i]);
+    (void)s;
+    n->elem = cs->elem;
+    weft__wlist_push(&((weft_chan_t *)obj)->sendq, n);
+    return WEFT__ARM_QUEUED;
 }
 
-/* A select with no channel: only the deadline (or a cancel, or the deadlock report) ends it. */
-static int select_none(int64_t deadline)
+static int sel_enqueue_recv(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode *n)
 {
-    if (deadline == WEFT_NOWAIT)
-        return -ETIMEDOUT;
-    weft__fiber *self = weft__self();
-    if (!self)
-        return -ENOMEM;
-    for (;;) {
-        uint32_t tok = weft__park_prepare(self, WEFT__WAIT_SELECT_NONE, NULL);
-        int r = weft__park(self, tok, deadline);
-        if (r != 0)
-            return r; /* nobody knows the token, so nothing else ends the wait */
-    }
+    (void)s;
+    n->elem = cs->elem;
+    weft__wlist_push(&((weft_chan_t *)obj)->recvq, n);
+    return WEFT__ARM_QUEUED;
 }
 
-/* The select proper, with its bookkeeping already allocated: nodes[n], order[n], chans[n]. */
-static int select_with(weft_case_t *cases, int n, int64_t deadline, chan_node *nodes, int *order, weft_chan_t **chans)
+/* A case that did not happen: its node is still queued (1), so the channel is still there. */
+static void sel_disarm_send(void *obj, weft_case_t *cs, weft__wnode *n)
 {
-    int m = 0;
-    for (int i = 0; i < n; i++)
-        if (cases[i].chan) {
-            order[m] = i;
-            chans[m] = cases[i].chan;
-            m++;
-        }
-    if (m == 0)
-        return select_none(deadline);
-    shuffle(order, m);
-    int nlocks = lock_order(chans, m);
-    weft__fiber *self = NULL;
-    if (deadline != WEFT_NOWAIT && !(self = weft__self()))
-        return -ENOMEM;
-
-    lock_all(chans, nlocks);
-    for (int k = 0; k < m; k++) {
-        weft_case_t *cs = &cases[order[k]];
-        chan_wake wk = {NULL, 0};
-        int r = cs->op == WEFT_SEND ? try_send(cs->chan, cs->elem, &wk) : try_recv(cs->chan, cs->elem, &wk);
-        if (r != 0) {
-            unlock_all(chans, nlocks);
-            wake(wk);
-            cs->result = r < 0 ? r : 0;
-            return order[k];
-        }
-    }
-    if (deadline == WEFT_NOWAIT) {
-        unlock_all(chans, nlocks);
-        return -ETIMEDOUT;
-    }
-
-    chan_wait w = {.f = self, .result = 0};
-    atomic_init(&w.claim, CLAIM_NONE);
-    atomic_init(&w.done, 0);
-    w.tok = weft__park_prepare(self, WEFT__WAIT_SELECT, cases);
-    for (int i = 0; i < n; i++) {
-        weft_chan_t *c = cases[i].chan;
-        if (!c)
-            continue;
-        nodes[i] = (chan_node){.w = &w, .elem = cases[i].elem, .idx = i};
-        enqueue(cases[i].op == WEFT_SEND ? &c->sendq : &c->recvq, &nodes[i]);
-    }
-    unlock_all(chans, nlocks);
-
-    int r = weft__park(self, w.tok, deadline);
-    bool gave_up = r != 0 && give_up(&w);
-    /* a waker that won the claim took out the node of the case that happened; every other node is
-     * still queued (1), so those channels are still there, and we take the nodes out. The one that
-     * happened may be on a channel that nothing of ours is on any more: that one may be gone (6) */
-    int fired = gave_up ? -1 : (int)(atomic_load_explicit(&w.claim, memory_order_relaxed) - 1);
-    weft_chan_t *gone = NULL;
-    if (fired >= 0) {
-        gone = cases[fired].chan;
-        for (int i = 0; i < n && gone; i++)
-            if (i != fired && cases[i].chan == gone)
-                gone = NULL;
-    }
-    for (int k = 0; k < nlocks; k++)
-        if (chans[k] != gone)
-            lock(chans[k]);
-    for (int i = 0; i < n; i++) {
-        weft_chan_t *c = cases[i].chan;
-        if (c && i != fired) {
-            weft__dassert(nodes[i].queued);
-            unlink_node(cases[i].op == WEFT_SEND ? &c->sendq : &c->recvq, &nodes[i]);
-        }
-    }
-    for (int k = nlocks; k-- > 0;)
-        if (chans[k] != gone)
-            unlock(chans[k]);
-    if (gave_up)
-        return r;
-    wait_done(&w);
-    cases[fired].result = w.result;
-    return fired;
+    (void)cs;
+    lock(obj);
+    weft__wlist_remove(&((weft_chan_t *)obj)->sendq, n);
+    unlock(obj);
 }
 
-int weft_select(weft_case_t *cases, int n, int64_t deadline)
+static void sel_disarm_recv(void *obj, weft_case_t *cs, weft__wnode *n)
 {
-    if (n < 0 || (n > 0 && !cases))
-        return -EINVAL;
-    for (int i = 0; i < n; i++) {
-        if (cases[i].op != WEFT_SEND && cases[i].op != WEFT_RECV)
-            return -EINVAL;
-        if (cases[i].op == WEFT_SEND && cases[i].chan && !cases[i].elem)
-            return -EINVAL;
-    }
-    if (n <= SELECT_STACK_CASES) {
-        chan_node nodes[SELECT_STACK_CASES];
-        int order[SELECT_STACK_CASES];
-        weft_chan_t *chans[SELECT_STACK_CASES];
-        return select_with(cases, n, deadline, nodes, order, chans);
-    }
-    size_t per = sizeof(chan_node) + sizeof(int) + sizeof(weft_chan_t *);
-    if ((size_t)n > SIZE_MAX / per)
-        return -ENOMEM;
-    /* one block: the nodes first, so that each part stays aligned */
-    chan_node *nodes = malloc((size_t)n * per);
-    if (!nodes)
-        return -ENOMEM;
-    weft_chan_t **chans = (weft_chan_t **)(void *)(nodes + n);
-    int *order = (int *)(void *)(chans + n);
-    int r = select_with(cases, n, deadline, nodes, order, chans);
-    free(nodes);
-    return r;
+    (void)cs;
+    lock(obj);
+    weft__wlist_remove(&((weft_chan_t *)obj)->recvq, n);
+    unlock(obj);
 }
+
+/* The winning waker copied the element and set the result: nothing is left to do. */
+static void sel_complete(weft_case_t *cs, weft__wnode *n)
+{
+    cs->result = n->w->result;
+}
+
+const weft__sel_ops weft__sel_chan_send = {sel_lock, sel_unlock, sel_poll_send, sel_enqueue_send, sel_disarm_send,
+                                           sel_complete};
+const weft__sel_ops weft__sel_chan_recv = {sel_lock, sel_unlock, sel_poll_recv, sel_enqueue_recv, sel_disarm_recv,
+                                           sel_complete};

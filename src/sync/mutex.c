@@ -35,7 +35,7 @@ enum { GRANT_RETRY = 0, GRANT_OWNER = 1 };
 
 typedef struct {
     _Atomic uint64_t state;
-    weft__waitq q;
+    weft__wlist q;
 } mutex_impl;
 
 _Static_assert(sizeof(mutex_impl) <= sizeof(weft_mutex_t), "weft_mutex_t is too small");
@@ -103,7 +103,7 @@ int weft__mutex_lock(weft_mutex_t *mm, int64_t deadline, bool cancellable)
     if (deadline != WEFT_NOWAIT && spin(m))
         return 0;
     weft__fiber *self = NULL;
-    weft__waiter n;
+    wq_waiter x;
     bool woken = false;
     for (;;) {
         s = wq_lock(&m->state);
@@ -121,26 +121,25 @@ int weft__mutex_lock(weft_mutex_t *mm, int64_t deadline, bool cancellable)
                 wq_unlock(&m->state, s);
                 return -ENOMEM;
             }
-            n.since = coarse_ns();
+            x.n.since = coarse_ns();
+            x.n.want = GRANT_RETRY;
         }
         /* a waiter that was woken and lost the race goes back to the front, as it was first */
-        wq_enqueue(&m->q, &n, self, WEFT__WAIT_MUTEX, m, woken);
+        wq_enqueue(&m->q, &x, self, WEFT__WAIT_MUTEX, m, woken);
         wq_unlock(&m->state, s | M_WAITERS);
 
-        int r = cancellable ? weft__park(self, n.tok, deadline) : weft__park_uncancellable(self, n.tok, deadline);
-        if (r != 0) {
+        int r = cancellable ? weft__park(self, x.w.tok, deadline) : weft__park_uncancellable(self, x.w.tok, deadline);
+        if (wq_wait_end(&x, r) != 0) {
             s = wq_lock(&m->state);
-            if (atomic_load_explicit(&n.state, memory_order_relaxed) == WQ_QUEUED) {
-                wq_remove(&m->q, &n);
-                wq_unlock(&m->state, wq_empty(&m->q) ? s & ~M_WAITERS : s);
-                return r;
-            }
-            wq_unlock(&m->state, s);
-            wq_settle(&n);
-            if (n.grant == GRANT_OWNER)
-                return 0; /* it was handed to us before the deadline took effect: ours */
-            /* woken to compete: one try, so that the wakeup is not lost. If the lock is held, its
-             * holder's unlock wakes the next waiter */
+            weft__wlist_remove(&m->q, &x.n);
+            wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~M_WAITERS : s);
+            return r;
+        }
+        if (x.n.grant == GRANT_OWNER)
+            return 0; /* handed to us, perhaps just before the deadline or the cancel: ours */
+        if (r != 0) {
+            /* woken to compete just as the wait ended: one try, so that the wakeup is not lost. If the
+             * lock is held, its holder's unlock wakes the next waiter */
             s = wq_lock(&m->state);
             if (!(s & M_LOCKED)) {
                 wq_unlock(&m->state, s | M_LOCKED);
@@ -149,8 +148,6 @@ int weft__mutex_lock(weft_mutex_t *mm, int64_t deadline, bool cancellable)
             wq_unlock(&m->state, s);
             return r;
         }
-        if (n.grant == GRANT_OWNER)
-            return 0;
         woken = true;
     }
 }
@@ -186,17 +183,27 @@ int weft_mutex_unlock(weft_mutex_t *mm)
             break;
         }
     }
-    /* queue locked, M_WAITERS set, so the queue is not empty */
-    weft__waiter *head = m->q.head, *wake = NULL, **tail = &wake;
-    bool handoff = coarse_ns() - head->since >= STARVE_NS;
-    wq_take(&m->q, head, handoff ? GRANT_OWNER : GRANT_RETRY, &tail);
+    /* queue locked, M_WAITERS set, so the queue is not empty; its first node that can be won gets the
+     * lock (a starving waiter, or a select, which cannot compete) or the chance to take it */
+    weft__wnode *wake = NULL, **tail = &wake;
+    bool handoff = false;
+    int64_t now = 0;
+    for (weft__wnode *x = m->q.head, *next; x; x = next) {
+        next = x->next;
+        if (x->want != GRANT_OWNER && now == 0)
+            now = coarse_ns();
+        handoff = x->want == GRANT_OWNER || now - x->since >= STARVE_NS;
+        if (weft__wlist_take(&m->q, x, handoff ? GRANT_OWNER : GRANT_RETRY, &tail))
+            break;
+        handoff = false;
+    }
     uint64_t ns = (s | WQ_LOCK) & ~M_WAITERS;
     if (!handoff)
         ns &= ~M_LOCKED;
-    if (!wq_empty(&m->q))
+    if (!weft__wlist_empty(&m->q))
         ns |= M_WAITERS;
     wq_unlock(&m->state, ns); /* our last touch of the mutex */
-    wq_wake(wake);
+    weft__wlist_wake(wake);
     return 0;
 }
 
@@ -207,3 +214,54 @@ int weft_mutex_destroy(weft_mutex_t *mm)
     uint64_t s = atomic_load_explicit(&impl(mm)->state, memory_order_acquire);
     return s ? -EBUSY : 0;
 }
+
+/* ---- weft_select's case (core/wait.h): the lock taken, as by weft_mutex_lock ---- */
+
+static uint64_t sel_lock(void *obj)
+{
+    return wq_lock(&impl(obj)->state);
+}
+
+static void sel_unlock(void *obj, uint64_t s)
+{
+    wq_unlock(&impl(obj)->state, s);
+}
+
+static int sel_poll(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
+{
+    (void)obj, (void)k;
+    if (*s & M_LOCKED)
+        return 0;
+    *s |= M_LOCKED;
+    cs->result = 0;
+    return 1;
+}
+
+/* An unlock hands the lock straight to a select's node: the select cannot compete for it after it
+ * woke, its claim is spent. */
+static int sel_enqueue(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode *n)
+{
+    (void)cs;
+    n->since = coarse_ns();
+    n->want = GRANT_OWNER;
+    weft__wlist_push(&impl(obj)->q, n);
+    *s |= M_WAITERS;
+    return WEFT__ARM_QUEUED;
+}
+
+static void sel_disarm(void *obj, weft_case_t *cs, weft__wnode *n)
+{
+    (void)cs;
+    mutex_impl *m = impl(obj);
+    uint64_t s = wq_lock(&m->state);
+    weft__wlist_remove(&m->q, n); /* not won by an unlock, so still queued */
+    wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~M_WAITERS : s);
+}
+
+static void sel_complete(weft_case_t *cs, weft__wnode *n)
+{
+    (void)n;
+    cs->result = 0;
+}
+
+const weft__sel_ops weft__sel_mutex = {sel_lock, sel_unlock, sel_poll, sel_enqueue, sel_disarm, sel_complete};

@@ -27,7 +27,7 @@ enum { WANT_READ = 0, WANT_WRITE = 1 };
 
 typedef struct {
     _Atomic uint64_t state;
-    weft__waitq q;
+    weft__wlist q;
 } rwlock_impl;
 
 _Static_assert(sizeof(rwlock_impl) <= sizeof(weft_rwlock_t), "weft_rwlock_t is too small");
@@ -48,29 +48,34 @@ int weft_rwlock_init(weft_rwlock_t *l)
 
 /* Grant the lock from the head of the queue while the head can have it. Under WQ_LOCK; *s is the state
  * to be stored, RW_WAITERS made true to the queue. */
-static void grant(rwlock_impl *l, uint64_t *s, weft__waiter ***tail)
+static void grant(rwlock_impl *l, uint64_t *s, weft__wnode ***tail)
 {
-    while (l->q.head) {
-        weft__waiter *h = l->q.head;
+    for (weft__wnode *h = l->q.head, *next; h; h = next) {
+        next = h->next;
         if (h->want == WANT_WRITE) {
             if (RW_READERS(*s) == 0 && !(*s & RW_WRITER)) {
-                wq_take(&l->q, h, 0, tail);
-                *s |= RW_WRITER;
+                if (weft__wlist_take(&l->q, h, 0, tail)) {
+                    *s |= RW_WRITER;
+                    break;
+                }
+                continue; /* its wait ended: look past it */
             }
+            if (weft__wait_claimed(h->w) != WEFT__CLAIM_NONE)
+                continue; /* a writer whose wait ended holds no reader back (it grants again as it leaves) */
             break;
         }
         if ((*s & RW_WRITER) || RW_READERS(*s) >= RW_READERS_MAX)
             break;
-        wq_take(&l->q, h, 0, tail);
-        *s += RW_READER;
+        if (weft__wlist_take(&l->q, h, 0, tail))
+            *s += RW_READER;
     }
-    *s = wq_empty(&l->q) ? *s & ~RW_WAITERS : *s | RW_WAITERS;
+    *s = weft__wlist_empty(&l->q) ? *s & ~RW_WAITERS : *s | RW_WAITERS;
 }
 
 static int lock_slow(rwlock_impl *l, int want, int64_t deadline)
 {
     uint64_t s = wq_lock(&l->state);
-    if (wq_empty(&l->q)) {
+    if (weft__wlist_empty(&l->q)) {
         if (want == WANT_WRITE && RW_READERS(s) == 0 && !(s & RW_WRITER)) {
             wq_unlock(&l->state, s | RW_WRITER);
             return 0;
@@ -89,25 +94,20 @@ static int lock_slow(rwlock_impl *l, int want, int64_t deadline)
         wq_unlock(&l->state, s);
         return deadline == WEFT_NOWAIT ? -ETIMEDOUT : -ENOMEM;
     }
-    weft__waiter n;
-    n.want = (uint64_t)want;
-    wq_enqueue(&l->q, &n, self, want == WANT_WRITE ? WEFT__WAIT_RWLOCK_WRITE : WEFT__WAIT_RWLOCK_READ, l, false);
+    wq_waiter x;
+    x.n.want = (uint64_t)want;
+    wq_enqueue(&l->q, &x, self, want == WANT_WRITE ? WEFT__WAIT_RWLOCK_WRITE : WEFT__WAIT_RWLOCK_READ, l, false);
     wq_unlock(&l->state, s | RW_WAITERS);
-    int r = weft__park(self, n.tok, deadline);
+    int r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline));
     if (r == 0)
-        return 0; /* granted: the releaser counted us in */
+        return 0; /* granted, perhaps just before the deadline or the cancel: the releaser counted us in */
     s = wq_lock(&l->state);
-    if (atomic_load_explicit(&n.state, memory_order_relaxed) == WQ_QUEUED) {
-        wq_remove(&l->q, &n);
-        weft__waiter *wake = NULL, **tail = &wake;
-        grant(l, &s, &tail);
-        wq_unlock(&l->state, s);
-        wq_wake(wake);
-        return r;
-    }
+    weft__wlist_remove(&l->q, &x.n);
+    weft__wnode *wake = NULL, **tail = &wake;
+    grant(l, &s, &tail);
     wq_unlock(&l->state, s);
-    wq_settle(&n);
-    return 0; /* granted before the deadline or the cancel took effect: we hold it */
+    weft__wlist_wake(wake);
+    return r;
 }
 
 int weft_rwlock_rdlock(weft_rwlock_t *ll, int64_t deadline)
@@ -162,10 +162,10 @@ int weft_rwlock_unlock(weft_rwlock_t *ll)
     }
     s |= WQ_LOCK;
     s = s & RW_WRITER ? s & ~RW_WRITER : s - RW_READER;
-    weft__waiter *wake = NULL, **tail = &wake;
+    weft__wnode *wake = NULL, **tail = &wake;
     grant(l, &s, &tail);
     wq_unlock(&l->state, s); /* our last touch of the lock */
-    wq_wake(wake);
+    weft__wlist_wake(wake);
     return 0;
 }
 

@@ -5,7 +5,8 @@
  *   bits 2-63             the free permits
  * While fibers wait there are no free permits: a release hands its permits to the waiters first, in
  * arrival order, and only the rest become free. So a woken waiter always has its permit (nobody can
- * take it first), and an acquire with permits free is one CAS.
+ * take it first), and an acquire with permits free is one CAS. (A node whose wait was settled already,
+ * a timed-out waiter's or a select's that another case won, is skipped: it gets nothing.)
  */
 #include <errno.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 
 typedef struct {
     _Atomic uint64_t state;
-    weft__waitq q;
+    weft__wlist q;
 } sem_impl;
 
 _Static_assert(sizeof(sem_impl) <= sizeof(weft_sem_t), "weft_sem_t is too small");
@@ -61,21 +62,16 @@ int weft_sem_acquire(weft_sem_t *ss, int64_t deadline)
         wq_unlock(&m->state, s);
         return deadline == WEFT_NOWAIT ? -ETIMEDOUT : -ENOMEM;
     }
-    weft__waiter n;
-    wq_enqueue(&m->q, &n, self, WEFT__WAIT_SEM, m, false);
+    wq_waiter x;
+    wq_enqueue(&m->q, &x, self, WEFT__WAIT_SEM, m, false);
     wq_unlock(&m->state, s | S_WAITERS);
-    int r = weft__park(self, n.tok, deadline);
+    int r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline));
     if (r == 0)
-        return 0; /* a release handed us a permit */
+        return 0; /* a release handed us a permit, perhaps just before the deadline or the cancel */
     s = wq_lock(&m->state);
-    if (atomic_load_explicit(&n.state, memory_order_relaxed) == WQ_QUEUED) {
-        wq_remove(&m->q, &n);
-        wq_unlock(&m->state, wq_empty(&m->q) ? s & ~S_WAITERS : s);
-        return r;
-    }
-    wq_unlock(&m->state, s);
-    wq_settle(&n);
-    return 0; /* the permit came before the deadline or the cancel took effect: it is ours */
+    weft__wlist_remove(&m->q, &x.n);
+    wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~S_WAITERS : s);
+    return r;
 }
 
 int weft_sem_release(weft_sem_t *ss, int64_t n)
@@ -96,15 +92,16 @@ int weft_sem_release(weft_sem_t *ss, int64_t n)
         wq_unlock(&m->state, s);
         return -EOVERFLOW;
     }
-    weft__waiter *wake = NULL, **tail = &wake;
+    weft__wnode *wake = NULL, **tail = &wake;
     int64_t left = n;
-    while (left > 0 && m->q.head) {
-        wq_take(&m->q, m->q.head, 1, &tail);
-        left--;
+    for (weft__wnode *x = m->q.head, *next; left > 0 && x; x = next) {
+        next = x->next;
+        if (weft__wlist_take(&m->q, x, 1, &tail))
+            left--;
     }
     s += (uint64_t)left << S_SHIFT;
-    wq_unlock(&m->state, wq_empty(&m->q) ? s & ~S_WAITERS : s); /* our last touch of the semaphore */
-    wq_wake(wake);
+    wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~S_WAITERS : s); /* our last touch of the semaphore */
+    weft__wlist_wake(wake);
     return 0;
 }
 
@@ -121,3 +118,50 @@ int weft_sem_destroy(weft_sem_t *ss)
         return -EINVAL;
     return atomic_load_explicit(&impl(ss)->state, memory_order_acquire) & (S_WAITERS | WQ_LOCK) ? -EBUSY : 0;
 }
+
+/* ---- weft_select's case (core/wait.h): one permit taken, as by weft_sem_acquire ---- */
+
+static uint64_t sel_lock(void *obj)
+{
+    return wq_lock(&impl(obj)->state);
+}
+
+static void sel_unlock(void *obj, uint64_t s)
+{
+    wq_unlock(&impl(obj)->state, s);
+}
+
+static int sel_poll(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
+{
+    (void)obj, (void)k;
+    if (S_COUNT(*s) == 0)
+        return 0;
+    *s -= S_ONE;
+    cs->result = 0;
+    return 1;
+}
+
+static int sel_enqueue(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode *n)
+{
+    (void)cs;
+    weft__wlist_push(&impl(obj)->q, n);
+    *s |= S_WAITERS;
+    return WEFT__ARM_QUEUED;
+}
+
+static void sel_disarm(void *obj, weft_case_t *cs, weft__wnode *n)
+{
+    (void)cs;
+    sem_impl *m = impl(obj);
+    uint64_t s = wq_lock(&m->state);
+    weft__wlist_remove(&m->q, n); /* not won by a release, so still queued */
+    wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~S_WAITERS : s);
+}
+
+static void sel_complete(weft_case_t *cs, weft__wnode *n)
+{
+    (void)n;
+    cs->result = 0;
+}
+
+const weft__sel_ops weft__sel_sem = {sel_lock, sel_unlock, sel_poll, sel_enqueue, sel_disarm, sel_complete};
