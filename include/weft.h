@@ -403,70 +403,54 @@ WEFT_EXTERN size_t weft_chan_cap(weft_chan_t *c);
 enum weft_case_op {
     WEFT_SEND = 1,     /* chan: send *elem */
     WEFT_RECV = 2,     /* chan: receive into elem (NULL: drop it) */
-    WEFT_READABLE = 3, /* fd: readable, or its peer hung up or it has an error: a read will not park */
-    WEFT_WRITABLE = 4, /* fd: writable, likewise */
-    WEFT_JOIN = 5,     /* fiber: it finished; the case joins it, its result into *(void **)elem */
     WEFT_WG = 6,       /* obj, a weft_wg_t: the counter is zero (nothing is taken) */
     WEFT_LATCH = 7,    /* obj, a weft_latch_t: it is open */
     WEFT_SEM = 8,      /* obj, a weft_sem_t: a permit, taken */
     WEFT_LOCK = 9,     /* obj, a weft_mutex_t: the mutex, locked by the caller */
 };
 typedef struct weft_case {
-    weft_chan_t *chan;  /* WEFT_SEND, WEFT_RECV */
-    int op;             /* enum weft_case_op */
-    void *elem;         /* send: the element; receive: where it goes; join: a void ** for the result */
-    int result;         /* out, for the chosen case: 0, or what the same call alone would have failed with:
-                         * -EPIPE (the channel is closed), -EBADF (the fd was closed while it waited),
-                         * a join's -ESRCH, -EINVAL, -EDEADLK or -ENOMEM (weft_join) */
-    int fd;             /* WEFT_READABLE, WEFT_WRITABLE */
-    void *obj;          /* WEFT_WG, WEFT_LATCH, WEFT_SEM, WEFT_LOCK */
-    weft_fiber_t fiber; /* WEFT_JOIN: a fiber or weft thread */
+    union {
+        weft_chan_t *chan; /* WEFT_SEND, WEFT_RECV */
+        void *obj;         /* WEFT_WG, WEFT_LATCH, WEFT_SEM, WEFT_LOCK: the object */
+    };
+    int op;     /* enum weft_case_op */
+    void *elem; /* send: the element; receive: where it goes (NULL: drop it) */
+    int result; /* out, for the chosen case: 0, or -EPIPE (the channel is closed) */
 } weft_case_t;
 
 /* The cases, made with their types checked. */
 static inline weft_case_t weft_case_send(weft_chan_t *c, const void *elem)
 {
-    weft_case_t k = {c, WEFT_SEND, (void *)elem, 0, -1, 0, {0}};
+    weft_case_t k = {{c}, WEFT_SEND, (void *)elem, 0};
     return k;
 }
 static inline weft_case_t weft_case_recv(weft_chan_t *c, void *elem)
 {
-    weft_case_t k = {c, WEFT_RECV, elem, 0, -1, 0, {0}};
-    return k;
-}
-static inline weft_case_t weft_case_readable(int fd)
-{
-    weft_case_t k = {0, WEFT_READABLE, 0, 0, fd, 0, {0}};
-    return k;
-}
-static inline weft_case_t weft_case_writable(int fd)
-{
-    weft_case_t k = {0, WEFT_WRITABLE, 0, 0, fd, 0, {0}};
-    return k;
-}
-static inline weft_case_t weft_case_join(weft_fiber_t f, void **result)
-{
-    weft_case_t k = {0, WEFT_JOIN, (void *)result, 0, -1, 0, f};
+    weft_case_t k = {{c}, WEFT_RECV, elem, 0};
     return k;
 }
 static inline weft_case_t weft_case_wg(weft_wg_t *wg)
 {
-    weft_case_t k = {0, WEFT_WG, 0, 0, -1, wg, {0}};
+    weft_case_t k = {{0}, WEFT_WG, 0, 0};
+    k.obj = wg;
     return k;
 }
 static inline weft_case_t weft_case_latch(weft_latch_t *l)
 {
-    weft_case_t k = {0, WEFT_LATCH, 0, 0, -1, l, {0}};
+    weft_case_t k = {{0}, WEFT_LATCH, 0, 0};
+    k.obj = l;
     return k;
 }
 static inline weft_case_t weft_case_sem(weft_sem_t *s)
 {
-    weft_case_t k = {0, WEFT_SEM, 0, 0, -1, s, {0}};
+    weft_case_t k = {{0}, WEFT_SEM, 0, 0};
+    k.obj = s;
     return k;
 }
 static inline weft_case_t weft_case_lock(weft_mutex_t *m)
 {
-    weft_case_t k = {0, WEFT_LOCK, 0, 0, -1, m, {0}};
+    weft_case_t k = {{0}, WEFT_LOCK, 0, 0};
+    k.obj = m;
     return k;
 }
 

@@ -88,6 +88,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/wait.h"
 #include "obs/sanitize.h"
 
 struct weft_chan {

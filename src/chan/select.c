@@ -27,7 +27,6 @@
 
 #include "core/internal.h"
 #include "core/wait.h"
-#include "io/io.h"
 
 /* Up to this many cases, select keeps its bookkeeping on the stack; more are allocated. */
 #define SELECT_STACK_CASES 16
@@ -164,15 +163,6 @@ static int resolve(weft_case_t *cs, sel_case *sc)
     case WEFT_LATCH: sc->obj = cs->obj, sc->ops = &weft__sel_wg; break;
     case WEFT_SEM: sc->obj = cs->obj, sc->ops = &weft__sel_sem; break;
     case WEFT_LOCK: sc->obj = cs->obj, sc->ops = &weft__sel_mutex; break;
-    case WEFT_JOIN:
-        sc->obj = cs->fiber.handle_ ? (void *)&cs->fiber : NULL; /* the join kind looks the handle up */
-        sc->ops = &weft__sel_join;
-        break;
-    case WEFT_READABLE:
-    case WEFT_WRITABLE:
-        sc->ops = cs->op == WEFT_READABLE ? &weft__sel_fd_read : &weft__sel_fd_write;
-        sc->obj = cs->fd >= 0 ? weft__fd_sel_begin(cs->fd, cs->op == WEFT_WRITABLE, &sc->node) : NULL;
-        break;
     default: return -EINVAL;
     }
     if (!sc->obj)
@@ -183,9 +173,7 @@ static int resolve(weft_case_t *cs, sel_case *sc)
 /* What resolve took (an fd's reference), given back. */
 static void release_all(weft_case_t *cases, sel_case *sc, int n)
 {
-    for (int i = 0; i < n; i++)
-        if (sc[i].ops && (cases[i].op == WEFT_READABLE || cases[i].op == WEFT_WRITABLE))
-            weft__fd_sel_end(sc[i].obj);
+    (void)cases, (void)sc, (void)n; /* nothing yet: the fd kind will hold a reference here */
 }
 
 /* The select proper, with its bookkeeping already allocated: sc[n], order[n], locks[n]. */

@@ -216,8 +216,6 @@ typedef struct weft__sel_ops {
 
 extern const weft__sel_ops weft__sel_chan_send, weft__sel_chan_recv; /* chan.c */
 extern const weft__sel_ops weft__sel_mutex, weft__sel_sem, weft__sel_wg;  /* src/sync */
-extern const weft__sel_ops weft__sel_fd_read, weft__sel_fd_write;       /* io/fd.c */
-extern const weft__sel_ops weft__sel_join;                               /* core/fiber.c */
 
 /* ---- an object's list of nodes: FIFO, under the object's lock ---- */
 
