@@ -398,71 +398,41 @@ WEFT_EXTERN int weft_chan_close(weft_chan_t *c);
 WEFT_EXTERN size_t weft_chan_len(weft_chan_t *c);
 WEFT_EXTERN size_t weft_chan_cap(weft_chan_t *c);
 
-/* What a select case waits for. A case whose object is missing (chan or obj NULL, fd < 0, a join of
- * WEFT_FIBER_NONE) is never ready, as Go's nil channel. */
 enum weft_case_op {
-    WEFT_SEND = 1,     /* chan: send *elem */
-    WEFT_RECV = 2,     /* chan: receive into elem (NULL: drop it) */
-    WEFT_WG = 6,       /* obj, a weft_wg_t: the counter is zero (nothing is taken) */
-    WEFT_LATCH = 7,    /* obj, a weft_latch_t: it is open */
-    WEFT_SEM = 8,      /* obj, a weft_sem_t: a permit, taken */
-    WEFT_LOCK = 9,     /* obj, a weft_mutex_t: the mutex, locked by the caller */
+    WEFT_SEND = 1,  /* chan: send *elem */
+    WEFT_RECV = 2,  /* chan: receive into elem (NULL: drop it) */
+    WEFT_WG = 6,    /* weft_select_any, obj a weft_wg_t: the counter is zero (nothing is taken) */
+    WEFT_LATCH = 7, /* weft_select_any, obj a weft_latch_t: it is open */
+    WEFT_SEM = 8,   /* weft_select_any, obj a weft_sem_t: a permit, taken */
+    WEFT_LOCK = 9,  /* weft_select_any, obj a weft_mutex_t: the mutex, locked by the caller */
 };
 typedef struct weft_case {
-    union {
-        weft_chan_t *chan; /* WEFT_SEND, WEFT_RECV */
-        void *obj;         /* WEFT_WG, WEFT_LATCH, WEFT_SEM, WEFT_LOCK: the object */
-    };
-    int op;     /* enum weft_case_op */
-    void *elem; /* send: the element; receive: where it goes (NULL: drop it) */
-    int result; /* out, for the chosen case: 0, or -EPIPE (the channel is closed) */
+    weft_chan_t *chan; /* NULL: never ready (Go's nil channel) */
+    int op;            /* WEFT_SEND or WEFT_RECV */
+    void *elem;        /* send: the element to send; receive: where to put it (NULL: drop it) */
+    int result;        /* out, for the chosen case: 0, or -EPIPE (the channel is closed) */
 } weft_case_t;
-
-/* The cases, made with their types checked. */
-static inline weft_case_t weft_case_send(weft_chan_t *c, const void *elem)
-{
-    weft_case_t k = {{c}, WEFT_SEND, (void *)elem, 0};
-    return k;
-}
-static inline weft_case_t weft_case_recv(weft_chan_t *c, void *elem)
-{
-    weft_case_t k = {{c}, WEFT_RECV, elem, 0};
-    return k;
-}
-static inline weft_case_t weft_case_wg(weft_wg_t *wg)
-{
-    weft_case_t k = {{0}, WEFT_WG, 0, 0};
-    k.obj = wg;
-    return k;
-}
-static inline weft_case_t weft_case_latch(weft_latch_t *l)
-{
-    weft_case_t k = {{0}, WEFT_LATCH, 0, 0};
-    k.obj = l;
-    return k;
-}
-static inline weft_case_t weft_case_sem(weft_sem_t *s)
-{
-    weft_case_t k = {{0}, WEFT_SEM, 0, 0};
-    k.obj = s;
-    return k;
-}
-static inline weft_case_t weft_case_lock(weft_mutex_t *m)
-{
-    weft_case_t k = {{0}, WEFT_LOCK, 0, 0};
-    k.obj = m;
-    return k;
-}
-
 /* Wait until one case can go on, do it, and return its index; when several are ready, one is chosen
- * at random (fair). Exactly one case happens: a case not chosen takes nothing (no element, permit, lock
- * or join). deadline WEFT_NOWAIT is Go's default clause: none ready gives -ETIMEDOUT at once.
- * -ETIMEDOUT, -ECANCELED, -EINVAL (an unknown op, a send with no element, n < 0), -ENOMEM. A case that
- * would fail at once is ready, with its error in its result (a receive from a closed channel: -EPIPE;
- * a join of a stale handle: -ESRCH). No case that can be ready (n == 0, or all missing): waits for the
- * deadline alone. A fd case registers the fd with the poller as any weft fd call does. Channels, fds,
- * fibers and the objects may be shared with callers on any thread. may park */
+ * at random (fair). Only the chosen case happens. deadline WEFT_NOWAIT is Go's default clause: none
+ * ready gives -ETIMEDOUT at once. -ETIMEDOUT, -ECANCELED, -EINVAL (bad case or n < 0), -ENOMEM. A
+ * receive from a closed channel and a send to one are ready: the case's result says -EPIPE. No case
+ * with a channel (n == 0, or all NULL): waits for the deadline alone. may park */
 WEFT_EXTERN int weft_select(weft_case_t *cases, int n, int64_t deadline);
+
+/* A case of weft_select_any: a channel operation or any other wait. A case whose object is missing
+ * (chan or obj NULL) is never ready. */
+typedef struct weft_wait_case {
+    int op;            /* enum weft_case_op */
+    weft_chan_t *chan; /* WEFT_SEND, WEFT_RECV */
+    void *elem;        /* send: the element; receive: where it goes (NULL: drop it) */
+    void *obj;         /* WEFT_WG, WEFT_LATCH, WEFT_SEM, WEFT_LOCK: the object */
+    int result;        /* out, for the chosen case: 0, or -EPIPE (a closed channel) */
+} weft_wait_case_t;
+
+/* weft_select over any mix of cases, with the same rules: fair among ready cases, exactly one
+ * happens (a case not chosen takes no element, permit or lock), a deadline, WEFT_NOWAIT, -ECANCELED.
+ * may park */
+WEFT_EXTERN int weft_select_any(weft_wait_case_t *cases, int n, int64_t deadline);
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Parallel loops                                                                                    */

@@ -369,7 +369,7 @@ static void sel_unlock(void *obj, uint64_t s)
     unlock(obj);
 }
 
-static int sel_poll_send(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
+static int sel_poll_send(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wakeup *k)
 {
     (void)s;
     int r = try_send(obj, cs->elem, k);
@@ -377,7 +377,7 @@ static int sel_poll_send(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *
     return r != 0;
 }
 
-static int sel_poll_recv(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
+static int sel_poll_recv(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wakeup *k)
 {
     (void)s;
     int r = try_recv(obj, cs->elem, k);
@@ -385,7 +385,7 @@ static int sel_poll_recv(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *
     return r != 0;
 }
 
-static int sel_enqueue_send(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode *n)
+static int sel_enqueue_send(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wnode *n)
 {
     (void)s;
     n->elem = cs->elem;
@@ -393,7 +393,7 @@ static int sel_enqueue_send(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode
     return WEFT__ARM_QUEUED;
 }
 
-static int sel_enqueue_recv(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode *n)
+static int sel_enqueue_recv(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wnode *n)
 {
     (void)s;
     n->elem = cs->elem;
@@ -402,7 +402,7 @@ static int sel_enqueue_recv(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode
 }
 
 /* A case that did not happen: its node is still queued (1), so the channel is still there. */
-static void sel_disarm_send(void *obj, weft_case_t *cs, weft__wnode *n)
+static void sel_disarm_send(void *obj, weft_wait_case_t *cs, weft__wnode *n)
 {
     (void)cs;
     lock(obj);
@@ -410,7 +410,7 @@ static void sel_disarm_send(void *obj, weft_case_t *cs, weft__wnode *n)
     unlock(obj);
 }
 
-static void sel_disarm_recv(void *obj, weft_case_t *cs, weft__wnode *n)
+static void sel_disarm_recv(void *obj, weft_wait_case_t *cs, weft__wnode *n)
 {
     (void)cs;
     lock(obj);
@@ -419,7 +419,7 @@ static void sel_disarm_recv(void *obj, weft_case_t *cs, weft__wnode *n)
 }
 
 /* The winning waker copied the element and set the result: nothing is left to do. */
-static void sel_complete(weft_case_t *cs, weft__wnode *n)
+static void sel_complete(weft_wait_case_t *cs, weft__wnode *n)
 {
     cs->result = n->w->result;
 }

@@ -144,7 +144,7 @@ static int select_none(int64_t deadline)
 }
 
 /* The kind and the object of a case; NULL ops: never ready. < 0: the case is bad (-EINVAL). */
-static int resolve(weft_case_t *cs, sel_case *sc)
+static int resolve(weft_wait_case_t *cs, sel_case *sc)
 {
     sc->ops = NULL;
     sc->obj = NULL;
@@ -171,13 +171,13 @@ static int resolve(weft_case_t *cs, sel_case *sc)
 }
 
 /* What resolve took (an fd's reference), given back. */
-static void release_all(weft_case_t *cases, sel_case *sc, int n)
+static void release_all(weft_wait_case_t *cases, sel_case *sc, int n)
 {
     (void)cases, (void)sc, (void)n; /* nothing yet: the fd kind will hold a reference here */
 }
 
 /* The select proper, with its bookkeeping already allocated: sc[n], order[n], locks[n]. */
-static int select_with(weft_case_t *cases, int n, int64_t deadline, sel_case *sc, int *order, sel_lock *locks)
+static int select_with(weft_wait_case_t *cases, int n, int64_t deadline, sel_case *sc, int *order, sel_lock *locks)
 {
     for (int i = 0; i < n; i++) {
         if (resolve(&cases[i], &sc[i]) < 0) {
@@ -273,10 +273,8 @@ static int select_with(weft_case_t *cases, int n, int64_t deadline, sel_case *sc
     return fired >= 0 ? fired : err;
 }
 
-int weft_select(weft_case_t *cases, int n, int64_t deadline)
+static int select_any(weft_wait_case_t *cases, int n, int64_t deadline)
 {
-    if (n < 0 || (n > 0 && !cases))
-        return -EINVAL;
     if (n <= SELECT_STACK_CASES) {
         sel_case sc[SELECT_STACK_CASES];
         int order[SELECT_STACK_CASES];
@@ -294,5 +292,33 @@ int weft_select(weft_case_t *cases, int n, int64_t deadline)
     int *order = (int *)(void *)(locks + n);
     int r = select_with(cases, n, deadline, sc, order, locks);
     free(sc);
+    return r;
+}
+
+int weft_select_any(weft_wait_case_t *cases, int n, int64_t deadline)
+{
+    if (n < 0 || (n > 0 && !cases))
+        return -EINVAL;
+    return select_any(cases, n, deadline);
+}
+
+/* Channel cases only: the same select, on the wider cases. */
+int weft_select(weft_case_t *cases, int n, int64_t deadline)
+{
+    if (n < 0 || (n > 0 && !cases))
+        return -EINVAL;
+    for (int i = 0; i < n; i++)
+        if (cases[i].op != WEFT_SEND && cases[i].op != WEFT_RECV)
+            return -EINVAL;
+    weft_wait_case_t small[SELECT_STACK_CASES], *wide = small;
+    if (n > SELECT_STACK_CASES && !(wide = malloc((size_t)n * sizeof *wide)))
+        return -ENOMEM;
+    for (int i = 0; i < n; i++)
+        wide[i] = (weft_wait_case_t){.op = cases[i].op, .chan = cases[i].chan, .elem = cases[i].elem};
+    int r = select_any(wide, n, deadline);
+    if (r >= 0)
+        cases[r].result = wide[r].result;
+    if (wide != small)
+        free(wide);
     return r;
 }

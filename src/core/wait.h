@@ -204,14 +204,14 @@ static inline void weft__wnode_wait_released(weft__wnode *n)
  * `lock` and `unlock` are NULL for a kind without a lock. */
 enum { WEFT__ARM_QUEUED = 0, WEFT__ARM_DONE = 1, WEFT__ARM_LOST = 2 };
 
-struct weft_case;
+struct weft_wait_case;
 typedef struct weft__sel_ops {
     uint64_t (*lock)(void *obj);
     void (*unlock)(void *obj, uint64_t s);
-    int (*poll)(void *obj, struct weft_case *cs, uint64_t *s, weft__wakeup *k);
-    int (*enqueue)(void *obj, struct weft_case *cs, uint64_t *s, weft__wnode *n);
-    void (*disarm)(void *obj, struct weft_case *cs, weft__wnode *n);
-    void (*complete)(struct weft_case *cs, weft__wnode *n);
+    int (*poll)(void *obj, struct weft_wait_case *cs, uint64_t *s, weft__wakeup *k);
+    int (*enqueue)(void *obj, struct weft_wait_case *cs, uint64_t *s, weft__wnode *n);
+    void (*disarm)(void *obj, struct weft_wait_case *cs, weft__wnode *n);
+    void (*complete)(struct weft_wait_case *cs, weft__wnode *n);
 } weft__sel_ops;
 
 extern const weft__sel_ops weft__sel_chan_send, weft__sel_chan_recv; /* chan.c */

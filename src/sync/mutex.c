@@ -227,7 +227,7 @@ static void sel_unlock(void *obj, uint64_t s)
     wq_unlock(&impl(obj)->state, s);
 }
 
-static int sel_poll(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
+static int sel_poll(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wakeup *k)
 {
     (void)obj, (void)k;
     if (*s & M_LOCKED)
@@ -239,7 +239,7 @@ static int sel_poll(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
 
 /* An unlock hands the lock straight to a select's node: the select cannot compete for it after it
  * woke, its claim is spent. */
-static int sel_enqueue(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode *n)
+static int sel_enqueue(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wnode *n)
 {
     (void)cs;
     n->since = coarse_ns();
@@ -249,7 +249,7 @@ static int sel_enqueue(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode *n)
     return WEFT__ARM_QUEUED;
 }
 
-static void sel_disarm(void *obj, weft_case_t *cs, weft__wnode *n)
+static void sel_disarm(void *obj, weft_wait_case_t *cs, weft__wnode *n)
 {
     (void)cs;
     mutex_impl *m = impl(obj);
@@ -258,7 +258,7 @@ static void sel_disarm(void *obj, weft_case_t *cs, weft__wnode *n)
     wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~M_WAITERS : s);
 }
 
-static void sel_complete(weft_case_t *cs, weft__wnode *n)
+static void sel_complete(weft_wait_case_t *cs, weft__wnode *n)
 {
     (void)n;
     cs->result = 0;

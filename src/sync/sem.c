@@ -131,7 +131,7 @@ static void sel_unlock(void *obj, uint64_t s)
     wq_unlock(&impl(obj)->state, s);
 }
 
-static int sel_poll(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
+static int sel_poll(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wakeup *k)
 {
     (void)obj, (void)k;
     if (S_COUNT(*s) == 0)
@@ -141,7 +141,7 @@ static int sel_poll(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
     return 1;
 }
 
-static int sel_enqueue(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode *n)
+static int sel_enqueue(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wnode *n)
 {
     (void)cs;
     weft__wlist_push(&impl(obj)->q, n);
@@ -149,7 +149,7 @@ static int sel_enqueue(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode *n)
     return WEFT__ARM_QUEUED;
 }
 
-static void sel_disarm(void *obj, weft_case_t *cs, weft__wnode *n)
+static void sel_disarm(void *obj, weft_wait_case_t *cs, weft__wnode *n)
 {
     (void)cs;
     sem_impl *m = impl(obj);
@@ -158,7 +158,7 @@ static void sel_disarm(void *obj, weft_case_t *cs, weft__wnode *n)
     wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~S_WAITERS : s);
 }
 
-static void sel_complete(weft_case_t *cs, weft__wnode *n)
+static void sel_complete(weft_wait_case_t *cs, weft__wnode *n)
 {
     (void)n;
     cs->result = 0;

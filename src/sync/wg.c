@@ -248,7 +248,7 @@ static void sel_unlock(void *obj, uint64_t s)
 
 /* The counter cannot reach zero while we hold the lock, but an add may take it up from zero meanwhile:
  * it was zero when we looked, and that is the case. */
-static int sel_poll(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
+static int sel_poll(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wakeup *k)
 {
     (void)s, (void)k;
     if (WG_COUNT(atomic_load_explicit(&impl(obj)->state, memory_order_acquire)) != 0)
@@ -257,20 +257,20 @@ static int sel_poll(void *obj, weft_case_t *cs, uint64_t *s, weft__wakeup *k)
     return 1;
 }
 
-static int sel_enqueue(void *obj, weft_case_t *cs, uint64_t *s, weft__wnode *n)
+static int sel_enqueue(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wnode *n)
 {
     (void)cs, (void)s;
     weft__wlist_push(&impl(obj)->q, n);
     return WEFT__ARM_QUEUED;
 }
 
-static void sel_disarm(void *obj, weft_case_t *cs, weft__wnode *n)
+static void sel_disarm(void *obj, weft_wait_case_t *cs, weft__wnode *n)
 {
     (void)cs;
     wg_leave(impl(obj), n);
 }
 
-static void sel_complete(weft_case_t *cs, weft__wnode *n)
+static void sel_complete(weft_wait_case_t *cs, weft__wnode *n)
 {
     (void)n;
     cs->result = 0;
