@@ -87,133 +87,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/internal.h"
-#include "core/wait.h"
+#include "chan/chan.h"
 #include "obs/sanitize.h"
-
-struct weft_chan {
-    weft__spinlock lock;
-    bool closed;          /* protected by lock */
-    size_t head;          /* slot of the oldest buffered element; protected by lock */
-    _Atomic size_t len;   /* elements buffered; written under lock, read without it by weft_chan_len */
-    size_t cap;           /* fixed */
-    size_t esize;         /* fixed */
-    weft__wlist recvq;    /* protected by lock */
-    weft__wlist sendq;    /* protected by lock */
-    unsigned char buf[];  /* cap * esize bytes; protected by lock */
-};
-
-static inline void lock(weft_chan_t *c)
-{
-    weft__spin_lock(&c->lock);
-}
-
-static inline void unlock(weft_chan_t *c)
-{
-    weft__spin_unlock(&c->lock);
-}
 
 static inline void wake(weft__wakeup k)
 {
     weft__wakeup_run(k, true); /* a hand-off: the woken one runs next here */
-}
-
-/* Copy one element, under the lock: the common sizes as single moves (a call to memcpy for 8 bytes was
- * 4-7% of a contended channel's time, all of it while the lock was held) */
-static inline void copy_elem(void *to, const void *from, size_t n)
-{
-    switch (n) {
-    case 1: memcpy(to, from, 1); break;
-    case 2: memcpy(to, from, 2); break;
-    case 4: memcpy(to, from, 4); break;
-    case 8: memcpy(to, from, 8); break;
-    case 16: memcpy(to, from, 16); break;
-    default: memcpy(to, from, n); break;
-    }
-}
-
-static inline unsigned char *slot(weft_chan_t *c, size_t i)
-{
-    /* i < 2 * cap: the head plus at most cap */
-    return c->buf + (i >= c->cap ? i - c->cap : i) * c->esize;
-}
-
-/* The first waiter in q whose claim we win, unlinked: ours to complete. NULL if there is none. */
-static inline weft__wnode *dequeue(weft__wlist *q)
-{
-    for (weft__wnode *n = q->head; n; n = n->next) {
-        /* the load first spares a CAS on a node we already know is decided */
-        if (atomic_load_explicit(&n->w->claim, memory_order_relaxed) == WEFT__CLAIM_NONE &&
-            weft__wait_claim(n->w, n->idx)) {
-            weft__wlist_remove(q, n);
-            return n;
-        }
-        /* decided: another case of its select happened, or its owner is leaving; the owner takes it
-         * out (6) */
-    }
-    return NULL;
-}
-
-/* Complete a dequeued waiter: publish the result, then `done` as the last touch of its record. */
-static inline weft__wakeup finish(weft__wnode *n, int result)
-{
-    n->w->result = result;
-    return weft__wait_finish(n->w);
-}
-
-/* Under c's lock. 1: sent (*k may name a receiver to wake), 0: it would have to wait, -EPIPE. */
-static inline __attribute__((always_inline)) int try_send(weft_chan_t *c, const void *elem, weft__wakeup *k)
-{
-    if (c->closed)
-        return -EPIPE;
-    weft__wnode *r = dequeue(&c->recvq);
-    if (r) {
-        /* a receiver waits, so the buffer is empty (5): hand the element over */
-        if (r->elem)
-            copy_elem(r->elem, elem, c->esize);
-        *k = finish(r, 0);
-        return 1;
-    }
-    size_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
-    if (len < c->cap) {
-        copy_elem(slot(c, c->head + len), elem, c->esize);
-        atomic_store_explicit(&c->len, len + 1, memory_order_relaxed);
-        return 1;
-    }
-    return 0;
-}
-
-/* Under c's lock. 1: received (*k may name a sender to wake), 0: it would have to wait, -EPIPE
- * (closed and drained). */
-static inline __attribute__((always_inline)) int try_recv(weft_chan_t *c, void *elem, weft__wakeup *k)
-{
-    size_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
-    if (len > 0) {
-        if (elem)
-            copy_elem(elem, slot(c, c->head), c->esize);
-        c->head = c->head + 1 == c->cap ? 0 : c->head + 1;
-        len--;
-        /* a sender waits only while the buffer is full (5): its element goes into the slot just
-         * freed, behind everything buffered */
-        weft__wnode *s = dequeue(&c->sendq);
-        if (s) {
-            copy_elem(slot(c, c->head + len), s->elem, c->esize);
-            len++;
-            *k = finish(s, 0);
-        }
-        atomic_store_explicit(&c->len, len, memory_order_relaxed);
-        return 1;
-    }
-    if (c->closed)
-        return -EPIPE;
-    weft__wnode *s = dequeue(&c->sendq);
-    if (s) {
-        if (elem)
-            copy_elem(elem, s->elem, c->esize);
-        *k = finish(s, 0);
-        return 1;
-    }
-    return 0;
 }
 
 /* Under c's lock, which it lets go: queue on q, park, and settle the race with wakers (3). */
@@ -222,20 +101,25 @@ static int block(weft_chan_t *c, weft__wlist *q, void *elem, weft__fiber *self, 
     weft__wait w;
     weft__wnode n;
     weft__wait_begin(&w, self, reason, c);
+    w.solo = true; /* called off only under c's lock, below */
     weft__wnode_init(&n, &w, 0);
     n.elem = elem;
     weft__wlist_push(q, &n);
-    unlock(c);
+    chan_unlock(c);
 
     int r = weft__park(self, w.tok, deadline);
-    if (weft__wait_end(&w, r) < 0) {
-        /* nobody completed it, nobody will; our node is still queued, so c is still there (6) */
-        lock(c);
-        weft__wlist_remove(q, &n);
-        unlock(c);
-        return r;
+    if (r != 0) {
+        chan_lock(c);
+        if (weft__wait_call_off_locked(&w)) {
+            /* nobody completed it, nobody will; our node is still queued, so c is still there (6) */
+            weft__wlist_remove(q, &n);
+            chan_unlock(c);
+            return r;
+        }
+        chan_unlock(c);
     }
     /* a waker won us: the element moved (after an early end too) */
+    weft__wait_settle(&w);
     return w.result;
 }
 
@@ -263,9 +147,9 @@ int weft_chan_free(weft_chan_t *c)
     if (!c)
         return 0;
     /* the lock orders every earlier call's last touch before the free */
-    lock(c);
+    chan_lock(c);
     bool busy = c->recvq.head || c->sendq.head;
-    unlock(c);
+    chan_unlock(c);
     if (busy)
         return -EBUSY;
     free(c);
@@ -288,15 +172,15 @@ static inline __attribute__((always_inline)) int chan_op(weft_chan_t *c, void *e
 {
     for (;;) {
         weft__wakeup k = {NULL, 0};
-        lock(c);
-        int r = send ? try_send(c, elem, &k) : try_recv(c, elem, &k);
+        chan_lock(c);
+        int r = send ? chan_try_send(c, elem, &k) : chan_try_recv(c, elem, &k);
         if (r != 0) {
-            unlock(c);
+            chan_unlock(c);
             wake(k);
             return r < 0 ? r : 0;
         }
         if (deadline == WEFT_NOWAIT) {
-            unlock(c);
+            chan_unlock(c);
             return -ETIMEDOUT;
         }
         weft__fiber *self = weft__self_if_any();
@@ -304,7 +188,7 @@ static inline __attribute__((always_inline)) int chan_op(weft_chan_t *c, void *e
             return send ? block(c, &c->sendq, elem, self, WEFT__WAIT_CHAN_SEND, deadline)
                         : block(c, &c->recvq, elem, self, WEFT__WAIT_CHAN_RECV, deadline);
         /* a thread's first wait: its descriptor is allocated, not under the lock; then look again */
-        unlock(c);
+        chan_unlock(c);
         if (!weft__self())
             return -ENOMEM;
     }
@@ -328,28 +212,28 @@ int weft_chan_close(weft_chan_t *c)
 {
     if (!c)
         return -EINVAL;
-    lock(c);
+    chan_lock(c);
     if (c->closed) {
-        unlock(c);
+        chan_unlock(c);
         return -EPIPE;
     }
     c->closed = true;
     /* every waiter goes: receivers wait only on an empty buffer (5), so all of them see the close */
     weft__wnode *list = NULL, **tail = &list, *n;
-    while ((n = dequeue(&c->recvq))) {
+    while ((n = chan_dequeue(&c->recvq))) {
         *tail = n;
         tail = &n->wake_next;
     }
-    while ((n = dequeue(&c->sendq))) {
+    while ((n = chan_dequeue(&c->sendq))) {
         *tail = n;
         tail = &n->wake_next;
     }
     *tail = NULL;
-    unlock(c);
+    chan_unlock(c);
     /* wake them outside the lock (4); each node is valid until its record says done */
     for (weft__wnode *next; list; list = next) {
         next = list->wake_next;
-        weft__wakeup_run(finish(list, -EPIPE), false);
+        weft__wakeup_run(chan_finish(list, -EPIPE), false);
     }
     return 0;
 }
@@ -359,72 +243,49 @@ int weft_chan_close(weft_chan_t *c)
 
 static uint64_t sel_lock(void *obj)
 {
-    lock(obj);
+    chan_lock(obj);
     return 0;
 }
 
 static void sel_unlock(void *obj, uint64_t s)
 {
     (void)s;
-    unlock(obj);
+    chan_unlock(obj);
 }
 
-static int sel_poll_send(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wakeup *k)
+static int sel_poll_send(weft__sel_case *cs, weft__wakeup *k)
 {
-    (void)s;
-    int r = try_send(obj, cs->elem, k);
-    cs->result = r < 0 ? r : 0;
-    return r != 0;
+    return chan_sel_poll(cs, k, true);
 }
 
-static int sel_poll_recv(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wakeup *k)
+static int sel_poll_recv(weft__sel_case *cs, weft__wakeup *k)
 {
-    (void)s;
-    int r = try_recv(obj, cs->elem, k);
-    cs->result = r < 0 ? r : 0;
-    return r != 0;
+    return chan_sel_poll(cs, k, false);
 }
 
-static int sel_enqueue_send(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wnode *n)
+static int sel_enqueue_send(weft__sel_case *cs)
 {
-    (void)s;
-    n->elem = cs->elem;
-    weft__wlist_push(&((weft_chan_t *)obj)->sendq, n);
+    chan_sel_enqueue(cs, true);
     return WEFT__ARM_QUEUED;
 }
 
-static int sel_enqueue_recv(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wnode *n)
+static int sel_enqueue_recv(weft__sel_case *cs)
 {
-    (void)s;
-    n->elem = cs->elem;
-    weft__wlist_push(&((weft_chan_t *)obj)->recvq, n);
+    chan_sel_enqueue(cs, false);
     return WEFT__ARM_QUEUED;
 }
 
-/* A case that did not happen: its node is still queued (1), so the channel is still there. */
-static void sel_disarm_send(void *obj, weft_wait_case_t *cs, weft__wnode *n)
+static void sel_disarm_send(weft__sel_case *cs)
 {
-    (void)cs;
-    lock(obj);
-    weft__wlist_remove(&((weft_chan_t *)obj)->sendq, n);
-    unlock(obj);
+    chan_sel_disarm(cs, true);
 }
 
-static void sel_disarm_recv(void *obj, weft_wait_case_t *cs, weft__wnode *n)
+static void sel_disarm_recv(weft__sel_case *cs)
 {
-    (void)cs;
-    lock(obj);
-    weft__wlist_remove(&((weft_chan_t *)obj)->recvq, n);
-    unlock(obj);
-}
-
-/* The winning waker copied the element and set the result: nothing is left to do. */
-static void sel_complete(weft_wait_case_t *cs, weft__wnode *n)
-{
-    cs->result = n->w->result;
+    chan_sel_disarm(cs, false);
 }
 
 const weft__sel_ops weft__sel_chan_send = {sel_lock, sel_unlock, sel_poll_send, sel_enqueue_send, sel_disarm_send,
-                                           sel_complete};
+                                           chan_sel_complete, NULL};
 const weft__sel_ops weft__sel_chan_recv = {sel_lock, sel_unlock, sel_poll_recv, sel_enqueue_recv, sel_disarm_recv,
-                                           sel_complete};
+                                           chan_sel_complete, NULL};

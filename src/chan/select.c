@@ -25,25 +25,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chan/chan.h"
 #include "core/internal.h"
 #include "core/wait.h"
 
 /* Up to this many cases, select keeps its bookkeeping on the stack; more are allocated. */
 #define SELECT_STACK_CASES 16
 
+/* An object's lock, while the select holds it. ops NULL: a channel's (chan/chan.h). */
 typedef struct {
     void *obj;
     const weft__sel_ops *ops;
-    uint64_t s; /* the object's state while we hold its lock */
+    uint64_t s; /* the object's state word */
 } sel_lock;
-
-typedef struct {
-    const weft__sel_ops *ops; /* NULL: never ready */
-    void *obj;
-    sel_lock *lk;             /* its object's lock; NULL for a kind without one */
-    weft__wnode node;
-    bool queued;
-} sel_case;
 
 /* A cheap random source per thread, for the poll order. Fibers of one worker share it, which TSan
  * would call a race between them (as with errno): it is hidden, and it does not matter who draws
@@ -101,29 +95,43 @@ static int lock_order(sel_lock *locks, int m)
     return k;
 }
 
-static sel_lock *lock_find(sel_lock *locks, int m, void *obj)
+/* Point each case whose kind keeps a state word at its object's lock (the sorted locks[m]). */
+static void lock_link(weft__sel_case *sc, const int *order, int n, sel_lock *locks, int m)
 {
-    int lo = 0, hi = m;
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        if ((uintptr_t)locks[mid].obj < (uintptr_t)obj)
-            lo = mid + 1;
-        else
-            hi = mid;
+    for (int k = 0; k < n; k++) {
+        weft__sel_case *c = &sc[order[k]];
+        if (c->kind != WEFT__SEL_OTHER || !c->ops->lock)
+            continue;
+        int lo = 0, hi = m;
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if ((uintptr_t)locks[mid].obj < (uintptr_t)c->obj)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        c->state = &locks[lo].s;
     }
-    return &locks[lo];
 }
 
 static void lock_all(sel_lock *locks, int m)
 {
-    for (int i = 0; i < m; i++)
-        locks[i].s = locks[i].ops->lock(locks[i].obj);
+    for (int i = 0; i < m; i++) {
+        if (!locks[i].ops)
+            chan_lock(locks[i].obj);
+        else
+            locks[i].s = locks[i].ops->lock(locks[i].obj);
+    }
 }
 
 static void unlock_all(sel_lock *locks, int m)
 {
-    for (int i = m; i-- > 0;)
-        locks[i].ops->unlock(locks[i].obj, locks[i].s);
+    for (int i = m; i-- > 0;) {
+        if (!locks[i].ops)
+            chan_unlock(locks[i].obj);
+        else
+            locks[i].ops->unlock(locks[i].obj, locks[i].s);
+    }
 }
 
 /* A select with nothing that can be ready: only the deadline (or a cancel, or the deadlock report)
@@ -143,112 +151,140 @@ static int select_none(int64_t deadline)
     }
 }
 
-/* The kind and the object of a case; NULL ops: never ready. < 0: the case is bad (-EINVAL). */
-static int resolve(weft_wait_case_t *cs, sel_case *sc)
+/* The cases as read: sc[n] (ops NULL: never ready), the m that can be ready in order[m], and their
+ * objects' locks in locks[nlocks] (unsorted). */
+typedef struct {
+    weft__sel_case *sc;
+    int *order;
+    sel_lock *locks;
+    int n, m, nlocks;
+    bool other;    /* some case is not a channel's */
+    bool lockless; /* some case's kind has no lock (a join) */
+    bool release;  /* some case's kind took something to give back (an fd's reference) */
+} sel_set;
+
+/* Add case i, read into set->sc[i], to the order and the locks. */
+static inline void set_add(sel_set *set, int i)
 {
-    sc->ops = NULL;
-    sc->obj = NULL;
-    sc->lk = NULL;
-    sc->queued = false;
-    switch (cs->op) {
-    case WEFT_SEND:
-        if (cs->chan && !cs->elem)
-            return -EINVAL;
-        /* fall through */
-    case WEFT_RECV:
-        sc->obj = cs->chan;
-        sc->ops = cs->op == WEFT_SEND ? &weft__sel_chan_send : &weft__sel_chan_recv;
-        break;
-    case WEFT_WG:
-    case WEFT_LATCH: sc->obj = cs->obj, sc->ops = &weft__sel_wg; break;
-    case WEFT_SEM: sc->obj = cs->obj, sc->ops = &weft__sel_sem; break;
-    case WEFT_LOCK: sc->obj = cs->obj, sc->ops = &weft__sel_mutex; break;
-    default: return -EINVAL;
+    weft__sel_case *c = &set->sc[i];
+    c->result = 0;
+    c->queued = false;
+    if (!c->obj)
+        return;
+    set->order[set->m++] = i;
+    if (c->kind != WEFT__SEL_OTHER) {
+        set->locks[set->nlocks++] = (sel_lock){.obj = c->obj, .ops = NULL};
+        return;
     }
-    if (!sc->obj)
-        sc->ops = NULL;
-    return 0;
+    set->other = true;
+    if (c->ops->lock)
+        set->locks[set->nlocks++] = (sel_lock){.obj = c->obj, .ops = c->ops};
+    else
+        set->lockless = true;
+    if (c->ops->release)
+        set->release = true;
 }
 
-/* What resolve took (an fd's reference), given back. */
-static void release_all(weft_wait_case_t *cases, sel_case *sc, int n)
+/* What the kinds took when the cases were read (an fd's reference), given back. */
+static void release_all(weft__sel_case *sc, int n)
 {
-    (void)cases, (void)sc, (void)n; /* nothing yet: the fd kind will hold a reference here */
+    for (int i = 0; i < n; i++)
+        if (sc[i].obj && sc[i].kind == WEFT__SEL_OTHER && sc[i].ops->release)
+            sc[i].ops->release(&sc[i]);
 }
 
-/* The select proper, with its bookkeeping already allocated: sc[n], order[n], locks[n]. */
-static int select_with(weft_wait_case_t *cases, int n, int64_t deadline, sel_case *sc, int *order, sel_lock *locks)
+static inline int case_poll(weft__sel_case *c, weft__wakeup *k)
 {
-    for (int i = 0; i < n; i++) {
-        if (resolve(&cases[i], &sc[i]) < 0) {
-            release_all(cases, sc, i);
-            return -EINVAL;
-        }
+    switch (c->kind) {
+    case WEFT__SEL_RECV: return chan_sel_poll(c, k, false);
+    case WEFT__SEL_SEND: return chan_sel_poll(c, k, true);
+    default: return c->ops->poll(c, k);
     }
-    int m = 0, nlocks = 0;
-    for (int i = 0; i < n; i++) {
-        if (!sc[i].ops)
-            continue;
-        order[m++] = i;
-        if (sc[i].ops->lock)
-            locks[nlocks++] = (sel_lock){.obj = sc[i].obj, .ops = sc[i].ops};
-    }
-    if (m == 0)
-        return select_none(deadline);
-    shuffle(order, m);
-    nlocks = lock_order(locks, nlocks);
-    for (int k = 0; k < m; k++) {
-        sel_case *c = &sc[order[k]];
-        if (c->ops->lock)
-            c->lk = lock_find(locks, nlocks, c->obj);
-    }
-    weft__fiber *self = NULL;
-    if (deadline != WEFT_NOWAIT && !(self = weft__self())) {
-        release_all(cases, sc, n);
-        return -ENOMEM;
-    }
+}
 
-    lock_all(locks, nlocks);
-    uint64_t no_state = 0;
-    for (int k = 0; k < m; k++) {
-        int i = order[k];
-        sel_case *c = &sc[i];
-        weft__wakeup wk = {NULL, 0};
-        if (c->ops->poll(c->obj, &cases[i], c->lk ? &c->lk->s : &no_state, &wk)) {
-            unlock_all(locks, nlocks);
-            weft__wakeup_run(wk, true); /* a hand-off: the woken one runs next here */
-            release_all(cases, sc, n);
-            return i;
-        }
-    }
-    if (deadline == WEFT_NOWAIT) {
-        unlock_all(locks, nlocks);
-        release_all(cases, sc, n);
-        return -ETIMEDOUT;
-    }
+static inline int case_enqueue(weft__sel_case *c)
+{
+    if (c->kind == WEFT__SEL_OTHER)
+        return c->ops->enqueue(c);
+    chan_sel_enqueue(c, c->kind == WEFT__SEL_SEND);
+    return WEFT__ARM_QUEUED;
+}
 
-    /* none is ready: queue them all (1), the kinds with a lock first */
-    weft__wait w;
-    weft__wait_begin(&w, self, WEFT__WAIT_SELECT, cases);
-    int fired = -1;
-    bool won_self = false;
-    for (int pass = 0; pass < 2 && fired < 0; pass++) {
-        for (int k = 0; k < m; k++) {
-            int i = order[k];
-            sel_case *c = &sc[i];
-            if ((c->ops->lock != NULL) != (pass == 0))
+static inline void case_disarm(weft__sel_case *c)
+{
+    if (c->kind == WEFT__SEL_OTHER)
+        c->ops->disarm(c);
+    else
+        chan_sel_disarm(c, c->kind == WEFT__SEL_SEND);
+}
+
+static inline void case_complete(weft__sel_case *c)
+{
+    if (c->kind != WEFT__SEL_OTHER)
+        chan_sel_complete(c);
+    else if (c->ops->complete)
+        c->ops->complete(c);
+}
+
+/* Queue a node for every case (1), those whose kind has a lock first; stops at a case found ready
+ * there (a join), returning it, with *won_self set when the select won it itself. -1: all queued. */
+static int arm_all(sel_set *set, weft__wait *w, bool *won_self)
+{
+    for (int pass = 0; pass < 1 + set->lockless; pass++) {
+        for (int k = 0; k < set->m; k++) {
+            int i = set->order[k];
+            weft__sel_case *c = &set->sc[i];
+            if (set->lockless && (c->kind != WEFT__SEL_OTHER || c->ops->lock) != (pass == 0))
                 continue;
-            weft__wnode_init(&c->node, &w, (uint32_t)i);
-            int r = c->ops->enqueue(c->obj, &cases[i], c->lk ? &c->lk->s : &no_state, &c->node);
+            weft__wnode_init(&c->node, w, (uint32_t)i);
+            int r = case_enqueue(c);
             if (r == WEFT__ARM_QUEUED) {
                 c->queued = true;
                 continue;
             }
-            won_self = r == WEFT__ARM_DONE;
-            fired = won_self ? i : (int)(weft__wait_claimed(&w) - 1);
-            break;
+            *won_self = r == WEFT__ARM_DONE;
+            return *won_self ? i : (int)(weft__wait_claimed(w) - 1);
         }
     }
+    return -1;
+}
+
+/* The select proper, over the cases read. Returns the case that happened (its result in sc), or an
+ * error. */
+static int select_run(sel_set *set, int64_t deadline, const void *what)
+{
+    weft__sel_case *sc = set->sc;
+    int *order = set->order, m = set->m;
+    if (m == 0)
+        return select_none(deadline);
+    shuffle(order, m);
+    sel_lock *locks = set->locks;
+    int nlocks = lock_order(locks, set->nlocks);
+    if (set->other)
+        lock_link(sc, order, m, locks, nlocks);
+    weft__fiber *self = NULL;
+    if (deadline != WEFT_NOWAIT && !(self = weft__self()))
+        return -ENOMEM;
+
+    lock_all(locks, nlocks);
+    weft__wakeup wk = {NULL, 0};
+    for (int k = 0; k < m; k++) {
+        if (case_poll(&sc[order[k]], &wk)) {
+            unlock_all(locks, nlocks);
+            weft__wakeup_run(wk, true); /* a hand-off: the woken one runs next here */
+            return order[k];
+        }
+    }
+    if (deadline == WEFT_NOWAIT) {
+        unlock_all(locks, nlocks);
+        return -ETIMEDOUT;
+    }
+
+    /* none is ready: queue them all (1) */
+    weft__wait w;
+    weft__wait_begin(&w, self, WEFT__WAIT_SELECT, what);
+    bool won_self = false;
+    int fired = arm_all(set, &w, &won_self);
     unlock_all(locks, nlocks);
 
     int err = 0;
@@ -263,62 +299,134 @@ static int select_with(weft_wait_case_t *cases, int n, int64_t deadline, sel_cas
         fired = weft__wait_end(&w, err);
     }
     for (int k = 0; k < m; k++) {
-        int i = order[k];
-        if (sc[i].queued && i != fired)
-            sc[i].ops->disarm(sc[i].obj, &cases[i], &sc[i].node); /* (2), (3) */
+        weft__sel_case *c = &sc[order[k]];
+        if (c->queued && order[k] != fired)
+            case_disarm(c); /* (2), (3) */
     }
-    if (fired >= 0)
-        sc[fired].ops->complete(&cases[fired], &sc[fired].node);
-    release_all(cases, sc, n);
-    return fired >= 0 ? fired : err;
+    if (fired < 0)
+        return err;
+    case_complete(&sc[fired]);
+    return fired;
 }
 
-static int select_any(weft_wait_case_t *cases, int n, int64_t deadline)
+/* select_run, then what the cases took given back. */
+static int select_set(sel_set *set, int64_t deadline, const void *what)
 {
-    if (n <= SELECT_STACK_CASES) {
-        sel_case sc[SELECT_STACK_CASES];
-        int order[SELECT_STACK_CASES];
-        sel_lock locks[SELECT_STACK_CASES];
-        return select_with(cases, n, deadline, sc, order, locks);
-    }
-    size_t per = sizeof(sel_case) + sizeof(sel_lock) + sizeof(int);
-    if ((size_t)n > SIZE_MAX / per)
-        return -ENOMEM;
-    /* one block: the cases first, so that each part stays aligned */
-    sel_case *sc = malloc((size_t)n * per);
-    if (!sc)
-        return -ENOMEM;
-    sel_lock *locks = (sel_lock *)(void *)(sc + n);
-    int *order = (int *)(void *)(locks + n);
-    int r = select_with(cases, n, deadline, sc, order, locks);
-    free(sc);
+    int r = select_run(set, deadline, what);
+    if (set->release)
+        release_all(set->sc, set->n);
     return r;
 }
+
+/* Read one case into c. < 0: it is bad (nothing is taken). */
+static int read_case(const weft_wait_case_t *cs, weft__sel_case *c)
+{
+    c->ops = NULL;
+    c->obj = NULL;
+    c->elem = cs->elem;
+    c->kind = WEFT__SEL_OTHER;
+    switch (cs->op) {
+    case WEFT_SEND:
+        if (cs->chan && !cs->elem)
+            return -EINVAL;
+        c->obj = cs->chan;
+        c->kind = WEFT__SEL_SEND;
+        return 0;
+    case WEFT_RECV:
+        c->obj = cs->chan;
+        c->kind = WEFT__SEL_RECV;
+        return 0;
+    case WEFT_WG:
+    case WEFT_LATCH: c->obj = cs->obj, c->ops = &weft__sel_wg; break;
+    case WEFT_SEM: c->obj = cs->obj, c->ops = &weft__sel_sem; break;
+    case WEFT_LOCK: c->obj = cs->obj, c->ops = &weft__sel_mutex; break;
+    case WEFT_FD_READ:
+    case WEFT_FD_WRITE:
+        if (cs->fd < 0)
+            return 0;
+        c->aux = cs->fd << 1 | (cs->op == WEFT_FD_WRITE);
+        return weft__sel_fd_open(c); /* sets obj and ops; takes a reference on the fd */
+    case WEFT_JOIN:
+        if (cs->fiber.handle_ == 0)
+            return 0;
+        c->key = cs->fiber.handle_;
+        return weft__sel_join_open(c); /* sets obj and ops; claims the join */
+    default: return -EINVAL;
+    }
+    return 0;
+}
+
+static int select_any(weft_wait_case_t *cases, int n, int64_t deadline, weft__sel_case *sc, int *order,
+                      sel_lock *locks)
+{
+    sel_set set = {.sc = sc, .order = order, .locks = locks, .n = n};
+    for (int i = 0; i < n; i++) {
+        int r = read_case(&cases[i], &sc[i]);
+        if (r < 0) {
+            release_all(sc, i);
+            return r;
+        }
+        set_add(&set, i);
+    }
+    int r = select_set(&set, deadline, cases);
+    if (r >= 0)
+        cases[r].result = sc[r].result;
+    return r;
+}
+
+/* Room for n cases' bookkeeping: on the stack up to SELECT_STACK_CASES, else one block (the cases
+ * first, so that each part stays aligned). */
+#define SELECT_WITH_ROOM(n, CALL)                                                                   \
+    do {                                                                                            \
+        if ((n) <= SELECT_STACK_CASES) {                                                            \
+            weft__sel_case sc[SELECT_STACK_CASES];                                                  \
+            int order[SELECT_STACK_CASES];                                                          \
+            sel_lock locks[SELECT_STACK_CASES];                                                     \
+            return CALL;                                                                            \
+        }                                                                                           \
+        size_t per = sizeof(weft__sel_case) + sizeof(sel_lock) + sizeof(int);                       \
+        if ((size_t)(n) > SIZE_MAX / per)                                                           \
+            return -ENOMEM;                                                                         \
+        weft__sel_case *sc = malloc((size_t)(n) * per);                                             \
+        if (!sc)                                                                                    \
+            return -ENOMEM;                                                                         \
+        sel_lock *locks = (sel_lock *)(void *)(sc + (n));                                           \
+        int *order = (int *)(void *)(locks + (n));                                                  \
+        int r_ = CALL;                                                                              \
+        free(sc);                                                                                   \
+        return r_;                                                                                  \
+    } while (0)
 
 int weft_select_any(weft_wait_case_t *cases, int n, int64_t deadline)
 {
     if (n < 0 || (n > 0 && !cases))
         return -EINVAL;
-    return select_any(cases, n, deadline);
+    SELECT_WITH_ROOM(n, select_any(cases, n, deadline, sc, order, locks));
 }
 
-/* Channel cases only: the same select, on the wider cases. */
+/* Channel cases only: the same select. */
+static inline __attribute__((always_inline)) int select_chan(weft_case_t *cases, int n, int64_t deadline, weft__sel_case *sc, int *order, sel_lock *locks)
+{
+    sel_set set = {.sc = sc, .order = order, .locks = locks, .n = n};
+    for (int i = 0; i < n; i++) {
+        weft__sel_case *c = &sc[i];
+        int op = cases[i].op;
+        c->obj = cases[i].chan;
+        c->elem = cases[i].elem;
+        if ((op != WEFT_SEND && op != WEFT_RECV) || (op == WEFT_SEND && c->obj && !c->elem))
+            return -EINVAL; /* nothing taken yet: channel cases take nothing until they happen */
+        c->kind = op == WEFT_SEND ? WEFT__SEL_SEND : WEFT__SEL_RECV;
+        set_add(&set, i);
+    }
+    int r = select_set(&set, deadline, cases);
+    if (r >= 0)
+        cases[r].result = sc[r].result;
+    return r;
+}
+
 int weft_select(weft_case_t *cases, int n, int64_t deadline)
 {
     if (n < 0 || (n > 0 && !cases))
         return -EINVAL;
-    for (int i = 0; i < n; i++)
-        if (cases[i].op != WEFT_SEND && cases[i].op != WEFT_RECV)
-            return -EINVAL;
-    weft_wait_case_t small[SELECT_STACK_CASES], *wide = small;
-    if (n > SELECT_STACK_CASES && !(wide = malloc((size_t)n * sizeof *wide)))
-        return -ENOMEM;
-    for (int i = 0; i < n; i++)
-        wide[i] = (weft_wait_case_t){.op = cases[i].op, .chan = cases[i].chan, .elem = cases[i].elem};
-    int r = select_any(wide, n, deadline);
-    if (r >= 0)
-        cases[r].result = wide[r].result;
-    if (wide != small)
-        free(wide);
-    return r;
+    SELECT_WITH_ROOM(n, select_chan(cases, n, deadline, sc, order, locks));
 }

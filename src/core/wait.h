@@ -54,6 +54,7 @@ typedef struct weft__wait {
     _Atomic uint32_t claim; /* CLAIM_NONE, then for good: case + 1 (a waker) or CLAIM_SELF (the caller) */
     _Atomic uint32_t done;  /* 1, stored with release by the winning waker after its last touch */
     int result;             /* what the chosen case returns (0, -EPIPE, -EBADF); written before done */
+    bool solo;              /* one node, in a list whose lock the caller takes to call the wait off */
 } weft__wait;
 
 /* A wait's entry in one object's list. The list, the links and `queued` belong to the object's lock. */
@@ -76,6 +77,7 @@ static inline void weft__wait_begin(weft__wait *w, weft__fiber *self, unsigned r
     weft__tsan_internal_begin();
     w->f = self;
     w->result = 0;
+    w->solo = false;
     atomic_store_explicit(&w->claim, WEFT__CLAIM_NONE, memory_order_relaxed);
     atomic_store_explicit(&w->done, 0, memory_order_relaxed);
     weft__tsan_internal_end();
@@ -97,6 +99,31 @@ static inline bool weft__wait_claim(weft__wait *w, uint32_t idx)
     uint32_t none = WEFT__CLAIM_NONE;
     return atomic_compare_exchange_strong_explicit(&w->claim, &none, idx + 1, memory_order_acq_rel,
                                                    memory_order_relaxed);
+}
+
+/* A waker, under the lock of the list that holds n: win n's wait for n's case. A solo wait is called
+ * off only under that same lock, which takes its node out, so a solo node still in the list is
+ * undecided and the waker wins it with a store; any other needs the CAS. */
+static inline bool weft__wnode_claim(weft__wnode *n)
+{
+    if (n->w->solo) {
+        atomic_store_explicit(&n->w->claim, n->idx + 1, memory_order_relaxed);
+        return true;
+    }
+    /* the load first spares a CAS on a wait we already know is decided */
+    return atomic_load_explicit(&n->w->claim, memory_order_relaxed) == WEFT__CLAIM_NONE &&
+           weft__wait_claim(n->w, n->idx);
+}
+
+/* The caller of a solo wait whose park ended early, under its list's lock: true when it called the
+ * wait off (its node is still queued, for it to take out), false when a waker won it first (settle,
+ * after letting go of the lock). */
+static inline bool weft__wait_call_off_locked(weft__wait *w)
+{
+    if (atomic_load_explicit(&w->claim, memory_order_relaxed) != WEFT__CLAIM_NONE)
+        return false;
+    atomic_store_explicit(&w->claim, WEFT__CLAIM_SELF, memory_order_relaxed);
+    return true;
 }
 
 /* The claim as it is now: CLAIM_NONE while undecided. */
@@ -193,29 +220,55 @@ static inline void weft__wnode_wait_released(weft__wnode *n)
  * while it polls, and it never meets itself (a send and a receive on one channel).
  *   lock     take the object's lock; returns its state word, where the object keeps one (else 0)
  *   unlock   let go of it, storing the state s that poll and enqueue may have changed
- *   poll     under the lock: do the case if it can go now (1, with cs->result set; *k: whom to wake once
+ *   poll     under the lock: do the case if it can go now (1, with c->result set; *k: whom to wake once
  *            every lock is let go), else 0
- *   enqueue  under the lock: queue n for the case (WEFT__ARM_QUEUED). A kind without a lock (a join)
- *            may find the case ready here: it then wins the wait's claim itself (DONE), or finds it won
- *            by a waker of a case queued before (LOST)
- *   disarm   the case did not happen: take n out (the kind takes its lock itself); after it no waker of
- *            that object touches n
- *   complete the case happened through a waker: finish it (collect a join's result, copy cs->result)
- * `lock` and `unlock` are NULL for a kind without a lock. */
+ *   enqueue  under the lock: queue c->node for the case (WEFT__ARM_QUEUED). A kind without a lock (a
+ *            join) may find the case ready here: it then wins the wait's claim itself (DONE), or finds
+ *            it won by a waker of a case queued before (LOST)
+ *   disarm   the case did not happen: take the node out (the kind takes its lock itself); after it no
+ *            waker of that object touches the node
+ *   complete the case happened through a waker: finish it (collect a join's result, copy the result)
+ *   release  give back what the select's look at the case took (an fd's reference), whatever happened
+ * `lock` and `unlock` are NULL for a kind without a lock; `complete` and `release` may be NULL. */
 enum { WEFT__ARM_QUEUED = 0, WEFT__ARM_DONE = 1, WEFT__ARM_LOST = 2 };
 
-struct weft_wait_case;
+struct weft__sel_ops;
+
+/* Channel cases are select's own: it does them without a call through a face (chan/chan.h). */
+enum { WEFT__SEL_RECV = 0, WEFT__SEL_SEND = 1, WEFT__SEL_OTHER = 2 };
+
+/* One case of a select, as the select and its kind see it (on the select's stack). */
+typedef struct weft__sel_case {
+    const struct weft__sel_ops *ops; /* the kind's face (WEFT__SEL_OTHER) */
+    void *obj;                       /* the object waited on; NULL: never ready */
+    void *elem;                      /* a channel's element; a join's void ** */
+    uint64_t *state;                 /* the object's state word while the select holds its lock */
+    uint64_t key;                    /* the kind's own: an fd's generation, a fiber's handle */
+    int aux;                         /* the kind's own: an fd and its direction */
+    int result;                      /* what the case returns, once it happened */
+    uint8_t kind;                    /* WEFT__SEL_* */
+    bool queued;                     /* its node is in the object */
+    weft__wnode node;
+} weft__sel_case;
+
 typedef struct weft__sel_ops {
     uint64_t (*lock)(void *obj);
     void (*unlock)(void *obj, uint64_t s);
-    int (*poll)(void *obj, struct weft_wait_case *cs, uint64_t *s, weft__wakeup *k);
-    int (*enqueue)(void *obj, struct weft_wait_case *cs, uint64_t *s, weft__wnode *n);
-    void (*disarm)(void *obj, struct weft_wait_case *cs, weft__wnode *n);
-    void (*complete)(struct weft_wait_case *cs, weft__wnode *n);
+    int (*poll)(weft__sel_case *c, weft__wakeup *k);
+    int (*enqueue)(weft__sel_case *c);
+    void (*disarm)(weft__sel_case *c);
+    void (*complete)(weft__sel_case *c);
+    void (*release)(weft__sel_case *c);
 } weft__sel_ops;
 
 extern const weft__sel_ops weft__sel_chan_send, weft__sel_chan_recv; /* chan.c */
 extern const weft__sel_ops weft__sel_mutex, weft__sel_sem, weft__sel_wg;  /* src/sync */
+/* The kinds that take something when a case is read: an fd case holds a reference on the fd (as an
+ * operation in flight does, so weft_close waits for it), a join case claims the fiber's one join. They
+ * set c->ops and c->obj (c->aux: fd << 1 | writable; c->key: the handle). 0, or the error of the whole
+ * select (nothing taken). */
+int weft__sel_fd_open(weft__sel_case *c);   /* io/fd.c */
+int weft__sel_join_open(weft__sel_case *c); /* core/fiber.c */
 
 /* ---- an object's list of nodes: FIFO, under the object's lock ---- */
 
@@ -270,7 +323,7 @@ static inline void weft__wlist_remove(weft__wlist *q, weft__wnode *n)
  * already (called off, or a select's other case): n stays, for its owner to take out. */
 static inline bool weft__wlist_take(weft__wlist *q, weft__wnode *n, uint64_t grant, weft__wnode ***wake)
 {
-    if (!weft__wait_claim(n->w, n->idx))
+    if (!weft__wnode_claim(n))
         return false;
     weft__wlist_remove(q, n);
     n->grant = grant;

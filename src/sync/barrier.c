@@ -64,22 +64,14 @@ int weft_barrier_wait(weft_barrier_t *bb, int64_t deadline)
     wq_waiter x;
     wq_enqueue(&b->q, &x, self, WEFT__WAIT_BARRIER, b, false);
     wq_unlock(&b->state, s + B_ONE);
-    int r = weft__park(self, x.w.tok, deadline);
-    if (r == 0) {
-        weft__wait_settle(&x.w);
-        return 0;
-    }
-    /* the wait is called off under the lock, not before it as other waits do: an arrival counts until it
-     * is withdrawn, so the last arrival and a withdrawal must not cross */
-    s = wq_lock(&b->state);
-    if (weft__wait_claim(&x.w, WEFT__CLAIM_SELF - 1)) {
-        weft__wlist_remove(&b->q, &x.n);
-        wq_unlock(&b->state, s - B_ONE);
-        return r;
-    }
-    wq_unlock(&b->state, s);
-    weft__wait_settle(&x.w);
-    return 0; /* the round completed before the deadline or the cancel took effect */
+    /* called off under the lock (wq_wait_end): an arrival counts until it is withdrawn, so the last
+     * arrival and a withdrawal never cross */
+    int r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline), &b->state, &s);
+    if (r == 0)
+        return 0; /* the round completed, perhaps just before the deadline or the cancel */
+    weft__wlist_remove(&b->q, &x.n);
+    wq_unlock(&b->state, s - B_ONE);
+    return r;
 }
 
 int weft_barrier_destroy(weft_barrier_t *bb)

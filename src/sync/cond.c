@@ -60,9 +60,8 @@ int weft_cond_wait(weft_cond_t *cc, weft_mutex_t *m, int64_t deadline)
         weft__wait_abandon(&x.w);
         return r;
     }
-    r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline));
+    r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline), &c->state, &s);
     if (r != 0) {
-        s = wq_lock(&c->state);
         weft__wlist_remove(&c->q, &x.n);
         wq_unlock(&c->state, weft__wlist_empty(&c->q) ? s & ~C_WAITERS : s);
     } /* else signalled, perhaps just before the deadline or the cancel: the signal is ours */

@@ -93,6 +93,8 @@ static bool spin(mutex_impl *m)
     return false;
 }
 
+static int mutex_lock_slow(mutex_impl *m, int64_t deadline, bool cancellable);
+
 /* The slow path of a lock, for weft_mutex_lock and (deaf to cancel) for weft_cond_wait's relock. */
 int weft__mutex_lock(weft_mutex_t *mm, int64_t deadline, bool cancellable)
 {
@@ -100,6 +102,13 @@ int weft__mutex_lock(weft_mutex_t *mm, int64_t deadline, bool cancellable)
     uint64_t s = 0;
     if (atomic_compare_exchange_strong_explicit(&m->state, &s, M_LOCKED, memory_order_acquire, memory_order_relaxed))
         return 0;
+    return mutex_lock_slow(m, deadline, cancellable);
+}
+
+/* A lock that found the mutex held. Apart, so that the fast path saves no registers. */
+static WEFT__NOINLINE int mutex_lock_slow(mutex_impl *m, int64_t deadline, bool cancellable)
+{
+    uint64_t s;
     if (deadline != WEFT_NOWAIT && spin(m))
         return 0;
     weft__fiber *self = NULL;
@@ -129,8 +138,7 @@ int weft__mutex_lock(weft_mutex_t *mm, int64_t deadline, bool cancellable)
         wq_unlock(&m->state, s | M_WAITERS);
 
         int r = cancellable ? weft__park(self, x.w.tok, deadline) : weft__park_uncancellable(self, x.w.tok, deadline);
-        if (wq_wait_end(&x, r) != 0) {
-            s = wq_lock(&m->state);
+        if (wq_wait_end(&x, r, &m->state, &s) != 0) {
             weft__wlist_remove(&m->q, &x.n);
             wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~M_WAITERS : s);
             return r;
@@ -152,21 +160,21 @@ int weft__mutex_lock(weft_mutex_t *mm, int64_t deadline, bool cancellable)
     }
 }
 
-int weft_mutex_lock(weft_mutex_t *m, int64_t deadline)
-{
-    if (!m)
-        return -EINVAL;
-    return weft__mutex_lock(m, deadline, true);
-}
-
-int weft_mutex_unlock(weft_mutex_t *mm)
+int weft_mutex_lock(weft_mutex_t *mm, int64_t deadline)
 {
     if (!mm)
         return -EINVAL;
     mutex_impl *m = impl(mm);
-    uint64_t s = M_LOCKED;
-    if (atomic_compare_exchange_strong_explicit(&m->state, &s, 0, memory_order_release, memory_order_relaxed))
+    uint64_t s = 0;
+    if (atomic_compare_exchange_strong_explicit(&m->state, &s, M_LOCKED, memory_order_acquire, memory_order_relaxed))
         return 0;
+    return mutex_lock_slow(m, deadline, true);
+}
+
+/* An unlock that found more than M_LOCKED in the word (s): waiters, or the queue lock held. Apart, so
+ * that the fast path saves no registers. */
+static WEFT__NOINLINE int mutex_unlock_slow(mutex_impl *m, uint64_t s)
+{
     unsigned spins = 0;
     for (;;) {
         if (!(s & M_LOCKED))
@@ -207,6 +215,17 @@ int weft_mutex_unlock(weft_mutex_t *mm)
     return 0;
 }
 
+int weft_mutex_unlock(weft_mutex_t *mm)
+{
+    if (!mm)
+        return -EINVAL;
+    mutex_impl *m = impl(mm);
+    uint64_t s = M_LOCKED;
+    if (atomic_compare_exchange_strong_explicit(&m->state, &s, 0, memory_order_release, memory_order_relaxed))
+        return 0;
+    return mutex_unlock_slow(m, s);
+}
+
 int weft_mutex_destroy(weft_mutex_t *mm)
 {
     if (!mm)
@@ -227,41 +246,32 @@ static void sel_unlock(void *obj, uint64_t s)
     wq_unlock(&impl(obj)->state, s);
 }
 
-static int sel_poll(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wakeup *k)
+static int sel_poll(weft__sel_case *cs, weft__wakeup *k)
 {
-    (void)obj, (void)k;
-    if (*s & M_LOCKED)
+    (void)k;
+    if (*cs->state & M_LOCKED)
         return 0;
-    *s |= M_LOCKED;
-    cs->result = 0;
+    *cs->state |= M_LOCKED;
     return 1;
 }
 
 /* An unlock hands the lock straight to a select's node: the select cannot compete for it after it
  * woke, its claim is spent. */
-static int sel_enqueue(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wnode *n)
+static int sel_enqueue(weft__sel_case *cs)
 {
-    (void)cs;
-    n->since = coarse_ns();
-    n->want = GRANT_OWNER;
-    weft__wlist_push(&impl(obj)->q, n);
-    *s |= M_WAITERS;
+    cs->node.since = coarse_ns();
+    cs->node.want = GRANT_OWNER;
+    weft__wlist_push(&impl(cs->obj)->q, &cs->node);
+    *cs->state |= M_WAITERS;
     return WEFT__ARM_QUEUED;
 }
 
-static void sel_disarm(void *obj, weft_wait_case_t *cs, weft__wnode *n)
+static void sel_disarm(weft__sel_case *cs)
 {
-    (void)cs;
-    mutex_impl *m = impl(obj);
+    mutex_impl *m = impl(cs->obj);
     uint64_t s = wq_lock(&m->state);
-    weft__wlist_remove(&m->q, n); /* not won by an unlock, so still queued */
+    weft__wlist_remove(&m->q, &cs->node); /* not won by an unlock, so still queued */
     wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~M_WAITERS : s);
 }
 
-static void sel_complete(weft_wait_case_t *cs, weft__wnode *n)
-{
-    (void)n;
-    cs->result = 0;
-}
-
-const weft__sel_ops weft__sel_mutex = {sel_lock, sel_unlock, sel_poll, sel_enqueue, sel_disarm, sel_complete};
+const weft__sel_ops weft__sel_mutex = {sel_lock, sel_unlock, sel_poll, sel_enqueue, sel_disarm, NULL, NULL};

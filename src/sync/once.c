@@ -60,10 +60,9 @@ int weft_once(weft_once_t *oo, void (*fn)(void *arg), void *arg)
     wq_waiter x;
     wq_enqueue(&o->q, &x, self, WEFT__WAIT_ONCE, o, false);
     wq_unlock(&o->state, s);
-    int r = wq_wait_end(&x, weft__park(self, x.w.tok, WEFT_FOREVER));
+    int r = wq_wait_end(&x, weft__park(self, x.w.tok, WEFT_FOREVER), &o->state, &s);
     if (r == 0)
         return 0; /* fn returned, perhaps just before the cancel */
-    s = wq_lock(&o->state);
     weft__wlist_remove(&o->q, &x.n);
     wq_unlock(&o->state, s);
     return r;

@@ -98,10 +98,9 @@ static int lock_slow(rwlock_impl *l, int want, int64_t deadline)
     x.n.want = (uint64_t)want;
     wq_enqueue(&l->q, &x, self, want == WANT_WRITE ? WEFT__WAIT_RWLOCK_WRITE : WEFT__WAIT_RWLOCK_READ, l, false);
     wq_unlock(&l->state, s | RW_WAITERS);
-    int r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline));
+    int r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline), &l->state, &s);
     if (r == 0)
         return 0; /* granted, perhaps just before the deadline or the cancel: the releaser counted us in */
-    s = wq_lock(&l->state);
     weft__wlist_remove(&l->q, &x.n);
     weft__wnode *wake = NULL, **tail = &wake;
     grant(l, &s, &tail);

@@ -65,10 +65,9 @@ int weft_sem_acquire(weft_sem_t *ss, int64_t deadline)
     wq_waiter x;
     wq_enqueue(&m->q, &x, self, WEFT__WAIT_SEM, m, false);
     wq_unlock(&m->state, s | S_WAITERS);
-    int r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline));
+    int r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline), &m->state, &s);
     if (r == 0)
         return 0; /* a release handed us a permit, perhaps just before the deadline or the cancel */
-    s = wq_lock(&m->state);
     weft__wlist_remove(&m->q, &x.n);
     wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~S_WAITERS : s);
     return r;
@@ -131,37 +130,28 @@ static void sel_unlock(void *obj, uint64_t s)
     wq_unlock(&impl(obj)->state, s);
 }
 
-static int sel_poll(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wakeup *k)
+static int sel_poll(weft__sel_case *cs, weft__wakeup *k)
 {
-    (void)obj, (void)k;
-    if (S_COUNT(*s) == 0)
+    (void)k;
+    if (S_COUNT(*cs->state) == 0)
         return 0;
-    *s -= S_ONE;
-    cs->result = 0;
+    *cs->state -= S_ONE;
     return 1;
 }
 
-static int sel_enqueue(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wnode *n)
+static int sel_enqueue(weft__sel_case *cs)
 {
-    (void)cs;
-    weft__wlist_push(&impl(obj)->q, n);
-    *s |= S_WAITERS;
+    weft__wlist_push(&impl(cs->obj)->q, &cs->node);
+    *cs->state |= S_WAITERS;
     return WEFT__ARM_QUEUED;
 }
 
-static void sel_disarm(void *obj, weft_wait_case_t *cs, weft__wnode *n)
+static void sel_disarm(weft__sel_case *cs)
 {
-    (void)cs;
-    sem_impl *m = impl(obj);
+    sem_impl *m = impl(cs->obj);
     uint64_t s = wq_lock(&m->state);
-    weft__wlist_remove(&m->q, n); /* not won by a release, so still queued */
+    weft__wlist_remove(&m->q, &cs->node); /* not won by a release, so still queued */
     wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~S_WAITERS : s);
 }
 
-static void sel_complete(weft_wait_case_t *cs, weft__wnode *n)
-{
-    (void)n;
-    cs->result = 0;
-}
-
-const weft__sel_ops weft__sel_sem = {sel_lock, sel_unlock, sel_poll, sel_enqueue, sel_disarm, sel_complete};
+const weft__sel_ops weft__sel_sem = {sel_lock, sel_unlock, sel_poll, sel_enqueue, sel_disarm, NULL, NULL};

@@ -57,6 +57,7 @@ static inline void wq_enqueue(weft__wlist *q, wq_waiter *x, weft__fiber *self, u
                               bool front)
 {
     weft__wait_begin(&x->w, self, reason, obj);
+    x->w.solo = true; /* called off only under WQ_LOCK: wq_wait_end */
     weft__wnode_init(&x->n, &x->w, 0);
     if (front)
         weft__wlist_push_front(q, &x->n);
@@ -64,11 +65,19 @@ static inline void wq_enqueue(weft__wlist *q, wq_waiter *x, weft__fiber *self, u
         weft__wlist_push(q, &x->n);
 }
 
-/* After the park returned r: 0 when a waker won the wait (x->n.grant holds what it gave), else r, with
- * the node still queued for the caller to take out under WQ_LOCK. */
-static inline int wq_wait_end(wq_waiter *x, int r)
+/* After the park returned r: 0 when a waker won the wait (x->n.grant holds what it gave); else r, the
+ * wait called off under WQ_LOCK, which is still held (*s, the word as it is), with the node still
+ * queued for the caller to take out before it lets go. */
+static inline int wq_wait_end(wq_waiter *x, int r, _Atomic uint64_t *word, uint64_t *s)
 {
-    return weft__wait_end(&x->w, r) < 0 ? r : 0;
+    if (r != 0) {
+        *s = wq_lock(word);
+        if (weft__wait_call_off_locked(&x->w))
+            return r;
+        wq_unlock(word, *s);
+    }
+    weft__wait_settle(&x->w);
+    return 0;
 }
 
 /* weft_mutex_lock's body, with a choice: weft_cond_wait takes the mutex back even when cancelled. */

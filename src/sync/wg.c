@@ -248,32 +248,21 @@ static void sel_unlock(void *obj, uint64_t s)
 
 /* The counter cannot reach zero while we hold the lock, but an add may take it up from zero meanwhile:
  * it was zero when we looked, and that is the case. */
-static int sel_poll(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wakeup *k)
+static int sel_poll(weft__sel_case *cs, weft__wakeup *k)
 {
-    (void)s, (void)k;
-    if (WG_COUNT(atomic_load_explicit(&impl(obj)->state, memory_order_acquire)) != 0)
-        return 0;
-    cs->result = 0;
-    return 1;
+    (void)k;
+    return WG_COUNT(atomic_load_explicit(&impl(cs->obj)->state, memory_order_acquire)) == 0;
 }
 
-static int sel_enqueue(void *obj, weft_wait_case_t *cs, uint64_t *s, weft__wnode *n)
+static int sel_enqueue(weft__sel_case *cs)
 {
-    (void)cs, (void)s;
-    weft__wlist_push(&impl(obj)->q, n);
+    weft__wlist_push(&impl(cs->obj)->q, &cs->node);
     return WEFT__ARM_QUEUED;
 }
 
-static void sel_disarm(void *obj, weft_wait_case_t *cs, weft__wnode *n)
+static void sel_disarm(weft__sel_case *cs)
 {
-    (void)cs;
-    wg_leave(impl(obj), n);
+    wg_leave(impl(cs->obj), &cs->node);
 }
 
-static void sel_complete(weft_wait_case_t *cs, weft__wnode *n)
-{
-    (void)n;
-    cs->result = 0;
-}
-
-const weft__sel_ops weft__sel_wg = {sel_lock, sel_unlock, sel_poll, sel_enqueue, sel_disarm, sel_complete};
+const weft__sel_ops weft__sel_wg = {sel_lock, sel_unlock, sel_poll, sel_enqueue, sel_disarm, NULL, NULL};
