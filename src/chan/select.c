@@ -167,7 +167,6 @@ typedef struct {
 static inline void set_add(sel_set *set, int i)
 {
     weft__sel_case *c = &set->sc[i];
-    c->result = 0;
     c->queued = false;
     if (!c->obj)
         return;
@@ -238,8 +237,8 @@ static int arm_all(sel_set *set, weft__wait *w, bool *won_self)
                 continue;
             weft__wnode_init(&c->node, w, (uint32_t)i);
             int r = case_enqueue(c);
-            if (r == WEFT__ARM_QUEUED) {
-                c->queued = true;
+            if (r == WEFT__ARM_QUEUED || r == WEFT__ARM_NEVER) {
+                c->queued = r == WEFT__ARM_QUEUED;
                 continue;
             }
             *won_self = r == WEFT__ARM_DONE;
@@ -324,6 +323,7 @@ static int read_case(const weft_wait_case_t *cs, weft__sel_case *c)
     c->ops = NULL;
     c->obj = NULL;
     c->elem = cs->elem;
+    c->result = 0;
     c->kind = WEFT__SEL_OTHER;
     switch (cs->op) {
     case WEFT_SEND:
@@ -416,6 +416,7 @@ static inline __attribute__((always_inline)) int select_chan(weft_case_t *cases,
         if ((op != WEFT_SEND && op != WEFT_RECV) || (op == WEFT_SEND && c->obj && !c->elem))
             return -EINVAL; /* nothing taken yet: channel cases take nothing until they happen */
         c->kind = op == WEFT_SEND ? WEFT__SEL_SEND : WEFT__SEL_RECV;
+        c->result = 0;
         set_add(&set, i);
     }
     int r = select_set(&set, deadline, cases);

@@ -8,7 +8,9 @@
  *
  * Who frees a descriptor: the joiner (after it collected the result), or the fiber itself when it was
  * detached. The join word (internal.h) decides between a finishing fiber and its joiner with one
- * exchange: JW_DONE set by the fiber, a joiner's descriptor set by the joiner, JW_DETACHED by detach.
+ * exchange: JW_DONE set by the fiber, a joiner's wait node set by the joiner (a weft_join, or a select's
+ * join case: core/wait.h), JW_DETACHED by detach. The finishing fiber that finds a node owns it: it wins
+ * the node's wait and wakes it, or (a select that another case settled) releases the node.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/wait.h"
 #include "obs/sanitize.h"
 
 #define SLAB_SHIFT 10
@@ -284,8 +287,11 @@ void weft__fiber_publish_done(weft__worker *w, weft__fiber *f)
     if (j == JW_DETACHED) {
         desc_free(w, f);
     } else if (j != 0) {
-        weft__fiber *joiner = (weft__fiber *)j;
-        weft__unpark(joiner, f->joiner_tok, PW_OK);
+        weft__wnode *n = (weft__wnode *)j;
+        if (weft__wnode_claim(n))
+            weft__wait_wake(n->w, true);
+        else
+            weft__wnode_release(n); /* our last touch of it */
     }
     if (fiber) {
         /* release, not seq_cst: shutdown re-reads the counts every 10 ms, so it cannot miss the last
@@ -386,24 +392,26 @@ static int join_until(weft_fiber_t h, void **result, int64_t deadline, bool canc
                        : -EINVAL;
         if (deadline == WEFT_NOWAIT)
             return -ETIMEDOUT;
-        uint32_t tok = weft__park_prepare(self, WEFT__WAIT_JOIN, f);
-        weft__tsan_internal_begin();
-        f->joiner_tok = tok; /* published by the CAS below */
-        weft__tsan_internal_end();
+        weft__wait w;
+        weft__wnode n;
+        weft__wait_begin(&w, self, WEFT__WAIT_JOIN, f);
+        w.solo = true; /* called off only by taking the node back out of the join word, below */
+        weft__wnode_init(&n, &w, 0);
         uintptr_t zero = 0;
-        if (!atomic_compare_exchange_strong_explicit(&f->join, &zero, (uintptr_t)self, memory_order_acq_rel,
+        if (!atomic_compare_exchange_strong_explicit(&f->join, &zero, (uintptr_t)&n, memory_order_acq_rel,
                                                      memory_order_acquire)) {
             /* it finished (or was detached) meanwhile: undo the wait and look again */
-            weft__park_cancel(self, tok);
+            weft__park_cancel(self, w.tok);
             continue;
         }
-        int r = cancellable ? weft__park(self, tok, deadline) : weft__park_uncancellable(self, tok, deadline);
-        if (r == 0)
-            return collect(f, result);
-        /* timed out: take our name back, unless the fiber finished and is waking us right now */
-        uintptr_t me = (uintptr_t)self;
-        if (atomic_compare_exchange_strong_explicit(&f->join, &me, 0, memory_order_acq_rel, memory_order_acquire))
-            return r;
+        int r = cancellable ? weft__park(self, w.tok, deadline) : weft__park_uncancellable(self, w.tok, deadline);
+        if (r != 0) {
+            /* timed out: take our node back, unless the fiber finished and is waking us right now */
+            uintptr_t me = (uintptr_t)&n;
+            if (atomic_compare_exchange_strong_explicit(&f->join, &me, 0, memory_order_acq_rel, memory_order_acquire))
+                return r;
+        }
+        weft__wait_settle(&w);
         return collect(f, result);
     }
 }
@@ -412,6 +420,75 @@ int weft_join(weft_fiber_t h, void **result)
 {
     return weft_join_until(h, result, WEFT_FOREVER);
 }
+
+/* ---- select's join case (core/wait.h): a kind without a lock; the join word is its list of one ---- */
+
+int weft__sel_join_open(weft__sel_case *c)
+{
+    weft_fiber_t h = {c->key};
+    weft__fiber *f = weft__desc_lookup(h);
+    if (!f)
+        return -ESRCH;
+    weft__fiber *self = weft__self();
+    if (!self)
+        return -ENOMEM;
+    if (self == f)
+        return -EDEADLK;
+    uintptr_t j = atomic_load_explicit(&f->join, memory_order_acquire);
+    if (j != 0 && j != JW_DONE)
+        return atomic_load_explicit(&f->gen, memory_order_acquire) != (uint32_t)(h.handle_ >> 32) ? -ESRCH : -EINVAL;
+    c->ops = &weft__sel_join;
+    c->obj = f;
+    return 0;
+}
+
+/* A finished fiber is collected here: under the other cases' locks, which is fine (collect takes only
+ * the descriptor pool's, which nothing holds while taking another). */
+static int sel_join_poll(weft__sel_case *c, weft__wakeup *k)
+{
+    (void)k;
+    weft__fiber *f = c->obj;
+    if (atomic_load_explicit(&f->join, memory_order_acquire) != JW_DONE)
+        return 0;
+    int r = collect(f, c->elem);
+    if (r == -EINVAL)
+        return 0; /* a join elsewhere took it just now: never ready for us */
+    c->result = r;
+    return 1;
+}
+
+static int sel_join_enqueue(weft__sel_case *c)
+{
+    weft__fiber *f = c->obj;
+    uintptr_t zero = 0;
+    if (atomic_compare_exchange_strong_explicit(&f->join, &zero, (uintptr_t)&c->node, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return WEFT__ARM_QUEUED;
+    if (zero != JW_DONE)
+        return WEFT__ARM_NEVER; /* another join took the fiber since we looked */
+    /* it finished since the poll: ours, unless a case queued before has been won meanwhile */
+    if (!weft__wait_claim(c->node.w, c->node.idx))
+        return WEFT__ARM_LOST;
+    c->result = collect(f, c->elem); /* -EINVAL only if a join elsewhere raced us to it */
+    return WEFT__ARM_DONE;
+}
+
+/* Not chosen: take the node back out of the join word, or wait until the finishing fiber, which
+ * found it there and lost the claim, is through with it (the fiber then stays joinable). */
+static void sel_join_disarm(weft__sel_case *c)
+{
+    weft__fiber *f = c->obj;
+    uintptr_t me = (uintptr_t)&c->node;
+    if (!atomic_compare_exchange_strong_explicit(&f->join, &me, 0, memory_order_acq_rel, memory_order_acquire))
+        weft__wnode_wait_released(&c->node);
+}
+
+static void sel_join_complete(weft__sel_case *c)
+{
+    c->result = collect(c->obj, c->elem);
+}
+
+const weft__sel_ops weft__sel_join = {NULL, NULL, sel_join_poll, sel_join_enqueue, sel_join_disarm, sel_join_complete, NULL};
 
 int weft_detach(weft_fiber_t h)
 {

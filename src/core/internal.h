@@ -147,7 +147,7 @@ enum { PW_OK = 0, PW_TIMEOUT = 1, PW_CANCELED = 2, PW_DEADLOCK = 3 };
 /* The join word: who finishes first, the fiber or its joiner, decides with one exchange. */
 #define JW_DONE ((uintptr_t)1)     /* the fiber has finished and published its result */
 #define JW_DETACHED ((uintptr_t)2) /* nobody will join: the fiber frees itself */
-/* any other non-zero value: the descriptor of the joiner (aligned, so its low bits are zero) */
+/* any other non-zero value: the joiner's wait node (core/wait.h; aligned, so its low bits are zero) */
 
 struct weft__worker;
 struct weft__stack;
@@ -187,7 +187,6 @@ typedef struct weft__fiber {
     _Atomic uint32_t park;        /* the park word (above); futex word for thread kinds */
     uint32_t timer_idx;           /* index in the owner's timer heap, or TIMER_NONE */
     int start_err;                /* < 0 when it could not start (no stack): joiners get it */
-    uint32_t joiner_tok;          /* the joiner's park token, written before it publishes itself */
     uint16_t wait_reason;         /* enum weft__wait_reason; written by the fiber itself */
     uint8_t in_loop;              /* > 0 while it runs a parallel loop's body; the fiber itself */
     _Atomic uint32_t cancel_gen;  /* == gen: weft_cancel asked this fiber to stop waiting (any thread) */

@@ -224,13 +224,14 @@ static inline void weft__wnode_wait_released(weft__wnode *n)
  *            every lock is let go), else 0
  *   enqueue  under the lock: queue c->node for the case (WEFT__ARM_QUEUED). A kind without a lock (a
  *            join) may find the case ready here: it then wins the wait's claim itself (DONE), or finds
- *            it won by a waker of a case queued before (LOST)
+ *            it won by a waker of a case queued before (LOST), or that it can never happen (NEVER:
+ *            another join took the fiber meanwhile)
  *   disarm   the case did not happen: take the node out (the kind takes its lock itself); after it no
  *            waker of that object touches the node
  *   complete the case happened through a waker: finish it (collect a join's result, copy the result)
  *   release  give back what the select's look at the case took (an fd's reference), whatever happened
  * `lock` and `unlock` are NULL for a kind without a lock; `complete` and `release` may be NULL. */
-enum { WEFT__ARM_QUEUED = 0, WEFT__ARM_DONE = 1, WEFT__ARM_LOST = 2 };
+enum { WEFT__ARM_QUEUED = 0, WEFT__ARM_DONE = 1, WEFT__ARM_LOST = 2, WEFT__ARM_NEVER = 3 };
 
 struct weft__sel_ops;
 
@@ -267,6 +268,7 @@ extern const weft__sel_ops weft__sel_mutex, weft__sel_sem, weft__sel_wg;  /* src
  * operation in flight does, so weft_close waits for it), a join case claims the fiber's one join. They
  * set c->ops and c->obj (c->aux: fd << 1 | writable; c->key: the handle). 0, or the error of the whole
  * select (nothing taken). */
+extern const weft__sel_ops weft__sel_fd, weft__sel_join; /* io/fd.c, core/fiber.c */
 int weft__sel_fd_open(weft__sel_case *c);   /* io/fd.c */
 int weft__sel_join_open(weft__sel_case *c); /* core/fiber.c */
 

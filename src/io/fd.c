@@ -55,6 +55,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "core/wait.h"
 #include "io/io.h"
 #include "io/poll.h"
 
@@ -62,13 +63,6 @@
 /* Descriptors                                                                                       */
 
 enum { PD_UNUSED = 0, PD_OPEN = 1, PD_CLOSED = 2 };
-
-typedef struct pd_waiter {
-    struct pd_waiter *next, *prev;
-    weft__fiber *f;
-    uint32_t tok;
-    bool taken; /* the poller or close took it off the list and woke it; under the lock */
-} pd_waiter;
 
 typedef struct weft__pd {
     weft__spinlock lock;
@@ -82,7 +76,7 @@ typedef struct weft__pd {
     _Atomic uint32_t dry;     /* 1 + the read sequence at which a short read emptied it; 0: unknown */
     _Atomic bool ended;       /* the poller saw the peer close or an error: reads always try */
     _Atomic int pending;      /* an error that cut a write short, for the next call (a -errno, or 0) */
-    pd_waiter *waiters[2];    /* under the lock */
+    weft__wlist waiters[2];   /* the one waiter's nodes (core/wait.h), per direction; under the lock */
     _Atomic int32_t refs;     /* operations in flight */
 } weft__pd;
 
@@ -285,9 +279,9 @@ static int pd_park(weft__pd *pd, int dir, uint32_t seq, uint32_t gen, int64_t de
     /* The waiter list is runtime bookkeeping, hidden from TSan like the scheduler's: its lock is often
      * taken by a worker's idle loop, whose synchronisation TSan does not see, and a node on one fiber's
      * stack is written by the others that queue beside it. */
-    pd_waiter node;
+    weft__wait w;
+    weft__wnode node;
     weft__tsan_internal_begin();
-    node = (pd_waiter){.f = self};
     weft__spin_lock(&pd->lock);
     if (atomic_load_explicit(&pd->gen, memory_order_relaxed) != gen) {
         weft__spin_unlock(&pd->lock);
@@ -299,54 +293,48 @@ static int pd_park(weft__pd *pd, int dir, uint32_t seq, uint32_t gen, int64_t de
         weft__tsan_internal_end();
         return 0; /* an edge came since the try */
     }
-    node.tok = weft__park_prepare(self, dir ? WEFT__WAIT_IO_WRITE : WEFT__WAIT_IO_READ, pd);
-    node.next = pd->waiters[dir];
-    if (node.next)
-        node.next->prev = &node;
-    pd->waiters[dir] = &node;
+    weft__wait_begin(&w, self, dir ? WEFT__WAIT_IO_WRITE : WEFT__WAIT_IO_READ, pd);
+    w.solo = true; /* called off only under the lock, below */
+    weft__wnode_init(&node, &w, 0);
+    weft__wlist_push(&pd->waiters[dir], &node);
     weft__spin_unlock(&pd->lock);
     weft__tsan_internal_end();
 
     atomic_fetch_add_explicit(&io.waiting, 1, memory_order_seq_cst);
     weft__io_waiter_added();
-    int r = weft__park(self, node.tok, deadline);
+    int r = weft__park(self, w.tok, deadline);
     atomic_fetch_sub_explicit(&io.waiting, 1, memory_order_relaxed);
     if (r != 0) {
         weft__tsan_internal_begin();
         weft__spin_lock(&pd->lock);
-        if (node.taken) {
-            r = 0; /* woken after all: an edge or a close; look again */
-        } else {
-            if (node.prev)
-                node.prev->next = node.next;
-            else
-                pd->waiters[dir] = node.next;
-            if (node.next)
-                node.next->prev = node.prev;
-        }
+        bool off = weft__wait_call_off_locked(&w);
+        if (off)
+            weft__wlist_remove(&pd->waiters[dir], &node);
         weft__spin_unlock(&pd->lock);
         weft__tsan_internal_end();
-        if (r != 0)
+        if (off)
             return r;
+        /* else woken after all: an edge or a close; look again */
     }
+    weft__wait_settle(&w);
     return atomic_load_explicit(&pd->gen, memory_order_acquire) != gen ? -EBADF : 0;
 }
 
-/* Take every waiter of one direction and wake it. Under the lock. */
+/* Wake every waiter of one direction: an edge or a close, which each of them looks at again. A node
+ * that cannot be won (a select that another case settled, a wait being called off) stays for its
+ * owner to take out. Under the lock. */
 static int wake_dir(weft__pd *pd, int dir)
 {
     int n = 0;
-    for (pd_waiter *w = pd->waiters[dir], *next; w; w = next) {
-        weft__tsan_internal_begin(); /* the list, as pd_park hides it */
-        next = w->next;
-        weft__fiber *f = w->f;
-        uint32_t tok = w->tok;
-        w->taken = true;
-        weft__tsan_internal_end();
-        n += weft__unpark_fifo(f, tok, PW_OK);
+    weft__tsan_internal_begin(); /* the list, as pd_park hides it */
+    for (weft__wnode *x = pd->waiters[dir].head, *next; x; x = next) {
+        next = x->next;
+        if (!weft__wnode_claim(x))
+            continue;
+        weft__wlist_remove(&pd->waiters[dir], x);
+        weft__wakeup k = weft__wait_finish(x->w); /* our last touch of the node */
+        n += weft__unpark_fifo(k.f, k.tok, PW_OK);
     }
-    weft__tsan_internal_begin();
-    pd->waiters[dir] = NULL;
     weft__tsan_internal_end();
     return n;
 }
@@ -833,6 +821,166 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t
         if (s < 0)
             return s; /* cancelled */
     }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* select's cases on fds (core/wait.h)                                                              */
+/*
+ * An fd case holds a reference on the fd from the moment the select reads it until it returns, as an
+ * operation in flight does, so a weft_close meanwhile wakes it (-EBADF) and waits for it to leave. It
+ * looks with poll(2) first (c->result: the events ready then); then, under the fd's lock, the case is
+ * ready if that look found something, if the file was closed, or if an edge came since (looked at
+ * again). Else its node waits with the others of its direction and the next edge or close wakes it.
+ * c->key holds the generation and the sequence the look saw: gen << 32 | seq.
+ */
+
+static unsigned revents_to_events(int revents)
+{
+    unsigned got = 0;
+    if (revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP | POLLPRI))
+        got |= WEFT_READABLE;
+    if (revents & (POLLOUT | POLLHUP | POLLERR))
+        got |= WEFT_WRITABLE;
+    return got;
+}
+
+/* poll(fd, 0) for one direction: the ready events of that direction (HUP/ERR count), 0, or -EBADF. */
+static int sel_fd_look(int fd, int dir)
+{
+    struct pollfd p = {.fd = fd, .events = dir ? POLLOUT : POLLIN};
+    int r;
+    while ((r = poll(&p, 1, 0)) < 0 && errno == EINTR)
+        ;
+    if (r < 0)
+        return -weft__errno();
+    if (r == 0)
+        return 0;
+    if (p.revents & POLLNVAL)
+        return -EBADF;
+    unsigned want = dir ? WEFT_WRITABLE : WEFT_READABLE, got = revents_to_events(p.revents);
+    return (int)(got & want ? got & want : want); /* HUP/ERR: ready, the next call says what */
+}
+
+static uint64_t sel_fd_lock(void *obj)
+{
+    weft__tsan_internal_begin();
+    weft__spin_lock(&((weft__pd *)obj)->lock);
+    weft__tsan_internal_end();
+    return 0;
+}
+
+static void sel_fd_unlock(void *obj, uint64_t s)
+{
+    (void)s;
+    weft__tsan_internal_begin();
+    weft__spin_unlock(&((weft__pd *)obj)->lock);
+    weft__tsan_internal_end();
+}
+
+static int sel_fd_poll(weft__sel_case *c, weft__wakeup *k)
+{
+    (void)k;
+    weft__pd *pd = c->obj;
+    int dir = c->aux & 1;
+    if (atomic_load_explicit(&pd->gen, memory_order_relaxed) != (uint32_t)(c->key >> 32)) {
+        c->result = -EBADF;
+        return 1;
+    }
+    if (c->result != 0)
+        return 1; /* ready when we looked */
+    uint32_t seq = atomic_load_explicit(&pd->seq[dir], memory_order_relaxed);
+    if (seq == (uint32_t)c->key)
+        return 0;
+    /* an edge since we looked: look again (rare), under the lock, so no later edge goes unseen */
+    c->key = (c->key & ~(uint64_t)UINT32_MAX) | seq;
+    c->result = sel_fd_look(c->aux >> 1, dir);
+    return c->result != 0;
+}
+
+static int sel_fd_enqueue(weft__sel_case *c)
+{
+    weft__pd *pd = c->obj;
+    weft__tsan_internal_begin();
+    weft__wlist_push(&pd->waiters[c->aux & 1], &c->node);
+    weft__tsan_internal_end();
+    return WEFT__ARM_QUEUED;
+}
+
+static void sel_fd_disarm(weft__sel_case *c)
+{
+    weft__pd *pd = c->obj;
+    weft__tsan_internal_begin();
+    weft__spin_lock(&pd->lock);
+    weft__wlist_remove(&pd->waiters[c->aux & 1], &c->node); /* not won by an edge or a close */
+    weft__spin_unlock(&pd->lock);
+    weft__tsan_internal_end();
+}
+
+/* Woken by an edge or a close: say which. */
+static void sel_fd_complete(weft__sel_case *c)
+{
+    weft__pd *pd = c->obj;
+    int dir = c->aux & 1;
+    if (atomic_load_explicit(&pd->gen, memory_order_acquire) != (uint32_t)(c->key >> 32)) {
+        c->result = -EBADF;
+        return;
+    }
+    int r = sel_fd_look(c->aux >> 1, dir);
+    c->result = r != 0 ? r : (int)(dir ? WEFT_WRITABLE : WEFT_READABLE); /* taken meanwhile: as an edge says */
+}
+
+static void sel_fd_release(weft__sel_case *c)
+{
+    atomic_fetch_sub_explicit(&io.waiting, 1, memory_order_relaxed);
+    op_end(c->obj);
+}
+
+const weft__sel_ops weft__sel_fd = {sel_fd_lock,   sel_fd_unlock,   sel_fd_poll,   sel_fd_enqueue,
+                                    sel_fd_disarm, sel_fd_complete, sel_fd_release};
+
+/* An fd that is not open: always ready, with -EBADF. */
+static int sel_fd_bad_poll(weft__sel_case *c, weft__wakeup *k)
+{
+    (void)k;
+    c->result = -EBADF;
+    return 1;
+}
+
+static const weft__sel_ops sel_fd_bad = {NULL, NULL, sel_fd_bad_poll, NULL, NULL, NULL, NULL};
+
+int weft__sel_fd_open(weft__sel_case *c)
+{
+    int fd = c->aux >> 1, dir = c->aux & 1;
+    if (!atomic_load_explicit(&io.running, memory_order_acquire))
+        return -ESHUTDOWN; /* no poller: nothing would tell us of an edge */
+    int err;
+    weft__pd *pd = op_begin(fd, &err);
+    if (!pd) {
+        if (err != -EBADF)
+            return err;
+        c->ops = &sel_fd_bad, c->obj = c; /* any non-NULL object: it is never locked */
+        return 0;
+    }
+    if (pd->epoch != atomic_load_explicit(&io.epoch, memory_order_relaxed)) {
+        op_end(pd);
+        return -ESHUTDOWN; /* registered with a poller that has gone: the runtime is stopping */
+    }
+    uint32_t gen = atomic_load_explicit(&pd->gen, memory_order_relaxed);
+    uint32_t seq = atomic_load_explicit(&pd->seq[dir], memory_order_acquire);
+    int r = atomic_load_explicit(&pd->pending, memory_order_relaxed) != 0 ? (int)(dir ? WEFT_WRITABLE : WEFT_READABLE) /* an error kept: ready */
+                             : sel_fd_look(fd, dir);
+    if (r == -EBADF) {
+        op_end(pd);
+        c->ops = &sel_fd_bad, c->obj = c;
+        return 0;
+    }
+    c->ops = &weft__sel_fd;
+    c->obj = pd;
+    c->key = (uint64_t)gen << 32 | seq;
+    c->result = r < 0 ? 0 : r;
+    atomic_fetch_add_explicit(&io.waiting, 1, memory_order_seq_cst);
+    weft__io_waiter_added();
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
