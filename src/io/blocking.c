@@ -22,9 +22,12 @@
  * none coming. The first thread made ends the starvation. The monitor kicks the pool too (every 100 ms
  * while it is awake).
  *
- * Cancellation: a call whose deadline passes (or whose fiber is cancelled) while it is still queued is
- * taken out and never runs. One that is running finishes (a thread cannot be stopped safely in the
- * middle of a function, and the function may use its caller's stack): the caller waits for it.
+ * The caller waits through the one waiter (core/wait.h): its call is a node in the pool's queue, a pool
+ * thread that takes it wins the wait's claim (from then on the call happens), and the thread stores
+ * `done` when the function has returned. Cancellation: a call whose deadline passes (or whose fiber is
+ * cancelled) while it is still queued calls its wait off, under B.lock, and never runs. One that is
+ * running finishes (a thread cannot be stopped safely in the middle of a function, and the function may
+ * use its caller's stack): the caller waits for it, parked again, since that may take long.
  *
  * A call from a thread that is not a fiber runs the function right there: it is a kernel thread already.
  */
@@ -34,6 +37,7 @@
 #include <time.h>
 
 #include "core/internal.h"
+#include "core/wait.h"
 #include "io/io.h"
 #include "obs/sanitize.h"
 
@@ -42,23 +46,20 @@
 #define RETRY_MIN_NS ((int64_t)1000000)   /* first retry after the system refused a thread */
 #define RETRY_MAX_NS ((int64_t)100000000) /* the back-off doubles up to this */
 
-enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
-
+/* A call, on its caller's stack. */
 typedef struct job {
-    struct job *next, *prev;
+    weft__wait w;  /* claimed (under B.lock) by the pool thread that takes the call; done once it returned */
+    weft__wnode n; /* in the queue while no thread has it; n.elem is the job */
     weft_fn fn;
     void *arg;
-    void *result;
-    weft__fiber *waiter; /* under B.lock */
-    uint32_t tok;        /* the waiter's park token; under B.lock */
-    int state;           /* JOB_*; under B.lock */
+    void *result;  /* written before done */
 } job;
 
 /* Every field under B.lock. */
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t cond;     /* idle pool threads wait here */
-    job *head, *tail;        /* queued calls, FIFO */
+    weft__wlist queue;       /* queued calls, FIFO */
     int nthreads, max;       /* threads alive or being made; the bound */
     int nidle;               /* idle threads nobody has claimed */
     int nwake;               /* idle threads claimed by a call, not yet awake */
@@ -108,14 +109,7 @@ int64_t weft__blocking_busy(void)
 
 static void unlink_job(job *j)
 {
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        B.head = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
-    else
-        B.tail = j->prev;
+    weft__wlist_remove(&B.queue, &j->n);
     B.nqueued--;
 }
 
@@ -125,7 +119,7 @@ static void *pool_main(void *unused)
     pthread_mutex_lock(&B.lock);
     B.nstarting--;
     for (;;) {
-        if (!B.head) {
+        if (weft__wlist_empty(&B.queue)) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_sec += IDLE_EXIT_NS / 1000000000;
@@ -138,26 +132,25 @@ static void *pool_main(void *unused)
                 continue;
             }
             B.nidle--;
-            if (!B.head)
+            if (weft__wlist_empty(&B.queue))
                 break; /* idle for too long */
         }
-        job *j = B.head;
+        job *j = B.queue.head->elem;
         unlink_job(j);
-        j->state = JOB_RUNNING;
+        weft__wnode_claim(&j->n); /* the call happens now: its caller cannot call it off any more */
         pthread_mutex_unlock(&B.lock);
 
         void *res = j->fn(j->arg);
 
         pthread_mutex_lock(&B.lock);
         j->result = res;
-        j->state = JOB_DONE;
-        weft__fiber *f = j->waiter;
-        uint32_t tok = j->tok;
         B.busy--;
         weft__tsan_release(j); /* the call happens before its caller goes on */
-        /* the job lives on its caller's stack: after the unlock it may be gone; f and tok are copies */
+        /* under the lock, where a caller that stopped waiting re-arms its token; after done the job
+         * (on the caller's stack) may be gone: k holds copies */
+        weft__wakeup k = weft__wait_finish(&j->w);
         pthread_mutex_unlock(&B.lock);
-        weft__unpark(f, tok, PW_OK);
+        weft__wakeup_run(k, true);
         pthread_mutex_lock(&B.lock);
     }
     B.nthreads--;
@@ -236,51 +229,51 @@ int weft_blocking_until(weft_fn fn, void *arg, void **result, int64_t deadline)
         return 0;
     }
     pthread_once(&cond_once, cond_init);
-    job j = {.fn = fn, .arg = arg, .waiter = self, .state = JOB_QUEUED};
+    job j = {.fn = fn, .arg = arg};
     pthread_mutex_lock(&B.lock);
-    j.tok = weft__park_prepare(self, WEFT__WAIT_BLOCKING, &j);
-    j.prev = B.tail;
-    if (B.tail)
-        B.tail->next = &j;
-    else
-        B.head = &j;
-    B.tail = &j;
+    weft__wait_begin(&j.w, self, WEFT__WAIT_BLOCKING, &j);
+    j.w.solo = true; /* called off only under B.lock */
+    weft__wnode_init(&j.n, &j.w, 0);
+    j.n.elem = &j;
+    weft__wlist_push(&B.queue, &j.n);
     B.nqueued++;
     B.busy++;
     cover_queue();
     int64_t until = park_until(deadline);
     pthread_mutex_unlock(&B.lock);
 
-    int r = weft__park(self, j.tok, until);
+    int r = weft__park(self, j.w.tok, until);
     while (r != 0) {
         pthread_mutex_lock(&B.lock);
-        if (j.state == JOB_QUEUED && r == -ETIMEDOUT && until != deadline) {
+        bool queued = weft__wait_claimed(&j.w) == WEFT__CLAIM_NONE;
+        if (queued && r == -ETIMEDOUT && until != deadline) {
             /* not our deadline: the time to try again to make a thread, for us and the calls behind.
              * Waiting again before cover_queue drops the lock: a thread it makes may run our call and
              * wake us at once, and must find the new token */
-            j.tok = weft__park_prepare(self, WEFT__WAIT_BLOCKING, &j);
+            j.w.tok = weft__park_prepare(self, WEFT__WAIT_BLOCKING, &j);
             cover_queue();
             until = park_until(deadline);
             pthread_mutex_unlock(&B.lock);
-            r = weft__park(self, j.tok, until);
+            r = weft__park(self, j.w.tok, until);
             continue;
         }
         /* the deadline passed or the wait was cancelled: take the call back if it has not started */
-        if (j.state == JOB_QUEUED) {
+        if (weft__wait_call_off_locked(&j.w)) {
             unlink_job(&j);
             B.busy--;
             pthread_mutex_unlock(&B.lock);
             return r;
         }
-        if (j.state == JOB_DONE) {
+        if (atomic_load_explicit(&j.w.done, memory_order_relaxed)) {
             pthread_mutex_unlock(&B.lock);
             break;
         }
         /* running: it must finish (it may use our stack); wait for it, without a deadline now */
-        j.tok = weft__park_prepare(self, WEFT__WAIT_BLOCKING, &j);
+        j.w.tok = weft__park_prepare(self, WEFT__WAIT_BLOCKING, &j);
         pthread_mutex_unlock(&B.lock);
-        r = weft__park_uncancellable(self, j.tok, WEFT_FOREVER);
+        r = weft__park_uncancellable(self, j.w.tok, WEFT_FOREVER);
     }
+    weft__wait_settle(&j.w);
     weft__tsan_acquire(&j);
     if (result)
         *result = j.result;
