@@ -441,7 +441,8 @@ typedef struct weft_wait_case {
  * happens (a case not chosen takes no element, permit or lock, and joins nothing), a deadline,
  * WEFT_NOWAIT, -ECANCELED. A join case on a handle weft_join would refuse fails the whole call with
  * weft_join's error, before anything happens: -ESRCH (stale), -EINVAL (detached, or another join or
- * join case is under way on it), -EDEADLK (the caller itself). -EINVAL for an unknown op. may park */
+ * join case is under way on it), -EDEADLK (the caller itself). -EINVAL for an unknown op. fd cases need
+ * the runtime running (-ESHUTDOWN); each costs one poll(2) with a zero timeout. docs/chan.md. may park */
 WEFT_EXTERN int weft_select_any(weft_wait_case_t *cases, int n, int64_t deadline);
 
 /* ------------------------------------------------------------------------------------------------ */

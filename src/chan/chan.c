@@ -1,5 +1,5 @@
 /*
- * Channels and select (Go's chan, runtime/chan.go and select.go).
+ * Channels (Go's chan, runtime/chan.go); select is in select.c, over channels and every other wait.
  *
  * The job. A channel moves fixed-size elements from senders to receivers, each element exactly once,
  * in order; senders wait while there is no room, receivers while there is nothing; close lets
@@ -9,9 +9,10 @@
  * element.
  *
  * Glossary.
- *   waiter   a blocked send, receive or select: one chan_wait record on the blocked caller's stack
- *   node     a waiter's entry in one channel's queue (chan_node, also on its stack): a send or a
- *            receive has one, a select one per case with a channel
+ *   waiter   a blocked send, receive or select: one weft__wait record (core/wait.h, the one waiter
+ *            every wait in weft parks through) on the blocked caller's stack
+ *   node     a waiter's entry in one channel's queue (weft__wnode, also on its stack): a send or a
+ *            receive has one, a select one per case
  *   waker    whoever completes a waiter: a send or select that finds a waiting receiver, a receive
  *            that finds a waiting sender, a close
  *   claim    the word in a waiter's record that decides who settles it: one waker, or the waiter
@@ -28,19 +29,21 @@
  * paths; the only ones are those of weft__unpark when a waiter must be woken (and the allocation of a
  * thread's descriptor on its first wait).
  *
- * select locks every distinct channel of its cases in address order (so two selects, or a select and
- * a send, never wait on each other's locks in a cycle: the others hold only one), polls the cases in a
- * random order (fairness: of the ready cases each is equally likely), and does the first ready one. If
- * none is ready it queues one node per case, all pointing at one chan_wait, lets go of the locks and
- * parks. A select whose send and receive cases name the same channel never meets itself: matching is
- * done only by a caller that is running, and a select's nodes are queued only while it is not.
+ * select (select.c) locks every distinct object of its cases in address order (so two selects, or a
+ * select and a send, never wait on each other's locks in a cycle: the others hold only one), polls the
+ * cases in a random order (fairness: of the ready cases each is equally likely), and does the first
+ * ready one. If none is ready it queues one node per case, all pointing at one record, lets go of the
+ * locks and parks. A select whose send and receive cases name the same channel never meets itself:
+ * matching is done only by a caller that is running, and a select's nodes are queued only while it is
+ * not. Its channel cases use this file's insides (chan.h) without a call through a face.
  *
  * The claim. Every waiter's record has one word, `claim`, that decides who settles it: a waker that
- * finds a node in its queue completes it only if it turns the claim from NONE to the node's case + 1
- * (one CAS, under that channel's lock); a waiter whose wait ended early turns it from NONE to SELF (no
- * lock needed). Exactly one of them wins. A select has one record for all its nodes, so at most one
- * case happens; a plain send or receive goes through the same CAS, so that it can settle a timeout
- * without looking at the channel.
+ * finds a node in its queue completes it only if it turns the claim from NONE to the node's case + 1,
+ * under that channel's lock; a waiter whose wait ended early turns it from NONE to SELF. Exactly one of
+ * them wins (one CAS). A select has one record for all its nodes, so at most one case happens. A plain
+ * send or receive goes through the same CAS, so that it can settle a timeout without looking at the
+ * channel, which may be gone by then (6): the waits of src/sync call off under their object's lock and
+ * so are won with a plain store (core/wait.h, solo waits), a channel's cannot be.
  *
  * Rejected: a lock-free fast path for buffered channels (Go has one only for the non-blocking checks
  * of select with default, and its correctness argument is subtle; the uncontended locked path is an
@@ -100,26 +103,23 @@ static int block(weft_chan_t *c, weft__wlist *q, void *elem, weft__fiber *self, 
 {
     weft__wait w;
     weft__wnode n;
+    /* not a solo wait: a waker that won it may be the channel's last user, and the channel may be gone
+     * once that waker's call returned (6), so the wait is called off without the lock (the claim's CAS) */
     weft__wait_begin(&w, self, reason, c);
-    w.solo = true; /* called off only under c's lock, below */
     weft__wnode_init(&n, &w, 0);
     n.elem = elem;
     weft__wlist_push(q, &n);
     chan_unlock(c);
 
     int r = weft__park(self, w.tok, deadline);
-    if (r != 0) {
+    if (weft__wait_end(&w, r) < 0) {
+        /* nobody completed it, nobody will; our node is still queued, so c is still there (6) */
         chan_lock(c);
-        if (weft__wait_call_off_locked(&w)) {
-            /* nobody completed it, nobody will; our node is still queued, so c is still there (6) */
-            weft__wlist_remove(q, &n);
-            chan_unlock(c);
-            return r;
-        }
+        weft__wlist_remove(q, &n);
         chan_unlock(c);
+        return r;
     }
     /* a waker won us: the element moved (after an early end too) */
-    weft__wait_settle(&w);
     return w.result;
 }
 

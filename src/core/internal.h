@@ -40,6 +40,16 @@ _Noreturn void weft__panic(const char *fmt, ...) __attribute__((format(printf, 1
 #else
 #define weft__dassert(cond) ((void)0)
 #endif
+/* WEFT_DEBUG 3: full invariant checks (mimalloc's _mi_page_is_valid): a checker walks a whole
+ * structure (a waiter list, a timer heap, an fd's descriptor) after each change to it and aborts with
+ * what it found broken. Costly (a walk per change); `make test` runs the stress tests with them on. */
+#if WEFT_DEBUG >= 3
+#define weft__check(valid) weft__assert(valid)
+#else
+#define weft__check(valid) ((void)sizeof((valid) ? 1 : 0)) /* not evaluated; its checker counts as used */
+#endif
+/* A checker walks at most this many entries of a long structure, so the stress tests stay quick. */
+#define WEFT__CHECK_MAX 4096u
 
 static inline void weft__cpu_relax(void)
 {

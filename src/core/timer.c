@@ -19,6 +19,24 @@ static inline void place(weft__fiber **h, uint32_t i, weft__fiber *f)
     f->timer_idx = i;
 }
 
+/* The checker (WEFT_DEBUG 3): every entry knows its place, no parent is later than its child, the
+ * published first deadline is the root's, and the heap fits its allocation. Up to WEFT__CHECK_MAX
+ * entries. */
+static bool heap_valid(weft__worker *w)
+{
+    if (w->heap_len > w->heap_cap)
+        return false;
+    uint32_t n = w->heap_len < WEFT__CHECK_MAX ? w->heap_len : WEFT__CHECK_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+        weft__fiber *f = w->heap[i];
+        if (!f || f->timer_idx != i)
+            return false;
+        if (i > 0 && w->heap[(i - 1) / 2]->timer_when > f->timer_when)
+            return false;
+    }
+    return atomic_load_explicit(&w->timer_first, memory_order_relaxed) == weft__timer_next(w);
+}
+
 /* After every change to the heap: the monitor reads this copy of its first deadline, never the heap */
 static inline void publish_first(weft__worker *w)
 {
@@ -69,6 +87,7 @@ int weft__timer_add(weft__worker *w, weft__fiber *f)
     w->heap[i] = f;
     sift_up(w->heap, i);
     publish_first(w);
+    weft__check(heap_valid(w));
     return 0;
 }
 
@@ -89,6 +108,7 @@ void weft__timer_del(weft__worker *w, weft__fiber *f)
             sift_down(w->heap, w->heap_len, i);
     }
     publish_first(w);
+    weft__check(heap_valid(w) && f->timer_idx == TIMER_NONE);
 }
 
 int weft__timer_run(weft__worker *w, int64_t now)

@@ -18,9 +18,13 @@
  *      returns.
  *
  * The claim. One word per wait decides who settles it, once: a waker turns it from NONE to the case of
- * the node it found plus one (weft__wait_claim, one CAS, under that object's lock), the caller turns it
- * from NONE to SELF when its wait ended early. Exactly one wins, so at most one case of a select
- * happens, and a timeout never loses what a waker already gave. A waker that loses the claim leaves the
+ * the node it found plus one (weft__wnode_claim, under that object's lock), the caller turns it from
+ * NONE to SELF when its wait ended early. Exactly one wins, so at most one case of a select happens,
+ * and a timeout never loses what a waker already gave. A select's claim is one CAS: the wakers of its
+ * other cases race on it. A solo wait (one node, called off only under the lock of the list that holds
+ * it: every synchronizer, an fd wait, the blocking pool, a join through the join word) is decided by
+ * that lock instead, so its waker wins it with a plain store. A channel's send and receive are not solo:
+ * a channel may be freed once the call that served them returned, so they call off without its lock. A waker that loses the claim leaves the
  * node where it is (its owner takes it out, under the object's lock: an object may be freed as soon as
  * the calls that used it returned, and the owner is still in its call) and goes on to the next node.
  *
@@ -278,6 +282,29 @@ typedef struct {
     weft__wnode *head, *tail;
 } weft__wlist;
 
+/* The checker (WEFT_DEBUG 3): the links agree both ways and end at head and tail, every node says it
+ * is queued and belongs to a wait whose claim is a case, SELF or undecided, and none is released (a
+ * released node was taken out by a list-taking waker). The first WEFT__CHECK_MAX nodes, in order. */
+static inline bool weft__wlist_valid(const weft__wlist *q)
+{
+    if (!q->head || !q->tail)
+        return !q->head && !q->tail;
+    if (q->head->prev || q->tail->next)
+        return false;
+    unsigned k = 0;
+    for (const weft__wnode *n = q->head, *prev = NULL; n; prev = n, n = n->next) {
+        if (n->prev != prev || !n->queued || !n->w)
+            return false;
+        if (atomic_load_explicit(&n->released, memory_order_relaxed))
+            return false;
+        if (!n->next && n != q->tail)
+            return false;
+        if (++k == WEFT__CHECK_MAX)
+            break;
+    }
+    return true;
+}
+
 static inline bool weft__wlist_empty(const weft__wlist *q)
 {
     return q->head == NULL;
@@ -293,6 +320,7 @@ static inline void weft__wlist_push(weft__wlist *q, weft__wnode *n)
         q->head = n;
     q->tail = n;
     n->queued = true;
+    weft__check(weft__wlist_valid(q));
 }
 
 static inline void weft__wlist_push_front(weft__wlist *q, weft__wnode *n)
@@ -305,6 +333,7 @@ static inline void weft__wlist_push_front(weft__wlist *q, weft__wnode *n)
         q->tail = n;
     q->head = n;
     n->queued = true;
+    weft__check(weft__wlist_valid(q));
 }
 
 static inline void weft__wlist_remove(weft__wlist *q, weft__wnode *n)
@@ -318,6 +347,7 @@ static inline void weft__wlist_remove(weft__wlist *q, weft__wnode *n)
     else
         q->tail = n->prev;
     n->queued = false;
+    weft__check(weft__wlist_valid(q));
 }
 
 /* Under the object's lock: win node n for its case and take it off the list, adding it to the waker's

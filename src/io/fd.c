@@ -192,6 +192,22 @@ static int pd_open_locked(weft__pd *pd, int fd)
     return 0;
 }
 
+/* The checker (WEFT_DEBUG 3), under the descriptor's lock: a known state, references never below zero,
+ * valid waiter lists, and no waiter on a descriptor nobody uses. */
+static bool pd_valid(weft__pd *pd)
+{
+    uint32_t st = atomic_load_explicit(&pd->state, memory_order_relaxed);
+    if (st > PD_CLOSED || atomic_load_explicit(&pd->refs, memory_order_relaxed) < 0)
+        return false;
+    for (int dir = 0; dir < 2; dir++) {
+        if (!weft__wlist_valid(&pd->waiters[dir]))
+            return false;
+        if (st == PD_UNUSED && !weft__wlist_empty(&pd->waiters[dir]))
+            return false;
+    }
+    return true;
+}
+
 /* Begin an operation on fd: the descriptor, open and registered, with a reference held; or NULL and
  * *err. */
 static weft__pd *op_begin(int fd, int *err)
@@ -297,6 +313,7 @@ static int pd_park(weft__pd *pd, int dir, uint32_t seq, uint32_t gen, int64_t de
     w.solo = true; /* called off only under the lock, below */
     weft__wnode_init(&node, &w, 0);
     weft__wlist_push(&pd->waiters[dir], &node);
+    weft__check(pd_valid(pd));
     weft__spin_unlock(&pd->lock);
     weft__tsan_internal_end();
 
@@ -335,6 +352,7 @@ static int wake_dir(weft__pd *pd, int dir)
         weft__wakeup k = weft__wait_finish(x->w); /* our last touch of the node */
         n += weft__unpark_fifo(k.f, k.tok, PW_OK);
     }
+    weft__check(pd_valid(pd));
     weft__tsan_internal_end();
     return n;
 }
@@ -986,6 +1004,20 @@ int weft__sel_fd_open(weft__sel_case *c)
 /* ------------------------------------------------------------------------------------------------ */
 /* Close                                                                                             */
 
+/* After close(2): the descriptor is unused again, unless the number already went to a new file that
+ * weft adopted (a socket or an accepted connection made between our close(2) and now: its registration
+ * and its waiters are the new file's, and must not be forgotten). */
+static void pd_closed(weft__pd *pd)
+{
+    weft__spin_lock(&pd->lock);
+    if (atomic_load_explicit(&pd->state, memory_order_relaxed) == PD_CLOSED) {
+        atomic_store_explicit(&pd->pending, 0, memory_order_relaxed); /* it was the closed file's */
+        atomic_store_explicit(&pd->state, PD_UNUSED, memory_order_release);
+    }
+    weft__check(pd_valid(pd));
+    weft__spin_unlock(&pd->lock);
+}
+
 int weft_close(int fd)
 {
     if (fd < 0)
@@ -1005,7 +1037,7 @@ int weft_close(int fd)
     if (st == PD_UNUSED) { /* never used with weft: a plain close */
         weft__spin_unlock(&pd->lock);
         int r = close(fd) == 0 ? 0 : -weft__errno();
-        atomic_store_explicit(&pd->state, PD_UNUSED, memory_order_release);
+        pd_closed(pd);
         return r == -EINTR ? 0 : r;
     }
     atomic_fetch_add_explicit(&pd->gen, 1, memory_order_release);
@@ -1024,9 +1056,6 @@ int weft_close(int fd)
     if (polled)
         weft__poll_del(fd);
     int r = close(fd) == 0 ? 0 : -weft__errno();
-    weft__spin_lock(&pd->lock);
-    atomic_store_explicit(&pd->pending, 0, memory_order_relaxed); /* it was the closed file's */
-    atomic_store_explicit(&pd->state, PD_UNUSED, memory_order_release);
-    weft__spin_unlock(&pd->lock);
+    pd_closed(pd);
     return r == -EINTR ? 0 : r; /* Linux frees the fd even when close says EINTR */
 }
