@@ -112,28 +112,34 @@ enum weft__kind {
     WEFT__KIND_FREE = 4,    /* in a free list: no handle names it */
 };
 
-/* Why a fiber waits: shown in dumps and traces. */
+/* Why a fiber waits, with the name dumps, traces and the deadlock report show (Go's waitReasonStrings):
+ * one list, so a reason cannot lose its name. */
+#define WEFT__WAIT_REASONS(X)                                                                       \
+    X(NONE, "")                                                                                     \
+    X(SLEEP, "sleep")                                                                               \
+    X(JOIN, "join")                                                                                 \
+    X(WAITGROUP, "wait group")                                                                      \
+    X(SHUTDOWN, "shutdown")                                                                         \
+    X(IO_READ, "IO wait (read)")                                                                    \
+    X(IO_WRITE, "IO wait (write)")                                                                  \
+    X(BLOCKING, "blocking call")                                                                    \
+    X(MUTEX, "mutex")                                                                               \
+    X(RWLOCK_READ, "rwlock (read)")                                                                 \
+    X(RWLOCK_WRITE, "rwlock (write)")                                                               \
+    X(COND, "condition variable")                                                                   \
+    X(SEM, "semaphore")                                                                             \
+    X(ONCE, "once")                                                                                 \
+    X(BARRIER, "barrier")                                                                           \
+    X(LATCH, "latch")                                                                               \
+    X(CHAN_SEND, "chan send")                                                                       \
+    X(CHAN_RECV, "chan receive")                                                                    \
+    X(SELECT, "select")                                                                             \
+    X(SELECT_NONE, "select (no cases)") /* a select with no case that can be ready: its deadline */
+
 enum weft__wait_reason {
-    WEFT__WAIT_NONE = 0,
-    WEFT__WAIT_SLEEP,
-    WEFT__WAIT_JOIN,
-    WEFT__WAIT_WAITGROUP,
-    WEFT__WAIT_SHUTDOWN,
-    WEFT__WAIT_IO_READ,
-    WEFT__WAIT_IO_WRITE,
-    WEFT__WAIT_BLOCKING,
-    WEFT__WAIT_MUTEX,
-    WEFT__WAIT_RWLOCK_READ,
-    WEFT__WAIT_RWLOCK_WRITE,
-    WEFT__WAIT_COND,
-    WEFT__WAIT_SEM,
-    WEFT__WAIT_ONCE,
-    WEFT__WAIT_BARRIER,
-    WEFT__WAIT_LATCH,
-    WEFT__WAIT_CHAN_SEND,
-    WEFT__WAIT_CHAN_RECV,
-    WEFT__WAIT_SELECT,
-    WEFT__WAIT_SELECT_NONE, /* a select with no channel in it: only its deadline can end it */
+#define WEFT__WAIT_ENUM(name, text) WEFT__WAIT_##name,
+    WEFT__WAIT_REASONS(WEFT__WAIT_ENUM)
+#undef WEFT__WAIT_ENUM
     WEFT__WAIT_REASONS_
 };
 const char *weft__wait_reason_name(unsigned reason);

@@ -260,26 +260,9 @@ const char *weft_err_name(int err)
 const char *weft__wait_reason_name(unsigned reason)
 {
     static const char *const names[WEFT__WAIT_REASONS_] = {
-        [WEFT__WAIT_NONE] = "",
-        [WEFT__WAIT_SLEEP] = "sleep",
-        [WEFT__WAIT_JOIN] = "join",
-        [WEFT__WAIT_WAITGROUP] = "wait group",
-        [WEFT__WAIT_SHUTDOWN] = "shutdown",
-        [WEFT__WAIT_IO_READ] = "IO wait (read)",
-        [WEFT__WAIT_IO_WRITE] = "IO wait (write)",
-        [WEFT__WAIT_BLOCKING] = "blocking call",
-        [WEFT__WAIT_MUTEX] = "mutex",
-        [WEFT__WAIT_RWLOCK_READ] = "rwlock (read)",
-        [WEFT__WAIT_RWLOCK_WRITE] = "rwlock (write)",
-        [WEFT__WAIT_COND] = "condition variable",
-        [WEFT__WAIT_SEM] = "semaphore",
-        [WEFT__WAIT_ONCE] = "once",
-        [WEFT__WAIT_BARRIER] = "barrier",
-        [WEFT__WAIT_LATCH] = "latch",
-        [WEFT__WAIT_CHAN_SEND] = "chan send",
-        [WEFT__WAIT_CHAN_RECV] = "chan receive",
-        [WEFT__WAIT_SELECT] = "select",
-        [WEFT__WAIT_SELECT_NONE] = "select (no cases)",
+#define WEFT__WAIT_NAME(name, text) [WEFT__WAIT_##name] = text,
+        WEFT__WAIT_REASONS(WEFT__WAIT_NAME)
+#undef WEFT__WAIT_NAME
     };
-    return reason < WEFT__WAIT_REASONS_ && names[reason] ? names[reason] : "?";
+    return reason < WEFT__WAIT_REASONS_ ? names[reason] : "?";
 }
