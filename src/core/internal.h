@@ -642,6 +642,29 @@ int64_t weft__clock_ns(void);
 int weft__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline);
 void weft__futex_wake(_Atomic uint32_t *addr, int n);
 int weft__cpu_count(void);   /* CPUs this process may use: affinity, capped by the cgroup quota */
+
+/* The runtime's options (options.c): one table of field, variable, default and range. */
+enum {
+    WEFT__OPT_WORKERS,
+    WEFT__OPT_STACK_SIZE,
+    WEFT__OPT_SPIN_US,
+    WEFT__OPT_BLOCKING_THREADS,
+    WEFT__OPT_STUCK_US,
+    WEFT__OPTIONS_
+};
+#define WEFT__OPT_FROM_MACHINE 0 /* a default the machine decides (the worker count) */
+typedef struct {
+    const char *field;                       /* in weft_config_t */
+    const char *env;                         /* its environment variable */
+    int64_t dflt;                            /* when neither sets it */
+    int64_t min, max;                        /* an environment value outside is ignored */
+    bool (*parse)(const char *s, int64_t *v); /* false: it does not parse, and is ignored */
+} weft__option;
+/* Option i's value: configured (the config field; 0 is unset), else the environment's, else the
+ * default. */
+int64_t weft__option_value(int i, int64_t configured);
+/* The table's row i, or NULL past its end (for the docs test). */
+const weft__option *weft__option_info(int i);
 size_t weft__page_size(void);
 /* Parse a size like "256k", "1M", "65536"; 0 on error. */
 size_t weft__parse_size(const char *s);

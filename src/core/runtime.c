@@ -26,10 +26,6 @@
 #include "io/io.h"
 #include "obs/sanitize.h"
 
-#define DEFAULT_STACK ((size_t)128 << 10)
-#define DEFAULT_SPIN_US 50
-#define DEFAULT_STUCK_US 10000
-
 static pthread_mutex_t rt_lock = PTHREAD_MUTEX_INITIALIZER;
 
 _Noreturn void weft__panic(const char *fmt, ...)
@@ -49,16 +45,6 @@ _Noreturn void weft__panic(const char *fmt, ...)
     abort();
 }
 
-static long env_long(const char *name, long dflt)
-{
-    const char *s = getenv(name);
-    if (!s || !*s)
-        return dflt;
-    char *end;
-    long v = strtol(s, &end, 10);
-    return *end == '\0' ? v : dflt;
-}
-
 int weft_start(const weft_config_t *cfg)
 {
     weft_config_t c = {0};
@@ -69,21 +55,16 @@ int weft_start(const weft_config_t *cfg)
     if (c.stack_size > ((size_t)1 << 30) || c.blocking_threads < 0)
         return -EINVAL;
 
-    int workers = c.workers;
-    if (!workers) {
-        long e = env_long("WEFT_WORKERS", 0);
-        workers = e > 0 && e <= WEFT__MAX_WORKERS ? (int)e : weft__cpu_count();
-        if (workers > WEFT__MAX_WORKERS)
-            workers = WEFT__MAX_WORKERS; /* a machine with more CPUs than that still starts */
-    }
-    size_t stack = c.stack_size;
-    if (!stack)
-        stack = weft__parse_size(getenv("WEFT_STACK_SIZE"));
-    if (!stack || stack > ((size_t)1 << 30))
-        stack = DEFAULT_STACK;
-    long spin_us = c.spin_us ? c.spin_us : env_long("WEFT_SPIN_US", DEFAULT_SPIN_US);
-    long blocking = c.blocking_threads > 0 ? c.blocking_threads : env_long("WEFT_BLOCKING_THREADS", 0);
-    long stuck_us = c.stuck_us ? c.stuck_us : env_long("WEFT_STUCK_US", DEFAULT_STUCK_US);
+    /* the options table (options.c): the config, else the environment, else the default */
+    int workers = (int)weft__option_value(WEFT__OPT_WORKERS, c.workers);
+    if (workers == WEFT__OPT_FROM_MACHINE)
+        workers = weft__cpu_count();
+    if (workers > WEFT__MAX_WORKERS)
+        workers = WEFT__MAX_WORKERS; /* a machine with more CPUs than that still starts */
+    size_t stack = (size_t)weft__option_value(WEFT__OPT_STACK_SIZE, (int64_t)c.stack_size);
+    int64_t spin_us = weft__option_value(WEFT__OPT_SPIN_US, c.spin_us);
+    int64_t blocking = weft__option_value(WEFT__OPT_BLOCKING_THREADS, c.blocking_threads);
+    int64_t stuck_us = weft__option_value(WEFT__OPT_STUCK_US, c.stuck_us);
 
     pthread_mutex_lock(&rt_lock);
     if (atomic_load(&weft__rt_g.state) != RT_STOPPED) {
@@ -93,7 +74,7 @@ int weft_start(const weft_config_t *cfg)
     weft__rt_g.stack_size = weft__stack_round(stack * WEFT_SAN_STACK_FACTOR);
     weft__rt_g.spin_ns = spin_us > 0 ? (int64_t)spin_us * 1000 : 0;
     atomic_store(&weft__rt_g.quiesce_wanted, 0);
-    weft__blocking_configure(blocking > 0 && blocking <= INT32_MAX ? (int)blocking : 0);
+    weft__blocking_configure((int)blocking);
     int r = weft__stack_global_init();
     if (r == 0)
         r = weft__io_start();
