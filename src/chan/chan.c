@@ -93,7 +93,7 @@
 #include "chan/chan.h"
 #include "obs/sanitize.h"
 
-static inline void wake(weft__wakeup k)
+static inline void chan_wake(weft__wakeup k)
 {
     weft__wakeup_run(k, true); /* a hand-off: the woken one runs next here */
 }
@@ -176,7 +176,7 @@ static inline __attribute__((always_inline)) int chan_op(weft_chan_t *c, void *e
         int r = send ? chan_try_send(c, elem, &k) : chan_try_recv(c, elem, &k);
         if (r != 0) {
             chan_unlock(c);
-            wake(k);
+            chan_wake(k);
             return r < 0 ? r : 0;
         }
         if (deadline == WEFT_NOWAIT) {
@@ -241,51 +241,53 @@ int weft_chan_close(weft_chan_t *c)
 /* ------------------------------------------------------------------------------------------------ */
 /* select's cases on channels (core/wait.h, select.c)                                                */
 
-static uint64_t sel_lock(void *obj)
+static uint64_t chan_face_lock(void *obj)
 {
     chan_lock(obj);
     return 0;
 }
 
-static void sel_unlock(void *obj, uint64_t s)
+static void chan_face_unlock(void *obj, uint64_t s)
 {
     (void)s;
     chan_unlock(obj);
 }
 
-static int sel_poll_send(weft__sel_case *cs, weft__wakeup *k)
+static int chan_face_poll_send(weft__sel_case *cs, weft__wakeup *k)
 {
     return chan_sel_poll(cs, k, true);
 }
 
-static int sel_poll_recv(weft__sel_case *cs, weft__wakeup *k)
+static int chan_face_poll_recv(weft__sel_case *cs, weft__wakeup *k)
 {
     return chan_sel_poll(cs, k, false);
 }
 
-static int sel_enqueue_send(weft__sel_case *cs)
+static int chan_face_enqueue_send(weft__sel_case *cs)
 {
     chan_sel_enqueue(cs, true);
     return WEFT__ARM_QUEUED;
 }
 
-static int sel_enqueue_recv(weft__sel_case *cs)
+static int chan_face_enqueue_recv(weft__sel_case *cs)
 {
     chan_sel_enqueue(cs, false);
     return WEFT__ARM_QUEUED;
 }
 
-static void sel_disarm_send(weft__sel_case *cs)
+static void chan_face_disarm_send(weft__sel_case *cs)
 {
     chan_sel_disarm(cs, true);
 }
 
-static void sel_disarm_recv(weft__sel_case *cs)
+static void chan_face_disarm_recv(weft__sel_case *cs)
 {
     chan_sel_disarm(cs, false);
 }
 
-const weft__sel_ops weft__sel_chan_send = {sel_lock, sel_unlock, sel_poll_send, sel_enqueue_send, sel_disarm_send,
-                                           chan_sel_complete, NULL};
-const weft__sel_ops weft__sel_chan_recv = {sel_lock, sel_unlock, sel_poll_recv, sel_enqueue_recv, sel_disarm_recv,
-                                           chan_sel_complete, NULL};
+const weft__sel_ops weft__sel_chan_send = {chan_face_lock,        chan_face_unlock,      chan_face_poll_send,
+                                           chan_face_enqueue_send, chan_face_disarm_send, chan_sel_complete,
+                                           NULL};
+const weft__sel_ops weft__sel_chan_recv = {chan_face_lock,        chan_face_unlock,      chan_face_poll_recv,
+                                           chan_face_enqueue_recv, chan_face_disarm_recv, chan_sel_complete,
+                                           NULL};

@@ -405,7 +405,8 @@ int weft_select_any(weft_wait_case_t *cases, int n, int64_t deadline)
 }
 
 /* Channel cases only: the same select. */
-static inline __attribute__((always_inline)) int select_chan(weft_case_t *cases, int n, int64_t deadline, weft__sel_case *sc, int *order, sel_lock *locks)
+static inline __attribute__((always_inline)) int select_chan(weft_case_t *cases, int n, int64_t deadline,
+                                                             weft__sel_case *sc, int *order, sel_lock *locks)
 {
     sel_set set = {.sc = sc, .order = order, .locks = locks, .n = n};
     for (int i = 0; i < n; i++) {

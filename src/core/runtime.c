@@ -67,7 +67,7 @@ int weft_start(const weft_config_t *cfg)
     int64_t stuck_us = weft__option_value(WEFT__OPT_STUCK_US, c.stuck_us);
 
     pthread_mutex_lock(&rt_lock);
-    if (atomic_load(&weft__rt_g.state) != RT_STOPPED) {
+    if (atomic_load(&weft__rt_g.state) != WEFT__RT_STOPPED) {
         pthread_mutex_unlock(&rt_lock);
         return -EALREADY;
     }
@@ -91,7 +91,7 @@ int weft_start(const weft_config_t *cfg)
     }
     if (r == 0) {
         weft__net_init(); /* the spare fd for accept, once started: a failed start keeps no fd */
-        atomic_store_explicit(&weft__rt_g.state, RT_RUNNING, memory_order_release);
+        atomic_store_explicit(&weft__rt_g.state, WEFT__RT_RUNNING, memory_order_release);
     }
     pthread_mutex_unlock(&rt_lock);
     return r;
@@ -110,10 +110,10 @@ int weft__foreign_enter(bool live)
     for (;;) {
         atomic_fetch_add_explicit(&weft__rt_g.foreign_inflight, 1, memory_order_seq_cst);
         int s = atomic_load_explicit(&weft__rt_g.state, memory_order_seq_cst);
-        if (WEFT__LIKELY(s == RT_RUNNING) || (live && s == RT_STOPPING))
+        if (WEFT__LIKELY(s == WEFT__RT_RUNNING) || (live && s == WEFT__RT_STOPPING))
             return 0; /* a live caller is counted: the shutdown cannot end before its fiber is too */
         weft__foreign_leave();
-        if (s == RT_STOPPING)
+        if (s == WEFT__RT_STOPPING)
             return -ESHUTDOWN;
         int r = weft_start(NULL);
         if (r < 0 && r != -EALREADY)
@@ -135,11 +135,11 @@ int weft_shutdown(void)
     if (weft__on_worker())
         return -EDEADLK;
     pthread_mutex_lock(&rt_lock);
-    if (atomic_load(&weft__rt_g.state) != RT_RUNNING) {
+    if (atomic_load(&weft__rt_g.state) != WEFT__RT_RUNNING) {
         pthread_mutex_unlock(&rt_lock);
         return 0;
     }
-    atomic_store_explicit(&weft__rt_g.state, RT_STOPPING, memory_order_seq_cst);
+    atomic_store_explicit(&weft__rt_g.state, WEFT__RT_STOPPING, memory_order_seq_cst);
     atomic_store_explicit(&weft__rt_g.quiesce_wanted, 1, memory_order_seq_cst);
     /* this thread waits in weft now: the deadlock check counts it as idle */
     atomic_fetch_add_explicit(&weft__rt_g.threads_parked, 1, memory_order_seq_cst);
@@ -168,7 +168,7 @@ int weft_shutdown(void)
     weft__io_stop();
     weft__stack_global_fini();
     atomic_store_explicit(&weft__rt_g.quiesce_wanted, 0, memory_order_seq_cst);
-    atomic_store_explicit(&weft__rt_g.state, RT_STOPPED, memory_order_release);
+    atomic_store_explicit(&weft__rt_g.state, WEFT__RT_STOPPED, memory_order_release);
     pthread_mutex_unlock(&rt_lock);
     return r;
 }
@@ -197,7 +197,7 @@ int weft_run(const weft_config_t *cfg, void *(*fn)(void *), void *arg, void **re
 
 int weft_workers(void)
 {
-    return atomic_load_explicit(&weft__rt_g.state, memory_order_acquire) == RT_STOPPED ? 0
+    return atomic_load_explicit(&weft__rt_g.state, memory_order_acquire) == WEFT__RT_STOPPED ? 0
                                                                                        : weft__rt_g.nworkers;
 }
 

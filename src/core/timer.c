@@ -94,10 +94,10 @@ int weft__timer_add(weft__worker *w, weft__fiber *f)
 void weft__timer_del(weft__worker *w, weft__fiber *f)
 {
     uint32_t i = f->timer_idx;
-    if (i == TIMER_NONE)
+    if (i == WEFT__TIMER_NONE)
         return;
     weft__dassert(i < w->heap_len && w->heap[i] == f);
-    f->timer_idx = TIMER_NONE;
+    f->timer_idx = WEFT__TIMER_NONE;
     uint32_t last = --w->heap_len;
     if (i != last) {
         weft__fiber *m = w->heap[last];
@@ -108,7 +108,7 @@ void weft__timer_del(weft__worker *w, weft__fiber *f)
             sift_down(w->heap, w->heap_len, i);
     }
     publish_first(w);
-    weft__check(heap_valid(w) && f->timer_idx == TIMER_NONE);
+    weft__check(heap_valid(w) && f->timer_idx == WEFT__TIMER_NONE);
 }
 
 int weft__timer_run(weft__worker *w, int64_t now)
@@ -120,7 +120,7 @@ int weft__timer_run(weft__worker *w, int64_t now)
         /* the wait's token is the sequence in its park word; a fiber whose wait was already won by
          * another waker simply loses nothing here */
         uint32_t pw = atomic_load_explicit(&f->park, memory_order_relaxed);
-        if (PW_STATE(pw) == PW_WAITING && weft__unpark_fifo(f, PW_SEQ(pw), PW_TIMEOUT))
+        if (WEFT__PW_STATE(pw) == WEFT__PW_WAITING && weft__unpark_fifo(f, WEFT__PW_SEQ(pw), WEFT__PW_TIMEOUT))
             n++;
     }
     return n;

@@ -24,9 +24,10 @@
  * other cases race on it. A solo wait (one node, called off only under the lock of the list that holds
  * it: every synchronizer, an fd wait, the blocking pool, a join through the join word) is decided by
  * that lock instead, so its waker wins it with a plain store. A channel's send and receive are not solo:
- * a channel may be freed once the call that served them returned, so they call off without its lock. A waker that loses the claim leaves the
- * node where it is (its owner takes it out, under the object's lock: an object may be freed as soon as
- * the calls that used it returned, and the owner is still in its call) and goes on to the next node.
+ * a channel may be freed once the call that served them returned, so they call off without its lock.
+ * A waker that loses the claim leaves the node where it is (its owner takes it out, under the object's
+ * lock: an object may be freed as soon as the calls that used it returned, and the owner is still in
+ * its call) and goes on to the next node.
  *
  * Done. The winning waker writes what the caller gets (the node's grant, the wait's result, an element
  * copied in), reads the fiber and token, and stores `done` with release as its very last touch of the
@@ -157,9 +158,9 @@ static inline void weft__wakeup_run(weft__wakeup k, bool next)
     if (!k.f)
         return;
     if (next)
-        weft__unpark(k.f, k.tok, PW_OK);
+        weft__unpark(k.f, k.tok, WEFT__PW_OK);
     else
-        weft__unpark_fifo(k.f, k.tok, PW_OK);
+        weft__unpark_fifo(k.f, k.tok, WEFT__PW_OK);
 }
 
 static inline void weft__wait_wake(weft__wait *w, bool next)

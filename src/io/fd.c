@@ -350,7 +350,7 @@ static int wake_dir(weft__pd *pd, int dir)
             continue;
         weft__wlist_remove(&pd->waiters[dir], x);
         weft__wakeup k = weft__wait_finish(x->w); /* our last touch of the node */
-        n += weft__unpark_fifo(k.f, k.tok, PW_OK);
+        n += weft__unpark_fifo(k.f, k.tok, WEFT__PW_OK);
     }
     weft__check(pd_valid(pd));
     weft__tsan_internal_end();
@@ -542,7 +542,8 @@ static ssize_t io_run(int fd, int dir, io_op op, void *ctx, size_t want, unsigne
         }
         dry = false;
         int w;
-        if (atomic_load_explicit(&io.running, memory_order_acquire) && pd->epoch == atomic_load_explicit(&io.epoch, memory_order_relaxed))
+        if (atomic_load_explicit(&io.running, memory_order_acquire) &&
+            pd->epoch == atomic_load_explicit(&io.epoch, memory_order_relaxed))
             w = pd_park(pd, dir, seq, gen, deadline);
         else
             w = thread_poll(fd, dir, deadline);
@@ -985,8 +986,9 @@ int weft__sel_fd_open(weft__sel_case *c)
     }
     uint32_t gen = atomic_load_explicit(&pd->gen, memory_order_relaxed);
     uint32_t seq = atomic_load_explicit(&pd->seq[dir], memory_order_acquire);
-    int r = atomic_load_explicit(&pd->pending, memory_order_relaxed) != 0 ? (int)(dir ? WEFT_WRITABLE : WEFT_READABLE) /* an error kept: ready */
-                             : sel_fd_look(fd, dir);
+    int r = atomic_load_explicit(&pd->pending, memory_order_relaxed) != 0
+                ? (int)(dir ? WEFT_WRITABLE : WEFT_READABLE) /* an error kept for the next call: ready */
+                : sel_fd_look(fd, dir);
     if (r == -EBADF) {
         op_end(pd);
         c->ops = &sel_fd_bad, c->obj = c;

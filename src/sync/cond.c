@@ -23,7 +23,7 @@ typedef struct {
 _Static_assert(sizeof(cond_impl) <= sizeof(weft_cond_t), "weft_cond_t is too small");
 _Static_assert(_Alignof(cond_impl) <= _Alignof(weft_cond_t), "weft_cond_t is under-aligned");
 
-static inline cond_impl *impl(weft_cond_t *c)
+static inline cond_impl *cond_of(weft_cond_t *c)
 {
     return (cond_impl *)(void *)c;
 }
@@ -40,7 +40,7 @@ int weft_cond_wait(weft_cond_t *cc, weft_mutex_t *m, int64_t deadline)
 {
     if (!cc || !m)
         return -EINVAL;
-    cond_impl *c = impl(cc);
+    cond_impl *c = cond_of(cc);
     weft__fiber *self = weft__self();
     if (!self)
         return -ENOMEM;
@@ -69,11 +69,11 @@ int weft_cond_wait(weft_cond_t *cc, weft_mutex_t *m, int64_t deadline)
     return r;
 }
 
-static int wake(weft_cond_t *cc, bool all)
+static int cond_wake(weft_cond_t *cc, bool all)
 {
     if (!cc)
         return -EINVAL;
-    cond_impl *c = impl(cc);
+    cond_impl *c = cond_of(cc);
     if (!(atomic_load_explicit(&c->state, memory_order_acquire) & C_WAITERS))
         return 0;
     weft__wnode *list = NULL, **tail = &list;
@@ -90,18 +90,18 @@ static int wake(weft_cond_t *cc, bool all)
 
 int weft_cond_signal(weft_cond_t *c)
 {
-    return wake(c, false);
+    return cond_wake(c, false);
 }
 
 int weft_cond_broadcast(weft_cond_t *c)
 {
-    return wake(c, true);
+    return cond_wake(c, true);
 }
 
 int weft_cond_destroy(weft_cond_t *cc)
 {
     if (!cc)
         return -EINVAL;
-    cond_impl *c = impl(cc);
+    cond_impl *c = cond_of(cc);
     return atomic_load_explicit(&c->state, memory_order_acquire) & C_WAITERS ? -EBUSY : 0;
 }

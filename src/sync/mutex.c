@@ -41,7 +41,7 @@ typedef struct {
 _Static_assert(sizeof(mutex_impl) <= sizeof(weft_mutex_t), "weft_mutex_t is too small");
 _Static_assert(_Alignof(mutex_impl) <= _Alignof(weft_mutex_t), "weft_mutex_t is under-aligned");
 
-static inline mutex_impl *impl(weft_mutex_t *m)
+static inline mutex_impl *mutex_of(weft_mutex_t *m)
 {
     return (mutex_impl *)(void *)m;
 }
@@ -66,7 +66,7 @@ int weft_mutex_trylock(weft_mutex_t *mm)
 {
     if (!mm)
         return -EINVAL;
-    mutex_impl *m = impl(mm);
+    mutex_impl *m = mutex_of(mm);
     uint64_t s = atomic_load_explicit(&m->state, memory_order_relaxed);
     while (!(s & (M_LOCKED | WQ_LOCK))) {
         if (atomic_compare_exchange_weak_explicit(&m->state, &s, s | M_LOCKED, memory_order_acquire,
@@ -98,7 +98,7 @@ static int mutex_lock_slow(mutex_impl *m, int64_t deadline, bool cancellable);
 /* The slow path of a lock, for weft_mutex_lock and (deaf to cancel) for weft_cond_wait's relock. */
 int weft__mutex_lock(weft_mutex_t *mm, int64_t deadline, bool cancellable)
 {
-    mutex_impl *m = impl(mm);
+    mutex_impl *m = mutex_of(mm);
     uint64_t s = 0;
     if (atomic_compare_exchange_strong_explicit(&m->state, &s, M_LOCKED, memory_order_acquire, memory_order_relaxed))
         return 0;
@@ -164,7 +164,7 @@ int weft_mutex_lock(weft_mutex_t *mm, int64_t deadline)
 {
     if (!mm)
         return -EINVAL;
-    mutex_impl *m = impl(mm);
+    mutex_impl *m = mutex_of(mm);
     uint64_t s = 0;
     if (atomic_compare_exchange_strong_explicit(&m->state, &s, M_LOCKED, memory_order_acquire, memory_order_relaxed))
         return 0;
@@ -219,7 +219,7 @@ int weft_mutex_unlock(weft_mutex_t *mm)
 {
     if (!mm)
         return -EINVAL;
-    mutex_impl *m = impl(mm);
+    mutex_impl *m = mutex_of(mm);
     uint64_t s = M_LOCKED;
     if (atomic_compare_exchange_strong_explicit(&m->state, &s, 0, memory_order_release, memory_order_relaxed))
         return 0;
@@ -230,23 +230,23 @@ int weft_mutex_destroy(weft_mutex_t *mm)
 {
     if (!mm)
         return -EINVAL;
-    uint64_t s = atomic_load_explicit(&impl(mm)->state, memory_order_acquire);
+    uint64_t s = atomic_load_explicit(&mutex_of(mm)->state, memory_order_acquire);
     return s ? -EBUSY : 0;
 }
 
 /* ---- weft_select's case (core/wait.h): the lock taken, as by weft_mutex_lock ---- */
 
-static uint64_t sel_lock(void *obj)
+static uint64_t mutex_sel_lock(void *obj)
 {
-    return wq_lock(&impl(obj)->state);
+    return wq_lock(&mutex_of(obj)->state);
 }
 
-static void sel_unlock(void *obj, uint64_t s)
+static void mutex_sel_unlock(void *obj, uint64_t s)
 {
-    wq_unlock(&impl(obj)->state, s);
+    wq_unlock(&mutex_of(obj)->state, s);
 }
 
-static int sel_poll(weft__sel_case *cs, weft__wakeup *k)
+static int mutex_sel_poll(weft__sel_case *cs, weft__wakeup *k)
 {
     (void)k;
     if (*cs->state & M_LOCKED)
@@ -257,21 +257,22 @@ static int sel_poll(weft__sel_case *cs, weft__wakeup *k)
 
 /* An unlock hands the lock straight to a select's node: the select cannot compete for it after it
  * woke, its claim is spent. */
-static int sel_enqueue(weft__sel_case *cs)
+static int mutex_sel_enqueue(weft__sel_case *cs)
 {
     cs->node.since = coarse_ns();
     cs->node.want = GRANT_OWNER;
-    weft__wlist_push(&impl(cs->obj)->q, &cs->node);
+    weft__wlist_push(&mutex_of(cs->obj)->q, &cs->node);
     *cs->state |= M_WAITERS;
     return WEFT__ARM_QUEUED;
 }
 
-static void sel_disarm(weft__sel_case *cs)
+static void mutex_sel_disarm(weft__sel_case *cs)
 {
-    mutex_impl *m = impl(cs->obj);
+    mutex_impl *m = mutex_of(cs->obj);
     uint64_t s = wq_lock(&m->state);
     weft__wlist_remove(&m->q, &cs->node); /* not won by an unlock, so still queued */
     wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~M_WAITERS : s);
 }
 
-const weft__sel_ops weft__sel_mutex = {sel_lock, sel_unlock, sel_poll, sel_enqueue, sel_disarm, NULL, NULL};
+const weft__sel_ops weft__sel_mutex = {mutex_sel_lock,    mutex_sel_unlock, mutex_sel_poll, mutex_sel_enqueue,
+                                       mutex_sel_disarm, NULL,             NULL};

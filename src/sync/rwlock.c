@@ -33,7 +33,7 @@ typedef struct {
 _Static_assert(sizeof(rwlock_impl) <= sizeof(weft_rwlock_t), "weft_rwlock_t is too small");
 _Static_assert(_Alignof(rwlock_impl) <= _Alignof(weft_rwlock_t), "weft_rwlock_t is under-aligned");
 
-static inline rwlock_impl *impl(weft_rwlock_t *l)
+static inline rwlock_impl *rwlock_of(weft_rwlock_t *l)
 {
     return (rwlock_impl *)(void *)l;
 }
@@ -113,7 +113,7 @@ int weft_rwlock_rdlock(weft_rwlock_t *ll, int64_t deadline)
 {
     if (!ll)
         return -EINVAL;
-    rwlock_impl *l = impl(ll);
+    rwlock_impl *l = rwlock_of(ll);
     uint64_t s = atomic_load_explicit(&l->state, memory_order_relaxed);
     while (!(s & (WQ_LOCK | RW_WRITER | RW_WAITERS)) && RW_READERS(s) < RW_READERS_MAX) {
         if (atomic_compare_exchange_weak_explicit(&l->state, &s, s + RW_READER, memory_order_acquire,
@@ -127,7 +127,7 @@ int weft_rwlock_wrlock(weft_rwlock_t *ll, int64_t deadline)
 {
     if (!ll)
         return -EINVAL;
-    rwlock_impl *l = impl(ll);
+    rwlock_impl *l = rwlock_of(ll);
     uint64_t s = 0;
     if (atomic_compare_exchange_strong_explicit(&l->state, &s, RW_WRITER, memory_order_acquire, memory_order_relaxed))
         return 0;
@@ -138,7 +138,7 @@ int weft_rwlock_unlock(weft_rwlock_t *ll)
 {
     if (!ll)
         return -EINVAL;
-    rwlock_impl *l = impl(ll);
+    rwlock_impl *l = rwlock_of(ll);
     unsigned spins = 0;
     uint64_t s = atomic_load_explicit(&l->state, memory_order_relaxed);
     for (;;) {
@@ -172,5 +172,5 @@ int weft_rwlock_destroy(weft_rwlock_t *ll)
 {
     if (!ll)
         return -EINVAL;
-    return atomic_load_explicit(&impl(ll)->state, memory_order_acquire) ? -EBUSY : 0;
+    return atomic_load_explicit(&rwlock_of(ll)->state, memory_order_acquire) ? -EBUSY : 0;
 }

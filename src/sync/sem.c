@@ -27,7 +27,7 @@ typedef struct {
 _Static_assert(sizeof(sem_impl) <= sizeof(weft_sem_t), "weft_sem_t is too small");
 _Static_assert(_Alignof(sem_impl) <= _Alignof(weft_sem_t), "weft_sem_t is under-aligned");
 
-static inline sem_impl *impl(weft_sem_t *s)
+static inline sem_impl *sem_of(weft_sem_t *s)
 {
     return (sem_impl *)(void *)s;
 }
@@ -37,7 +37,7 @@ int weft_sem_init(weft_sem_t *ss, int64_t count)
     if (!ss || count < 0 || count > S_MAX)
         return -EINVAL;
     memset(ss, 0, sizeof *ss);
-    atomic_store_explicit(&impl(ss)->state, (uint64_t)count << S_SHIFT, memory_order_relaxed);
+    atomic_store_explicit(&sem_of(ss)->state, (uint64_t)count << S_SHIFT, memory_order_relaxed);
     return 0;
 }
 
@@ -45,7 +45,7 @@ int weft_sem_acquire(weft_sem_t *ss, int64_t deadline)
 {
     if (!ss)
         return -EINVAL;
-    sem_impl *m = impl(ss);
+    sem_impl *m = sem_of(ss);
     uint64_t s = atomic_load_explicit(&m->state, memory_order_relaxed);
     while (S_COUNT(s) > 0 && !(s & WQ_LOCK)) {
         if (atomic_compare_exchange_weak_explicit(&m->state, &s, s - S_ONE, memory_order_acquire,
@@ -77,7 +77,7 @@ int weft_sem_release(weft_sem_t *ss, int64_t n)
 {
     if (!ss || n < 1)
         return -EINVAL;
-    sem_impl *m = impl(ss);
+    sem_impl *m = sem_of(ss);
     uint64_t s = atomic_load_explicit(&m->state, memory_order_relaxed);
     while (!(s & (WQ_LOCK | S_WAITERS))) {
         if (n > S_MAX - S_COUNT(s))
@@ -108,29 +108,29 @@ int64_t weft_sem_value(weft_sem_t *ss)
 {
     if (!ss)
         return -EINVAL;
-    return S_COUNT(atomic_load_explicit(&impl(ss)->state, memory_order_relaxed));
+    return S_COUNT(atomic_load_explicit(&sem_of(ss)->state, memory_order_relaxed));
 }
 
 int weft_sem_destroy(weft_sem_t *ss)
 {
     if (!ss)
         return -EINVAL;
-    return atomic_load_explicit(&impl(ss)->state, memory_order_acquire) & (S_WAITERS | WQ_LOCK) ? -EBUSY : 0;
+    return atomic_load_explicit(&sem_of(ss)->state, memory_order_acquire) & (S_WAITERS | WQ_LOCK) ? -EBUSY : 0;
 }
 
 /* ---- weft_select's case (core/wait.h): one permit taken, as by weft_sem_acquire ---- */
 
-static uint64_t sel_lock(void *obj)
+static uint64_t sem_sel_lock(void *obj)
 {
-    return wq_lock(&impl(obj)->state);
+    return wq_lock(&sem_of(obj)->state);
 }
 
-static void sel_unlock(void *obj, uint64_t s)
+static void sem_sel_unlock(void *obj, uint64_t s)
 {
-    wq_unlock(&impl(obj)->state, s);
+    wq_unlock(&sem_of(obj)->state, s);
 }
 
-static int sel_poll(weft__sel_case *cs, weft__wakeup *k)
+static int sem_sel_poll(weft__sel_case *cs, weft__wakeup *k)
 {
     (void)k;
     if (S_COUNT(*cs->state) == 0)
@@ -139,19 +139,20 @@ static int sel_poll(weft__sel_case *cs, weft__wakeup *k)
     return 1;
 }
 
-static int sel_enqueue(weft__sel_case *cs)
+static int sem_sel_enqueue(weft__sel_case *cs)
 {
-    weft__wlist_push(&impl(cs->obj)->q, &cs->node);
+    weft__wlist_push(&sem_of(cs->obj)->q, &cs->node);
     *cs->state |= S_WAITERS;
     return WEFT__ARM_QUEUED;
 }
 
-static void sel_disarm(weft__sel_case *cs)
+static void sem_sel_disarm(weft__sel_case *cs)
 {
-    sem_impl *m = impl(cs->obj);
+    sem_impl *m = sem_of(cs->obj);
     uint64_t s = wq_lock(&m->state);
     weft__wlist_remove(&m->q, &cs->node); /* not won by a release, so still queued */
     wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~S_WAITERS : s);
 }
 
-const weft__sel_ops weft__sel_sem = {sel_lock, sel_unlock, sel_poll, sel_enqueue, sel_disarm, NULL, NULL};
+const weft__sel_ops weft__sel_sem = {sem_sel_lock,   sem_sel_unlock, sem_sel_poll, sem_sel_enqueue,
+                                     sem_sel_disarm, NULL,           NULL};

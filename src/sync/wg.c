@@ -49,7 +49,7 @@ static void wg_leave(wg_impl *g, weft__wnode *n);
 _Static_assert(sizeof(wg_impl) <= sizeof(weft_wg_t), "weft_wg_t is too small");
 _Static_assert(_Alignof(wg_impl) <= _Alignof(weft_wg_t), "weft_wg_t is under-aligned");
 
-static inline wg_impl *impl(weft_wg_t *wg)
+static inline wg_impl *wg_of(weft_wg_t *wg)
 {
     return (wg_impl *)(void *)wg;
 }
@@ -136,7 +136,7 @@ int weft_wg_add(weft_wg_t *wg, int64_t delta)
 {
     if (!wg)
         return -EINVAL;
-    wg_impl *g = impl(wg);
+    wg_impl *g = wg_of(wg);
     unsigned spins = 0;
     uint64_t s = atomic_load_explicit(&g->state, memory_order_relaxed);
     for (;;) {
@@ -171,7 +171,7 @@ int weft_wg_done(weft_wg_t *wg)
 
 int64_t weft__wg_count(weft_wg_t *wg)
 {
-    return WG_COUNT(atomic_load_explicit(&impl(wg)->state, memory_order_acquire));
+    return WG_COUNT(atomic_load_explicit(&wg_of(wg)->state, memory_order_acquire));
 }
 
 int weft_wg_wait(weft_wg_t *wg, int64_t deadline)
@@ -183,7 +183,7 @@ int weft__wg_wait(weft_wg_t *wg, int64_t deadline, unsigned reason)
 {
     if (!wg)
         return -EINVAL;
-    wg_impl *g = impl(wg);
+    wg_impl *g = wg_of(wg);
     /* zero is published by the waker's last touch: seeing it, the group is ours */
     if (WG_COUNT(atomic_load_explicit(&g->state, memory_order_acquire)) == 0)
         return 0;
@@ -228,41 +228,41 @@ int weft_wg_destroy(weft_wg_t *wg)
 {
     if (!wg)
         return -EINVAL;
-    uint64_t s = atomic_load_explicit(&impl(wg)->state, memory_order_acquire);
+    uint64_t s = atomic_load_explicit(&wg_of(wg)->state, memory_order_acquire);
     return s & WG_FLAGS ? -EBUSY : 0;
 }
 
 /* ---- weft_select's case (core/wait.h): the counter at zero; nothing is taken ---- */
 
-static uint64_t sel_lock(void *obj)
+static uint64_t wg_sel_lock(void *obj)
 {
-    lock(impl(obj));
+    lock(wg_of(obj));
     return 0;
 }
 
-static void sel_unlock(void *obj, uint64_t s)
+static void wg_sel_unlock(void *obj, uint64_t s)
 {
     (void)s;
-    unlock(impl(obj));
+    unlock(wg_of(obj));
 }
 
 /* The counter cannot reach zero while we hold the lock, but an add may take it up from zero meanwhile:
  * it was zero when we looked, and that is the case. */
-static int sel_poll(weft__sel_case *cs, weft__wakeup *k)
+static int wg_sel_poll(weft__sel_case *cs, weft__wakeup *k)
 {
     (void)k;
-    return WG_COUNT(atomic_load_explicit(&impl(cs->obj)->state, memory_order_acquire)) == 0;
+    return WG_COUNT(atomic_load_explicit(&wg_of(cs->obj)->state, memory_order_acquire)) == 0;
 }
 
-static int sel_enqueue(weft__sel_case *cs)
+static int wg_sel_enqueue(weft__sel_case *cs)
 {
-    weft__wlist_push(&impl(cs->obj)->q, &cs->node);
+    weft__wlist_push(&wg_of(cs->obj)->q, &cs->node);
     return WEFT__ARM_QUEUED;
 }
 
-static void sel_disarm(weft__sel_case *cs)
+static void wg_sel_disarm(weft__sel_case *cs)
 {
-    wg_leave(impl(cs->obj), &cs->node);
+    wg_leave(wg_of(cs->obj), &cs->node);
 }
 
-const weft__sel_ops weft__sel_wg = {sel_lock, sel_unlock, sel_poll, sel_enqueue, sel_disarm, NULL, NULL};
+const weft__sel_ops weft__sel_wg = {wg_sel_lock, wg_sel_unlock, wg_sel_poll, wg_sel_enqueue, wg_sel_disarm, NULL, NULL};
