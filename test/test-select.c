@@ -345,21 +345,24 @@ static void *each_kind_woken_later(void *arg)
 TEST(each_kind_wakes_a_parked_select_from_a_fiber)
 {
     start_workers(2);
-    in_fiber(each_kind_woken_later, &(wake_mode){BY_FIBER});
+    wake_mode m = {BY_FIBER};
+    in_fiber(each_kind_woken_later, &m);
     ASSERT_OK(weft_shutdown());
 }
 
 TEST(each_kind_wakes_a_parked_select_from_a_weft_thread)
 {
     start_workers(2);
-    in_fiber(each_kind_woken_later, &(wake_mode){BY_WEFT_THREAD});
+    wake_mode m = {BY_WEFT_THREAD};
+    in_fiber(each_kind_woken_later, &m);
     ASSERT_OK(weft_shutdown());
 }
 
 TEST(each_kind_wakes_a_parked_select_from_a_plain_thread)
 {
     start_workers(2);
-    in_fiber(each_kind_woken_later, &(wake_mode){BY_PLAIN_THREAD});
+    wake_mode m = {BY_PLAIN_THREAD};
+    in_fiber(each_kind_woken_later, &m);
     ASSERT_OK(weft_shutdown());
 }
 
@@ -367,9 +370,10 @@ TEST(a_plain_thread_and_a_weft_thread_select_too)
 {
     start_workers(2);
     /* this thread is not a fiber: it parks on a futex */
-    each_kind_woken_later(&(wake_mode){BY_FIBER});
+    wake_mode by_fiber = {BY_FIBER}, by_plain = {BY_PLAIN_THREAD};
+    each_kind_woken_later(&by_fiber);
     weft_fiber_t t;
-    ASSERT_OK(weft_thread_spawn(&t, NULL, each_kind_woken_later, &(wake_mode){BY_PLAIN_THREAD}));
+    ASSERT_OK(weft_thread_spawn(&t, NULL, each_kind_woken_later, &by_plain));
     ASSERT_OK(weft_join(t, NULL));
     ASSERT_OK(weft_shutdown());
 }
