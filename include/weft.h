@@ -398,7 +398,18 @@ WEFT_EXTERN int weft_chan_close(weft_chan_t *c);
 WEFT_EXTERN size_t weft_chan_len(weft_chan_t *c);
 WEFT_EXTERN size_t weft_chan_cap(weft_chan_t *c);
 
-enum weft_case_op { WEFT_SEND = 1, WEFT_RECV = 2 };
+enum weft_case_op {
+    WEFT_SEND = 1,  /* chan: send *elem */
+    WEFT_RECV = 2,  /* chan: receive into elem (NULL: drop it) */
+    WEFT_FD_READ = 3,  /* weft_select_any, fd: readable (result: the ready events, as weft_fd_wait's) */
+    WEFT_FD_WRITE = 4, /* weft_select_any, fd: writable (likewise) */
+    WEFT_JOIN = 5,  /* weft_select_any, fiber: it finished, and was joined: its result goes to *(void **)elem
+                     * (elem may be NULL) and the handle is stale, as after weft_join */
+    WEFT_WG = 6,    /* weft_select_any, obj a weft_wg_t: the counter is zero (nothing is taken) */
+    WEFT_LATCH = 7, /* weft_select_any, obj a weft_latch_t: it is open */
+    WEFT_SEM = 8,   /* weft_select_any, obj a weft_sem_t: a permit, taken */
+    WEFT_LOCK = 9,  /* weft_select_any, obj a weft_mutex_t: the mutex, locked by the caller */
+};
 typedef struct weft_case {
     weft_chan_t *chan; /* NULL: never ready (Go's nil channel) */
     int op;            /* WEFT_SEND or WEFT_RECV */
@@ -411,6 +422,28 @@ typedef struct weft_case {
  * receive from a closed channel and a send to one are ready: the case's result says -EPIPE. No case
  * with a channel (n == 0, or all NULL): waits for the deadline alone. may park */
 WEFT_EXTERN int weft_select(weft_case_t *cases, int n, int64_t deadline);
+
+/* A case of weft_select_any: a channel operation or any other wait. A case whose object is missing
+ * (chan or obj NULL) is never ready. */
+typedef struct weft_wait_case {
+    int op;             /* enum weft_case_op */
+    weft_chan_t *chan;  /* WEFT_SEND, WEFT_RECV */
+    void *elem;         /* send: the element; receive: where it goes (NULL: drop it); join: a void ** */
+    void *obj;          /* WEFT_WG, WEFT_LATCH, WEFT_SEM, WEFT_LOCK: the object */
+    int fd;             /* WEFT_FD_READ, WEFT_FD_WRITE; < 0: never ready (as poll(2)) */
+    weft_fiber_t fiber; /* WEFT_JOIN; WEFT_FIBER_NONE: never ready */
+    int result;         /* out, for the chosen case: 0; -EPIPE (a closed channel); an fd's ready events
+                         * (> 0) or -EBADF (weft_close'd while waited on, or not open); a join's -ENOMEM
+                         * (the fiber never ran, as weft_join says) */
+} weft_wait_case_t;
+
+/* weft_select over any mix of cases, with the same rules: fair among ready cases, exactly one
+ * happens (a case not chosen takes no element, permit or lock, and joins nothing), a deadline,
+ * WEFT_NOWAIT, -ECANCELED. A join case on a handle weft_join would refuse fails the whole call with
+ * weft_join's error, before anything happens: -ESRCH (stale), -EINVAL (detached, or another join or
+ * join case is under way on it), -EDEADLK (the caller itself). -EINVAL for an unknown op. fd cases need
+ * the runtime running (-ESHUTDOWN); each costs one poll(2) with a zero timeout. docs/chan.md. may park */
+WEFT_EXTERN int weft_select_any(weft_wait_case_t *cases, int n, int64_t deadline);
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Parallel loops                                                                                    */

@@ -2,6 +2,7 @@
 # `make test`: build every flavour and run every test in it.
 #
 #   release  gcc -O2: unit tests, stress tests at full size, tool checks (Valgrind)
+#   check    gcc -O2 with WEFT_DEBUG=3 (the invariant checkers on): stress and unit tests
 #   clang    clang -O2, -Werror: unit tests
 #   asan     ASan+UBSan (LeakSanitizer included): unit tests, stress at 1/5 size, tool checks
 #   tsan     TSan: unit tests, stress at 1/20 size, tool checks (a planted race is found, clean code is quiet)
@@ -16,7 +17,7 @@ scripts/deps.sh test
 
 jobs=${WEFT_TEST_JOBS:-$(nproc 2>/dev/null || echo 2)}
 flavours=("$@")
-[ ${#flavours[@]} -eq 0 ] && flavours=(release clang asan tsan aarch64)
+[ ${#flavours[@]} -eq 0 ] && flavours=(release check clang asan tsan aarch64)
 summary=()
 failed=0
 
@@ -87,6 +88,14 @@ CMAKE
     tail -20 "$out/install.log"
     failed=1
   fi
+}
+
+# The invariant checkers (WEFT_DEBUG=3, src/core/internal.h): every waiter list, timer heap and fd
+# descriptor is walked after each change to it; a broken one aborts with what was found.
+flavour_check() {
+  note "check (WEFT_DEBUG=3: invariant checkers)"
+  configure_build build-check -DWEFT_DEBUG=3 || { tail -40 build-check.build.log; return 1; }
+  run_programs check "" build-check/test/stress/stress-* build-check/test/test-*
 }
 
 flavour_clang() {

@@ -410,7 +410,7 @@ static void *stuck_then_spawns_during_the_shutdown(void *arg)
 {
     (void)arg;
     sleep(1); /* stuck: handed off */
-    while (atomic_load(&weft__rt_g.state) != RT_STOPPING)
+    while (atomic_load(&weft__rt_g.state) != WEFT__RT_STOPPING)
         usleep(1000); /* the main thread is in weft_shutdown */
     int r = weft_go(mark_child, NULL);
     printf("spawn during the shutdown: %d\n", r);

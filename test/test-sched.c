@@ -16,6 +16,7 @@
 
 #include <weft.h>
 
+#include "core/internal.h"
 #include "helpers.h"
 #include "runner.h"
 
@@ -407,6 +408,34 @@ TEST(an_unusable_environment_value_falls_back_to_the_default)
             FAIL("WEFT_WORKERS=\"%s\" gave %d workers, the default is %d", bad[i], weft_workers(), dflt);
         ASSERT_OK(weft_shutdown());
     }
+}
+
+/* Every option in the runtime's table (src/core/options.c) is a row of the table in docs/runtime.md,
+ * with its config field and its environment variable. */
+TEST(every_option_is_documented_with_its_field_and_variable)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/docs/runtime.md", WEFT_SOURCE_DIR);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        FAIL("cannot read %s", path);
+    static char doc[1 << 16];
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[n] = '\0';
+    int rows = 0;
+    for (int i = 0; weft__option_info(i); i++, rows++) {
+        const weft__option *o = weft__option_info(i);
+        char field[64], env[64];
+        snprintf(field, sizeof field, "| `%s`", o->field);
+        snprintf(env, sizeof env, "| `%s`", o->env);
+        const char *row = strstr(doc, field);
+        const char *eol = row ? strchr(row, '\n') : NULL;
+        const char *var = row ? strstr(row, env) : NULL;
+        if (!row || !var || (eol && var > eol))
+            FAIL("option %s (%s) is not a row of docs/runtime.md's table", o->field, o->env);
+    }
+    ASSERT_EQ(rows, WEFT__OPTIONS_);
 }
 
 TEST(one_allowed_cpu_gives_one_worker)

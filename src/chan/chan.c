@@ -1,5 +1,5 @@
 /*
- * Channels and select (Go's chan, runtime/chan.go and select.go).
+ * Channels (Go's chan, runtime/chan.go); select is in select.c, over channels and every other wait.
  *
  * The job. A channel moves fixed-size elements from senders to receivers, each element exactly once,
  * in order; senders wait while there is no room, receivers while there is nothing; close lets
@@ -9,9 +9,10 @@
  * element.
  *
  * Glossary.
- *   waiter   a blocked send, receive or select: one chan_wait record on the blocked caller's stack
- *   node     a waiter's entry in one channel's queue (chan_node, also on its stack): a send or a
- *            receive has one, a select one per case with a channel
+ *   waiter   a blocked send, receive or select: one weft__wait record (core/wait.h, the one waiter
+ *            every wait in weft parks through) on the blocked caller's stack
+ *   node     a waiter's entry in one channel's queue (weft__wnode, also on its stack): a send or a
+ *            receive has one, a select one per case
  *   waker    whoever completes a waiter: a send or select that finds a waiting receiver, a receive
  *            that finds a waiting sender, a close
  *   claim    the word in a waiter's record that decides who settles it: one waker, or the waiter
@@ -28,19 +29,21 @@
  * paths; the only ones are those of weft__unpark when a waiter must be woken (and the allocation of a
  * thread's descriptor on its first wait).
  *
- * select locks every distinct channel of its cases in address order (so two selects, or a select and
- * a send, never wait on each other's locks in a cycle: the others hold only one), polls the cases in a
- * random order (fairness: of the ready cases each is equally likely), and does the first ready one. If
- * none is ready it queues one node per case, all pointing at one chan_wait, lets go of the locks and
- * parks. A select whose send and receive cases name the same channel never meets itself: matching is
- * done only by a caller that is running, and a select's nodes are queued only while it is not.
+ * select (select.c) locks every distinct object of its cases in address order (so two selects, or a
+ * select and a send, never wait on each other's locks in a cycle: the others hold only one), polls the
+ * cases in a random order (fairness: of the ready cases each is equally likely), and does the first
+ * ready one. If none is ready it queues one node per case, all pointing at one record, lets go of the
+ * locks and parks. A select whose send and receive cases name the same channel never meets itself:
+ * matching is done only by a caller that is running, and a select's nodes are queued only while it is
+ * not. Its channel cases use this file's insides (chan.h) without a call through a face.
  *
  * The claim. Every waiter's record has one word, `claim`, that decides who settles it: a waker that
- * finds a node in its queue completes it only if it turns the claim from NONE to the node's case + 1
- * (one CAS, under that channel's lock); a waiter whose wait ended early turns it from NONE to SELF (no
- * lock needed). Exactly one of them wins. A select has one record for all its nodes, so at most one
- * case happens; a plain send or receive goes through the same CAS, so that it can settle a timeout
- * without looking at the channel.
+ * finds a node in its queue completes it only if it turns the claim from NONE to the node's case + 1,
+ * under that channel's lock; a waiter whose wait ended early turns it from NONE to SELF. Exactly one of
+ * them wins (one CAS). A select has one record for all its nodes, so at most one case happens. A plain
+ * send or receive goes through the same CAS, so that it can settle a timeout without looking at the
+ * channel, which may be gone by then (6): the waits of src/sync call off under their object's lock and
+ * so are won with a plain store (core/wait.h, solo waits), a channel's cannot be.
  *
  * Rejected: a lock-free fast path for buffered channels (Go has one only for the non-blocking checks
  * of select with default, and its correctness argument is subtle; the uncontended locked path is an
@@ -87,248 +90,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/internal.h"
+#include "chan/chan.h"
 #include "obs/sanitize.h"
 
-#define CLAIM_NONE 0u
-#define CLAIM_SELF UINT32_MAX /* the waiter called its wait off (deadline, cancel) before a waker won it */
-
-/* A blocked send, receive or select, on its caller's stack. */
-typedef struct chan_wait {
-    weft__fiber *f;         /* fixed while queued */
-    uint32_t tok;           /* its park token; fixed while queued */
-    _Atomic uint32_t claim; /* CLAIM_NONE, then for good case + 1 (a waker, under the lock of the node's
-                             * channel) or CLAIM_SELF (the waiter, after its park) */
-    _Atomic uint32_t done;  /* 1, stored with release by the waker after its last touch of the record */
-    int result;             /* 0 or -EPIPE; written by the waker before done */
-} chan_wait;
-
-/* A waiter's entry in one channel's queue. */
-typedef struct chan_node {
-    struct chan_node *next, *prev; /* protected by the channel's lock while queued; afterwards the
-                                    * winner's (close chains its wake list through next) */
-    chan_wait *w;
-    void *elem;                    /* send: the element; receive: where it goes (NULL: dropped) */
-    int idx;                       /* the select case it stands for; 0 for a send or receive */
-    bool queued;                   /* protected by the channel's lock */
-} chan_node;
-
-typedef struct {
-    chan_node *head, *tail;
-} chan_queue;
-
-struct weft_chan {
-    weft__spinlock lock;
-    bool closed;          /* protected by lock */
-    size_t head;          /* slot of the oldest buffered element; protected by lock */
-    _Atomic size_t len;   /* elements buffered; written under lock, read without it by weft_chan_len */
-    size_t cap;           /* fixed */
-    size_t esize;         /* fixed */
-    chan_queue recvq;     /* protected by lock */
-    chan_queue sendq;     /* protected by lock */
-    unsigned char buf[];  /* cap * esize bytes; protected by lock */
-};
-
-/* A wakeup to do once the lock is let go. */
-typedef struct {
-    weft__fiber *f;
-    uint32_t tok;
-} chan_wake;
-
-static inline void lock(weft_chan_t *c)
+static inline void chan_wake(weft__wakeup k)
 {
-    weft__spin_lock(&c->lock);
-}
-
-static inline void unlock(weft_chan_t *c)
-{
-    weft__spin_unlock(&c->lock);
-}
-
-static inline void wake(chan_wake k)
-{
-    if (k.f)
-        weft__unpark(k.f, k.tok, PW_OK); /* a hand-off: the woken one runs next here */
-}
-
-/* Copy one element, under the lock: the common sizes as single moves (a call to memcpy for 8 bytes was
- * 4-7% of a contended channel's time, all of it while the lock was held) */
-static inline void copy_elem(void *to, const void *from, size_t n)
-{
-    switch (n) {
-    case 1: memcpy(to, from, 1); break;
-    case 2: memcpy(to, from, 2); break;
-    case 4: memcpy(to, from, 4); break;
-    case 8: memcpy(to, from, 8); break;
-    case 16: memcpy(to, from, 16); break;
-    default: memcpy(to, from, n); break;
-    }
-}
-
-static inline unsigned char *slot(weft_chan_t *c, size_t i)
-{
-    /* i < 2 * cap: the head plus at most cap */
-    return c->buf + (i >= c->cap ? i - c->cap : i) * c->esize;
-}
-
-static void enqueue(chan_queue *q, chan_node *n)
-{
-    n->next = NULL;
-    n->prev = q->tail;
-    if (q->tail)
-        q->tail->next = n;
-    else
-        q->head = n;
-    q->tail = n;
-    n->queued = true;
-}
-
-static void unlink_node(chan_queue *q, chan_node *n)
-{
-    weft__dassert(n->queued);
-    if (n->prev)
-        n->prev->next = n->next;
-    else
-        q->head = n->next;
-    if (n->next)
-        n->next->prev = n->prev;
-    else
-        q->tail = n->prev;
-    n->next = n->prev = NULL;
-    n->queued = false;
-}
-
-/* The first waiter in q whose claim we win, unlinked: ours to complete. NULL if there is none. */
-static chan_node *dequeue(chan_queue *q)
-{
-    for (chan_node *n = q->head; n; n = n->next) {
-        /* relaxed: the claim only decides who settles the waiter; what the winner writes reaches the
-         * waiter through `done`, and a loser reads nothing the winner wrote. The load first spares
-         * a CAS on a node we already know is decided */
-        uint32_t none = CLAIM_NONE;
-        if (atomic_load_explicit(&n->w->claim, memory_order_relaxed) == CLAIM_NONE &&
-            atomic_compare_exchange_strong_explicit(&n->w->claim, &none, (uint32_t)n->idx + 1,
-                                                    memory_order_relaxed, memory_order_relaxed)) {
-            unlink_node(q, n);
-            return n;
-        }
-        /* decided: another case of its select happened, or its owner is leaving; the owner takes it
-         * out (6) */
-    }
-    return NULL;
-}
-
-/* After its park: try to call the wait off. False if a waker won the claim first. */
-static bool give_up(chan_wait *w)
-{
-    uint32_t none = CLAIM_NONE;
-    return atomic_compare_exchange_strong_explicit(&w->claim, &none, CLAIM_SELF, memory_order_relaxed,
-                                                   memory_order_relaxed);
-}
-
-/* Complete a dequeued waiter: publish the result, then `done` as the last touch of its record. */
-static chan_wake finish(chan_node *n, int result)
-{
-    chan_wait *w = n->w;
-    chan_wake k = {w->f, w->tok};
-    w->result = result;
-    atomic_store_explicit(&w->done, 1, memory_order_release);
-    return k;
-}
-
-/* Wait until the waker that won w's claim is through with it. */
-static void wait_done(chan_wait *w)
-{
-    unsigned spins = 0;
-    while (!atomic_load_explicit(&w->done, memory_order_acquire)) {
-        /* the waker is copying under its lock, or is a close between its unlock and its store: it
-         * never parks meanwhile, so this is short, unless its thread was preempted; then give it
-         * the CPU */
-        if (spins++ < 64)
-            weft__cpu_relax();
-        else
-            sched_yield();
-    }
-}
-
-/* Under c's lock. 1: sent (*k may name a receiver to wake), 0: it would have to wait, -EPIPE. */
-static inline __attribute__((always_inline)) int try_send(weft_chan_t *c, const void *elem, chan_wake *k)
-{
-    if (c->closed)
-        return -EPIPE;
-    chan_node *r = dequeue(&c->recvq);
-    if (r) {
-        /* a receiver waits, so the buffer is empty (5): hand the element over */
-        if (r->elem)
-            copy_elem(r->elem, elem, c->esize);
-        *k = finish(r, 0);
-        return 1;
-    }
-    size_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
-    if (len < c->cap) {
-        copy_elem(slot(c, c->head + len), elem, c->esize);
-        atomic_store_explicit(&c->len, len + 1, memory_order_relaxed);
-        return 1;
-    }
-    return 0;
-}
-
-/* Under c's lock. 1: received (*k may name a sender to wake), 0: it would have to wait, -EPIPE
- * (closed and drained). */
-static inline __attribute__((always_inline)) int try_recv(weft_chan_t *c, void *elem, chan_wake *k)
-{
-    size_t len = atomic_load_explicit(&c->len, memory_order_relaxed);
-    if (len > 0) {
-        if (elem)
-            copy_elem(elem, slot(c, c->head), c->esize);
-        c->head = c->head + 1 == c->cap ? 0 : c->head + 1;
-        len--;
-        /* a sender waits only while the buffer is full (5): its element goes into the slot just
-         * freed, behind everything buffered */
-        chan_node *s = dequeue(&c->sendq);
-        if (s) {
-            copy_elem(slot(c, c->head + len), s->elem, c->esize);
-            len++;
-            *k = finish(s, 0);
-        }
-        atomic_store_explicit(&c->len, len, memory_order_relaxed);
-        return 1;
-    }
-    if (c->closed)
-        return -EPIPE;
-    chan_node *s = dequeue(&c->sendq);
-    if (s) {
-        if (elem)
-            copy_elem(elem, s->elem, c->esize);
-        *k = finish(s, 0);
-        return 1;
-    }
-    return 0;
+    weft__wakeup_run(k, true); /* a hand-off: the woken one runs next here */
 }
 
 /* Under c's lock, which it lets go: queue on q, park, and settle the race with wakers (3). */
-static int block(weft_chan_t *c, chan_queue *q, void *elem, weft__fiber *self, unsigned reason, int64_t deadline)
+static int block(weft_chan_t *c, weft__wlist *q, void *elem, weft__fiber *self, unsigned reason, int64_t deadline)
 {
-    chan_wait w = {.f = self, .result = 0};
-    atomic_init(&w.claim, CLAIM_NONE);
-    atomic_init(&w.done, 0);
-    chan_node n = {.w = &w, .elem = elem, .idx = 0};
-    w.tok = weft__park_prepare(self, reason, c);
-    enqueue(q, &n);
-    unlock(c);
+    weft__wait w;
+    weft__wnode n;
+    /* not a solo wait: a waker that won it may be the channel's last user, and the channel may be gone
+     * once that waker's call returned (6), so the wait is called off without the lock (the claim's CAS) */
+    weft__wait_begin(&w, self, reason, c);
+    weft__wnode_init(&n, &w, 0);
+    n.elem = elem;
+    weft__wlist_push(q, &n);
+    chan_unlock(c);
 
     int r = weft__park(self, w.tok, deadline);
-    if (r != 0 && give_up(&w)) {
+    if (weft__wait_end(&w, r) < 0) {
         /* nobody completed it, nobody will; our node is still queued, so c is still there (6) */
-        lock(c);
-        unlink_node(q, &n);
-        unlock(c);
+        chan_lock(c);
+        weft__wlist_remove(q, &n);
+        chan_unlock(c);
         return r;
     }
-    /* a waker won us: the element moved (after an early end too: then we wait for the waker, which
-     * is quick). With r == 0 it stored done before it woke us (2) */
-    weft__dassert(r != 0 || atomic_load_explicit(&w.done, memory_order_relaxed));
-    wait_done(&w);
+    /* a waker won us: the element moved (after an early end too) */
     return w.result;
 }
 
@@ -356,9 +147,9 @@ int weft_chan_free(weft_chan_t *c)
     if (!c)
         return 0;
     /* the lock orders every earlier call's last touch before the free */
-    lock(c);
+    chan_lock(c);
     bool busy = c->recvq.head || c->sendq.head;
-    unlock(c);
+    chan_unlock(c);
     if (busy)
         return -EBUSY;
     free(c);
@@ -380,16 +171,16 @@ size_t weft_chan_cap(weft_chan_t *c)
 static inline __attribute__((always_inline)) int chan_op(weft_chan_t *c, void *elem, int64_t deadline, bool send)
 {
     for (;;) {
-        chan_wake k = {NULL, 0};
-        lock(c);
-        int r = send ? try_send(c, elem, &k) : try_recv(c, elem, &k);
+        weft__wakeup k = {NULL, 0};
+        chan_lock(c);
+        int r = send ? chan_try_send(c, elem, &k) : chan_try_recv(c, elem, &k);
         if (r != 0) {
-            unlock(c);
-            wake(k);
+            chan_unlock(c);
+            chan_wake(k);
             return r < 0 ? r : 0;
         }
         if (deadline == WEFT_NOWAIT) {
-            unlock(c);
+            chan_unlock(c);
             return -ETIMEDOUT;
         }
         weft__fiber *self = weft__self_if_any();
@@ -397,7 +188,7 @@ static inline __attribute__((always_inline)) int chan_op(weft_chan_t *c, void *e
             return send ? block(c, &c->sendq, elem, self, WEFT__WAIT_CHAN_SEND, deadline)
                         : block(c, &c->recvq, elem, self, WEFT__WAIT_CHAN_RECV, deadline);
         /* a thread's first wait: its descriptor is allocated, not under the lock; then look again */
-        unlock(c);
+        chan_unlock(c);
         if (!weft__self())
             return -ENOMEM;
     }
@@ -421,231 +212,82 @@ int weft_chan_close(weft_chan_t *c)
 {
     if (!c)
         return -EINVAL;
-    lock(c);
+    chan_lock(c);
     if (c->closed) {
-        unlock(c);
+        chan_unlock(c);
         return -EPIPE;
     }
     c->closed = true;
     /* every waiter goes: receivers wait only on an empty buffer (5), so all of them see the close */
-    chan_node *list = NULL, **tail = &list, *n;
-    while ((n = dequeue(&c->recvq))) {
+    weft__wnode *list = NULL, **tail = &list, *n;
+    while ((n = chan_dequeue(&c->recvq))) {
         *tail = n;
-        tail = &n->next;
+        tail = &n->wake_next;
     }
-    while ((n = dequeue(&c->sendq))) {
+    while ((n = chan_dequeue(&c->sendq))) {
         *tail = n;
-        tail = &n->next;
+        tail = &n->wake_next;
     }
     *tail = NULL;
-    unlock(c);
+    chan_unlock(c);
     /* wake them outside the lock (4); each node is valid until its record says done */
-    for (chan_node *next; list; list = next) {
-        next = list->next;
-        chan_wake k = finish(list, -EPIPE);
-        weft__unpark_fifo(k.f, k.tok, PW_OK);
+    for (weft__wnode *next; list; list = next) {
+        next = list->wake_next;
+        weft__wakeup_run(chan_finish(list, -EPIPE), false);
     }
     return 0;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* select                                                                                            */
+/* select's cases on channels (core/wait.h, select.c)                                                */
 
-/* Up to this many cases, select keeps its bookkeeping on the stack; more are allocated. */
-#define SELECT_STACK_CASES 16
-
-/* A cheap random source per thread, for the poll order. Fibers of one worker share it, which TSan
- * would call a race between them (as with errno): it is hidden, and it does not matter who draws
- * which number. Seeded per thread from its address and the clock. */
-static __thread uint32_t select_rng;
-
-static WEFT__NOINLINE void shuffle(int *order, int m)
+static uint64_t chan_face_lock(void *obj)
 {
-    weft__tsan_internal_begin();
-    uint32_t x = select_rng;
-    if (WEFT__UNLIKELY(x == 0)) {
-        uint64_t s = (uint64_t)(uintptr_t)&select_rng ^ (uint64_t)weft__clock_ns();
-        s = (s ^ (s >> 30)) * 0xbf58476d1ce4e5b9ull;
-        s = (s ^ (s >> 27)) * 0x94d049bb133111ebull;
-        x = (uint32_t)(s ^ (s >> 31)) | 1u;
-    }
-    /* Fisher-Yates: each position swaps with a uniformly drawn one at or before it */
-    for (int i = 1; i < m; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        int j = (int)(((uint64_t)x * (uint32_t)(i + 1)) >> 32);
-        int t = order[i];
-        order[i] = order[j];
-        order[j] = t;
-    }
-    select_rng = x;
-    weft__tsan_internal_end();
+    chan_lock(obj);
+    return 0;
 }
 
-static int chan_cmp(const void *a, const void *b)
+static void chan_face_unlock(void *obj, uint64_t s)
 {
-    uintptr_t x = (uintptr_t)*(weft_chan_t *const *)a;
-    uintptr_t y = (uintptr_t)*(weft_chan_t *const *)b;
-    return x < y ? -1 : x > y;
+    (void)s;
+    chan_unlock(obj);
 }
 
-/* Sort the channels by address and drop duplicates; returns how many are left. */
-static int lock_order(weft_chan_t **chans, int m)
+static int chan_face_poll_send(weft__sel_case *cs, weft__wakeup *k)
 {
-    if (m <= SELECT_STACK_CASES) {
-        for (int i = 1; i < m; i++) {
-            weft_chan_t *c = chans[i];
-            int j = i;
-            for (; j > 0 && (uintptr_t)chans[j - 1] > (uintptr_t)c; j--)
-                chans[j] = chans[j - 1];
-            chans[j] = c;
-        }
-    } else {
-        qsort(chans, (size_t)m, sizeof *chans, chan_cmp);
-    }
-    int k = 0;
-    for (int i = 0; i < m; i++)
-        if (k == 0 || chans[k - 1] != chans[i])
-            chans[k++] = chans[i];
-    return k;
+    return chan_sel_poll(cs, k, true);
 }
 
-static void lock_all(weft_chan_t **chans, int m)
+static int chan_face_poll_recv(weft__sel_case *cs, weft__wakeup *k)
 {
-    for (int i = 0; i < m; i++)
-        lock(chans[i]);
+    return chan_sel_poll(cs, k, false);
 }
 
-static void unlock_all(weft_chan_t **chans, int m)
+static int chan_face_enqueue_send(weft__sel_case *cs)
 {
-    for (int i = m; i-- > 0;)
-        unlock(chans[i]);
+    chan_sel_enqueue(cs, true);
+    return WEFT__ARM_QUEUED;
 }
 
-/* A select with no channel: only the deadline (or a cancel, or the deadlock report) ends it. */
-static int select_none(int64_t deadline)
+static int chan_face_enqueue_recv(weft__sel_case *cs)
 {
-    if (deadline == WEFT_NOWAIT)
-        return -ETIMEDOUT;
-    weft__fiber *self = weft__self();
-    if (!self)
-        return -ENOMEM;
-    for (;;) {
-        uint32_t tok = weft__park_prepare(self, WEFT__WAIT_SELECT_NONE, NULL);
-        int r = weft__park(self, tok, deadline);
-        if (r != 0)
-            return r; /* nobody knows the token, so nothing else ends the wait */
-    }
+    chan_sel_enqueue(cs, false);
+    return WEFT__ARM_QUEUED;
 }
 
-/* The select proper, with its bookkeeping already allocated: nodes[n], order[n], chans[n]. */
-static int select_with(weft_case_t *cases, int n, int64_t deadline, chan_node *nodes, int *order, weft_chan_t **chans)
+static void chan_face_disarm_send(weft__sel_case *cs)
 {
-    int m = 0;
-    for (int i = 0; i < n; i++)
-        if (cases[i].chan) {
-            order[m] = i;
-            chans[m] = cases[i].chan;
-            m++;
-        }
-    if (m == 0)
-        return select_none(deadline);
-    shuffle(order, m);
-    int nlocks = lock_order(chans, m);
-    weft__fiber *self = NULL;
-    if (deadline != WEFT_NOWAIT && !(self = weft__self()))
-        return -ENOMEM;
-
-    lock_all(chans, nlocks);
-    for (int k = 0; k < m; k++) {
-        weft_case_t *cs = &cases[order[k]];
-        chan_wake wk = {NULL, 0};
-        int r = cs->op == WEFT_SEND ? try_send(cs->chan, cs->elem, &wk) : try_recv(cs->chan, cs->elem, &wk);
-        if (r != 0) {
-            unlock_all(chans, nlocks);
-            wake(wk);
-            cs->result = r < 0 ? r : 0;
-            return order[k];
-        }
-    }
-    if (deadline == WEFT_NOWAIT) {
-        unlock_all(chans, nlocks);
-        return -ETIMEDOUT;
-    }
-
-    chan_wait w = {.f = self, .result = 0};
-    atomic_init(&w.claim, CLAIM_NONE);
-    atomic_init(&w.done, 0);
-    w.tok = weft__park_prepare(self, WEFT__WAIT_SELECT, cases);
-    for (int i = 0; i < n; i++) {
-        weft_chan_t *c = cases[i].chan;
-        if (!c)
-            continue;
-        nodes[i] = (chan_node){.w = &w, .elem = cases[i].elem, .idx = i};
-        enqueue(cases[i].op == WEFT_SEND ? &c->sendq : &c->recvq, &nodes[i]);
-    }
-    unlock_all(chans, nlocks);
-
-    int r = weft__park(self, w.tok, deadline);
-    bool gave_up = r != 0 && give_up(&w);
-    /* a waker that won the claim took out the node of the case that happened; every other node is
-     * still queued (1), so those channels are still there, and we take the nodes out. The one that
-     * happened may be on a channel that nothing of ours is on any more: that one may be gone (6) */
-    int fired = gave_up ? -1 : (int)(atomic_load_explicit(&w.claim, memory_order_relaxed) - 1);
-    weft_chan_t *gone = NULL;
-    if (fired >= 0) {
-        gone = cases[fired].chan;
-        for (int i = 0; i < n && gone; i++)
-            if (i != fired && cases[i].chan == gone)
-                gone = NULL;
-    }
-    for (int k = 0; k < nlocks; k++)
-        if (chans[k] != gone)
-            lock(chans[k]);
-    for (int i = 0; i < n; i++) {
-        weft_chan_t *c = cases[i].chan;
-        if (c && i != fired) {
-            weft__dassert(nodes[i].queued);
-            unlink_node(cases[i].op == WEFT_SEND ? &c->sendq : &c->recvq, &nodes[i]);
-        }
-    }
-    for (int k = nlocks; k-- > 0;)
-        if (chans[k] != gone)
-            unlock(chans[k]);
-    if (gave_up)
-        return r;
-    wait_done(&w);
-    cases[fired].result = w.result;
-    return fired;
+    chan_sel_disarm(cs, true);
 }
 
-int weft_select(weft_case_t *cases, int n, int64_t deadline)
+static void chan_face_disarm_recv(weft__sel_case *cs)
 {
-    if (n < 0 || (n > 0 && !cases))
-        return -EINVAL;
-    for (int i = 0; i < n; i++) {
-        if (cases[i].op != WEFT_SEND && cases[i].op != WEFT_RECV)
-            return -EINVAL;
-        if (cases[i].op == WEFT_SEND && cases[i].chan && !cases[i].elem)
-            return -EINVAL;
-    }
-    if (n <= SELECT_STACK_CASES) {
-        chan_node nodes[SELECT_STACK_CASES];
-        int order[SELECT_STACK_CASES];
-        weft_chan_t *chans[SELECT_STACK_CASES];
-        return select_with(cases, n, deadline, nodes, order, chans);
-    }
-    size_t per = sizeof(chan_node) + sizeof(int) + sizeof(weft_chan_t *);
-    if ((size_t)n > SIZE_MAX / per)
-        return -ENOMEM;
-    /* one block: the nodes first, so that each part stays aligned */
-    chan_node *nodes = malloc((size_t)n * per);
-    if (!nodes)
-        return -ENOMEM;
-    weft_chan_t **chans = (weft_chan_t **)(void *)(nodes + n);
-    int *order = (int *)(void *)(chans + n);
-    int r = select_with(cases, n, deadline, nodes, order, chans);
-    free(nodes);
-    return r;
+    chan_sel_disarm(cs, false);
 }
+
+const weft__sel_ops weft__sel_chan_send = {chan_face_lock,        chan_face_unlock,      chan_face_poll_send,
+                                           chan_face_enqueue_send, chan_face_disarm_send, chan_sel_complete,
+                                           NULL};
+const weft__sel_ops weft__sel_chan_recv = {chan_face_lock,        chan_face_unlock,      chan_face_poll_recv,
+                                           chan_face_enqueue_recv, chan_face_disarm_recv, chan_sel_complete,
+                                           NULL};

@@ -128,7 +128,7 @@ static void find_woken_thread(weft__fiber *f, void *arg)
     uint32_t pw = atomic_load_explicit(&f->park, memory_order_acquire);
     weft__tsan_internal_end();
     if ((kind == WEFT__KIND_FIBER || kind == WEFT__KIND_THREAD || kind == WEFT__KIND_FOREIGN) &&
-        PW_STATE(pw) == PW_WOKEN)
+        WEFT__PW_STATE(pw) == WEFT__PW_WOKEN)
         *found = true;
 }
 
@@ -196,7 +196,7 @@ static void report_one(weft__fiber *f, void *arg)
     char line[160];
     int len = 0;
     if ((kind == WEFT__KIND_FIBER || kind == WEFT__KIND_THREAD || kind == WEFT__KIND_FOREIGN) &&
-        PW_STATE(pw) == PW_WAITING) {
+        WEFT__PW_STATE(pw) == WEFT__PW_WAITING) {
         char who[64];
         if (kind == WEFT__KIND_FOREIGN)
             snprintf(who, sizeof who, "a thread outside weft");
@@ -225,8 +225,8 @@ static void wake_one(weft__fiber *f, void *arg)
     uint32_t pw = atomic_load_explicit(&f->park, memory_order_acquire);
     weft__tsan_internal_end();
     if ((kind == WEFT__KIND_FIBER || kind == WEFT__KIND_THREAD || kind == WEFT__KIND_FOREIGN) &&
-        PW_STATE(pw) == PW_WAITING)
-        weft__unpark_fifo(f, PW_SEQ(pw), PW_DEADLOCK);
+        WEFT__PW_STATE(pw) == WEFT__PW_WAITING)
+        weft__unpark_fifo(f, WEFT__PW_SEQ(pw), WEFT__PW_DEADLOCK);
 }
 
 static void report_and_break(void)

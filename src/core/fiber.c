@@ -8,7 +8,9 @@
  *
  * Who frees a descriptor: the joiner (after it collected the result), or the fiber itself when it was
  * detached. The join word (internal.h) decides between a finishing fiber and its joiner with one
- * exchange: JW_DONE set by the fiber, a joiner's descriptor set by the joiner, JW_DETACHED by detach.
+ * exchange: WEFT__JW_DONE set by the fiber, a joiner's wait node set by the joiner (a weft_join, or a select's
+ * join case: core/wait.h), WEFT__JW_DETACHED by detach. The finishing fiber that finds a node owns it: it wins
+ * the node's wait and wakes it, or (a select that another case settled) releases the node.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/wait.h"
 #include "obs/sanitize.h"
 
 #define SLAB_SHIFT 10
@@ -26,7 +29,7 @@
 #define WORKER_DESC_MAX 128u /* free descriptors a worker keeps for its own spawns */
 #define ID_BLOCK 256u
 
-#define JW_CLAIMED ((uintptr_t)3) /* a joiner or detach took the finished fiber */
+#define WEFT__JW_CLAIMED ((uintptr_t)3) /* a joiner or detach took the finished fiber */
 
 static weft__fiber *_Atomic slabs[SLABS_MAX];
 
@@ -43,7 +46,7 @@ static struct {
     weft__fiber *batches;
     uint32_t nslabs;     /* slab numbers handed out (under lock); slabs[] fills in after */
     _Atomic uint64_t next_id;
-} P = {.next_id = 1};
+} descs = {.next_id = 1};
 
 static inline weft__fiber *batch_next(const weft__fiber *head)
 {
@@ -53,14 +56,14 @@ static inline weft__fiber *batch_next(const weft__fiber *head)
 /* Push a chain of batches (`last` is the final batch's head). */
 static void pool_put_batches(weft__fiber *first, weft__fiber *last)
 {
-    weft__spin_lock(&P.lock);
-    last->arg = P.batches;
-    P.batches = first;
-    weft__spin_unlock(&P.lock);
+    weft__spin_lock(&descs.lock);
+    last->arg = descs.batches;
+    descs.batches = first;
+    weft__spin_unlock(&descs.lock);
 }
 
 /* Give a list of n descriptors back as one batch. */
-static void pool_put(weft__fiber *list, uint32_t n)
+static void desc_pool_put(weft__fiber *list, uint32_t n)
 {
     list->stack_size = n;
     pool_put_batches(list, list);
@@ -74,9 +77,9 @@ static bool slab_new(void)
     weft__fiber *s = aligned_alloc(WEFT__CACHELINE, SLAB_N * sizeof *s);
     if (!s)
         return false;
-    weft__spin_lock(&P.lock);
-    uint32_t n = P.nslabs < SLABS_MAX ? P.nslabs++ : SLABS_MAX;
-    weft__spin_unlock(&P.lock);
+    weft__spin_lock(&descs.lock);
+    uint32_t n = descs.nslabs < SLABS_MAX ? descs.nslabs++ : SLABS_MAX;
+    weft__spin_unlock(&descs.lock);
     if (n == SLABS_MAX) {
         free(s);
         return false;
@@ -87,7 +90,7 @@ static bool slab_new(void)
         f->index = (n << SLAB_SHIFT) | i;
         f->kind = WEFT__KIND_FREE;
         atomic_store_explicit(&f->gen, 1, memory_order_relaxed);
-        f->timer_idx = TIMER_NONE;
+        f->timer_idx = WEFT__TIMER_NONE;
         bool last_of_batch = (i + 1) % DESC_BATCH == 0;
         f->link = last_of_batch ? NULL : &s[i + 1];
         if (i % DESC_BATCH == 0) {
@@ -102,23 +105,23 @@ static bool slab_new(void)
 
 /* Take one batch from the pool (making a slab when it is empty); with `one`, only its first descriptor,
  * and the rest goes back. Returns the list and sets *n, or NULL when out of memory. */
-static weft__fiber *pool_take(uint32_t *n, bool one)
+static weft__fiber *desc_pool_take(uint32_t *n, bool one)
 {
     for (;;) {
-        weft__spin_lock(&P.lock);
-        weft__fiber *b = P.batches;
+        weft__spin_lock(&descs.lock);
+        weft__fiber *b = descs.batches;
         if (b) {
-            P.batches = batch_next(b);
-            weft__spin_unlock(&P.lock);
+            descs.batches = batch_next(b);
+            weft__spin_unlock(&descs.lock);
             *n = b->stack_size;
             if (one && b->link) {
-                pool_put(b->link, *n - 1);
+                desc_pool_put(b->link, *n - 1);
                 b->link = NULL;
                 *n = 1;
             }
             return b;
         }
-        weft__spin_unlock(&P.lock);
+        weft__spin_unlock(&descs.lock);
         if (!slab_new())
             return NULL;
     }
@@ -135,7 +138,7 @@ static weft__fiber *desc_alloc(weft__worker *w)
                 w->desc_nfree = w->desc_nout;
                 w->desc_out = NULL;
                 w->desc_nout = 0;
-            } else if ((w->desc_free = pool_take(&n, false))) {
+            } else if ((w->desc_free = desc_pool_take(&n, false))) {
                 w->desc_nfree = n;
             }
         }
@@ -144,14 +147,14 @@ static weft__fiber *desc_alloc(weft__worker *w)
             return NULL;
         w->desc_free = f->link;
         w->desc_nfree--;
-    } else if (!(f = pool_take(&n, true))) {
+    } else if (!(f = desc_pool_take(&n, true))) {
         return NULL;
     }
     /* No reset here: a descriptor is freed clean. Its stack and TSan fiber were cleared when it finished,
      * its fiber-local storage destroyed, its park word left RUNNING, its timer off the heap, its wait
      * reason cleared; the fields a new user needs (kind, function, join word, name...) it sets itself. */
-    weft__dassert(!f->stack && !f->tsan_fiber && !f->locals && f->timer_idx == TIMER_NONE &&
-                  PW_STATE(atomic_load_explicit(&f->park, memory_order_relaxed)) == PW_RUNNING);
+    weft__dassert(!f->stack && !f->tsan_fiber && !f->locals && f->timer_idx == WEFT__TIMER_NONE &&
+                  WEFT__PW_STATE(atomic_load_explicit(&f->park, memory_order_relaxed)) == WEFT__PW_RUNNING);
     return f;
 }
 
@@ -171,7 +174,7 @@ static void desc_free(weft__worker *w, weft__fiber *f)
     atomic_store_explicit(&f->gen, g ? g : 1, memory_order_release);
     if (WEFT__UNLIKELY(w == NULL)) {
         f->link = NULL;
-        pool_put(f, 1);
+        desc_pool_put(f, 1);
         return;
     }
     if (WEFT__LIKELY(w->desc_nfree < WORKER_DESC_MAX)) {
@@ -184,7 +187,7 @@ static void desc_free(weft__worker *w, weft__fiber *f)
     f->link = w->desc_out;
     w->desc_out = f;
     if (++w->desc_nout == DESC_BATCH) {
-        pool_put(w->desc_out, DESC_BATCH);
+        desc_pool_put(w->desc_out, DESC_BATCH);
         w->desc_out = NULL;
         w->desc_nout = 0;
     }
@@ -200,9 +203,9 @@ void weft__desc_free(weft__worker *w, weft__fiber *f)
 void weft__desc_cache_flush(weft__worker *w)
 {
     if (w->desc_free)
-        pool_put(w->desc_free, w->desc_nfree);
+        desc_pool_put(w->desc_free, w->desc_nfree);
     if (w->desc_out)
-        pool_put(w->desc_out, w->desc_nout);
+        desc_pool_put(w->desc_out, w->desc_nout);
     w->desc_free = w->desc_out = NULL;
     w->desc_nfree = w->desc_nout = 0;
 }
@@ -233,9 +236,9 @@ weft__fiber *weft__desc_lookup(weft_fiber_t h)
 uint64_t weft__next_id(weft__worker *w)
 {
     if (!w)
-        return atomic_fetch_add_explicit(&P.next_id, 1, memory_order_relaxed);
+        return atomic_fetch_add_explicit(&descs.next_id, 1, memory_order_relaxed);
     if (WEFT__UNLIKELY(w->id_next == w->id_end)) {
-        w->id_next = atomic_fetch_add_explicit(&P.next_id, ID_BLOCK, memory_order_relaxed);
+        w->id_next = atomic_fetch_add_explicit(&descs.next_id, ID_BLOCK, memory_order_relaxed);
         w->id_end = w->id_next + ID_BLOCK;
     }
     return w->id_next++;
@@ -278,14 +281,18 @@ void weft__fiber_publish_done(weft__worker *w, weft__fiber *f)
     /* a detached fiber goes straight to CLAIMED: publishing DONE, even for an instant, would let a
      * (mistaken) join on its handle collect it too */
     uintptr_t j = atomic_load_explicit(&f->join, memory_order_relaxed);
-    while (!atomic_compare_exchange_weak_explicit(&f->join, &j, j == JW_DETACHED ? JW_CLAIMED : JW_DONE,
+    while (!atomic_compare_exchange_weak_explicit(&f->join, &j,
+                                                  j == WEFT__JW_DETACHED ? WEFT__JW_CLAIMED : WEFT__JW_DONE,
                                                   memory_order_acq_rel, memory_order_relaxed))
         ;
-    if (j == JW_DETACHED) {
+    if (j == WEFT__JW_DETACHED) {
         desc_free(w, f);
     } else if (j != 0) {
-        weft__fiber *joiner = (weft__fiber *)j;
-        weft__unpark(joiner, f->joiner_tok, PW_OK);
+        weft__wnode *n = (weft__wnode *)j;
+        if (weft__wnode_claim(n))
+            weft__wait_wake(n->w, true);
+        else
+            weft__wnode_release(n); /* our last touch of it */
     }
     if (fiber) {
         /* release, not seq_cst: shutdown re-reads the counts every 10 ms, so it cannot miss the last
@@ -300,9 +307,9 @@ void weft__fiber_publish_done(weft__worker *w, weft__fiber *f)
 
 void weft__desc_each(void (*fn)(weft__fiber *f, void *arg), void *arg)
 {
-    weft__spin_lock(&P.lock);
-    uint32_t n = P.nslabs;
-    weft__spin_unlock(&P.lock);
+    weft__spin_lock(&descs.lock);
+    uint32_t n = descs.nslabs;
+    weft__spin_unlock(&descs.lock);
     for (uint32_t i = 0; i < n; i++) {
         weft__fiber *s = atomic_load_explicit(&slabs[i], memory_order_acquire);
         if (!s)
@@ -320,17 +327,18 @@ void weft__desc_abandon(weft__fiber *f, void *unused)
         f->start_err = -EDEADLK;
         f->stack = NULL; /* its memory goes with the runtime's */
         f->tsan_fiber = NULL;
-        f->timer_idx = TIMER_NONE;
-        atomic_store_explicit(&f->park, PW_WORD(PW_SEQ(atomic_load_explicit(&f->park, memory_order_relaxed)), PW_OK,
-                                                PW_RUNNING), memory_order_relaxed);
+        f->timer_idx = WEFT__TIMER_NONE;
+        uint32_t seq = WEFT__PW_SEQ(atomic_load_explicit(&f->park, memory_order_relaxed));
+        atomic_store_explicit(&f->park, WEFT__PW_WORD(seq, WEFT__PW_OK, WEFT__PW_RUNNING), memory_order_relaxed);
         f->wait_reason = WEFT__WAIT_NONE;
         f->locals = NULL; /* its values are lost with it */
         atomic_store_explicit(&f->state, WEFT_DONE, memory_order_relaxed);
         uintptr_t j = atomic_load_explicit(&f->join, memory_order_relaxed);
-        while (!atomic_compare_exchange_weak_explicit(&f->join, &j, j == JW_DETACHED ? JW_CLAIMED : JW_DONE,
+        while (!atomic_compare_exchange_weak_explicit(&f->join, &j,
+                                                  j == WEFT__JW_DETACHED ? WEFT__JW_CLAIMED : WEFT__JW_DONE,
                                                       memory_order_acq_rel, memory_order_relaxed))
             ;
-        if (j == JW_DETACHED)
+        if (j == WEFT__JW_DETACHED)
             desc_free(NULL, f);
     }
     weft__tsan_internal_end();
@@ -338,8 +346,8 @@ void weft__desc_abandon(weft__fiber *f, void *unused)
 
 static int collect(weft__fiber *f, void **result)
 {
-    uintptr_t exp = JW_DONE;
-    if (!atomic_compare_exchange_strong_explicit(&f->join, &exp, JW_CLAIMED, memory_order_acq_rel,
+    uintptr_t exp = WEFT__JW_DONE;
+    if (!atomic_compare_exchange_strong_explicit(&f->join, &exp, WEFT__JW_CLAIMED, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return -EINVAL; /* a concurrent detach or join took it */
     weft__tsan_acquire(f); /* everything the fiber did happens before its join returns */
@@ -378,32 +386,34 @@ static int join_until(weft_fiber_t h, void **result, int64_t deadline, bool canc
         return -EDEADLK;
     for (;;) {
         uintptr_t j = atomic_load_explicit(&f->join, memory_order_acquire);
-        if (j == JW_DONE)
+        if (j == WEFT__JW_DONE)
             return collect(f, result);
-        if (j == JW_DETACHED || j == JW_CLAIMED || j != 0)
+        if (j == WEFT__JW_DETACHED || j == WEFT__JW_CLAIMED || j != 0)
             return atomic_load_explicit(&f->gen, memory_order_acquire) != (uint32_t)(h.handle_ >> 32)
                        ? -ESRCH
                        : -EINVAL;
         if (deadline == WEFT_NOWAIT)
             return -ETIMEDOUT;
-        uint32_t tok = weft__park_prepare(self, WEFT__WAIT_JOIN, f);
-        weft__tsan_internal_begin();
-        f->joiner_tok = tok; /* published by the CAS below */
-        weft__tsan_internal_end();
+        weft__wait w;
+        weft__wnode n;
+        weft__wait_begin(&w, self, WEFT__WAIT_JOIN, f);
+        w.solo = true; /* called off only by taking the node back out of the join word, below */
+        weft__wnode_init(&n, &w, 0);
         uintptr_t zero = 0;
-        if (!atomic_compare_exchange_strong_explicit(&f->join, &zero, (uintptr_t)self, memory_order_acq_rel,
+        if (!atomic_compare_exchange_strong_explicit(&f->join, &zero, (uintptr_t)&n, memory_order_acq_rel,
                                                      memory_order_acquire)) {
             /* it finished (or was detached) meanwhile: undo the wait and look again */
-            weft__park_cancel(self, tok);
+            weft__park_cancel(self, w.tok);
             continue;
         }
-        int r = cancellable ? weft__park(self, tok, deadline) : weft__park_uncancellable(self, tok, deadline);
-        if (r == 0)
-            return collect(f, result);
-        /* timed out: take our name back, unless the fiber finished and is waking us right now */
-        uintptr_t me = (uintptr_t)self;
-        if (atomic_compare_exchange_strong_explicit(&f->join, &me, 0, memory_order_acq_rel, memory_order_acquire))
-            return r;
+        int r = cancellable ? weft__park(self, w.tok, deadline) : weft__park_uncancellable(self, w.tok, deadline);
+        if (r != 0) {
+            /* timed out: take our node back, unless the fiber finished and is waking us right now */
+            uintptr_t me = (uintptr_t)&n;
+            if (atomic_compare_exchange_strong_explicit(&f->join, &me, 0, memory_order_acq_rel, memory_order_acquire))
+                return r;
+        }
+        weft__wait_settle(&w);
         return collect(f, result);
     }
 }
@@ -413,17 +423,87 @@ int weft_join(weft_fiber_t h, void **result)
     return weft_join_until(h, result, WEFT_FOREVER);
 }
 
+/* ---- select's join case (core/wait.h): a kind without a lock; the join word is its list of one ---- */
+
+int weft__sel_join_open(weft__sel_case *c)
+{
+    weft_fiber_t h = {c->key};
+    weft__fiber *f = weft__desc_lookup(h);
+    if (!f)
+        return -ESRCH;
+    weft__fiber *self = weft__self();
+    if (!self)
+        return -ENOMEM;
+    if (self == f)
+        return -EDEADLK;
+    uintptr_t j = atomic_load_explicit(&f->join, memory_order_acquire);
+    if (j != 0 && j != WEFT__JW_DONE)
+        return atomic_load_explicit(&f->gen, memory_order_acquire) != (uint32_t)(h.handle_ >> 32) ? -ESRCH : -EINVAL;
+    c->ops = &weft__sel_join;
+    c->obj = f;
+    return 0;
+}
+
+/* A finished fiber is collected here: under the other cases' locks, which is fine (collect takes only
+ * the descriptor pool's, which nothing holds while taking another). */
+static int sel_join_poll(weft__sel_case *c, weft__wakeup *k)
+{
+    (void)k;
+    weft__fiber *f = c->obj;
+    if (atomic_load_explicit(&f->join, memory_order_acquire) != WEFT__JW_DONE)
+        return 0;
+    int r = collect(f, c->elem);
+    if (r == -EINVAL)
+        return 0; /* a join elsewhere took it just now: never ready for us */
+    c->result = r;
+    return 1;
+}
+
+static int sel_join_enqueue(weft__sel_case *c)
+{
+    weft__fiber *f = c->obj;
+    uintptr_t zero = 0;
+    if (atomic_compare_exchange_strong_explicit(&f->join, &zero, (uintptr_t)&c->node, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return WEFT__ARM_QUEUED;
+    if (zero != WEFT__JW_DONE)
+        return WEFT__ARM_NEVER; /* another join took the fiber since we looked */
+    /* it finished since the poll: ours, unless a case queued before has been won meanwhile */
+    if (!weft__wait_claim(c->node.w, c->node.idx))
+        return WEFT__ARM_LOST;
+    c->result = collect(f, c->elem); /* -EINVAL only if a join elsewhere raced us to it */
+    return WEFT__ARM_DONE;
+}
+
+/* Not chosen: take the node back out of the join word, or wait until the finishing fiber, which
+ * found it there and lost the claim, is through with it (the fiber then stays joinable). */
+static void sel_join_disarm(weft__sel_case *c)
+{
+    weft__fiber *f = c->obj;
+    uintptr_t me = (uintptr_t)&c->node;
+    if (!atomic_compare_exchange_strong_explicit(&f->join, &me, 0, memory_order_acq_rel, memory_order_acquire))
+        weft__wnode_wait_released(&c->node);
+}
+
+static void sel_join_complete(weft__sel_case *c)
+{
+    c->result = collect(c->obj, c->elem);
+}
+
+const weft__sel_ops weft__sel_join = {NULL,           NULL, sel_join_poll, sel_join_enqueue, sel_join_disarm,
+                                      sel_join_complete, NULL};
+
 int weft_detach(weft_fiber_t h)
 {
     weft__fiber *f = weft__desc_lookup(h);
     if (!f)
         return -ESRCH;
     uintptr_t j = 0;
-    if (atomic_compare_exchange_strong_explicit(&f->join, &j, JW_DETACHED, memory_order_acq_rel,
+    if (atomic_compare_exchange_strong_explicit(&f->join, &j, WEFT__JW_DETACHED, memory_order_acq_rel,
                                                 memory_order_acquire))
         return 0;
-    if (j == JW_DONE) {
-        if (!atomic_compare_exchange_strong_explicit(&f->join, &j, JW_CLAIMED, memory_order_acq_rel,
+    if (j == WEFT__JW_DONE) {
+        if (!atomic_compare_exchange_strong_explicit(&f->join, &j, WEFT__JW_CLAIMED, memory_order_acq_rel,
                                                      memory_order_acquire))
             return -EINVAL;
         weft__tsan_internal_begin();
@@ -496,7 +576,7 @@ static inline int spawn(weft__worker *w, weft_fiber_t *out, const weft_attr_t *a
     f->id = next_id(w);
     if (WEFT__UNLIKELY(name != NULL))
         set_name(f, name);
-    atomic_store_explicit(&f->join, detached ? JW_DETACHED : 0, memory_order_relaxed);
+    atomic_store_explicit(&f->join, detached ? WEFT__JW_DETACHED : 0, memory_order_relaxed);
     weft_fiber_t h = weft__handle(f);
     weft__tsan_internal_end();
     weft__tsan_release(f); /* the spawner's past happens before the fiber */
@@ -656,7 +736,7 @@ int weft_fiber_state(weft_fiber_t h)
          * still finishing, and a detach would not free it (it frees itself an instant later); so DONE
          * is told only once a join or a detach would collect it at once */
         uintptr_t j = atomic_load_explicit(&f->join, memory_order_acquire);
-        if (j != JW_DONE && j != JW_CLAIMED)
+        if (j != WEFT__JW_DONE && j != WEFT__JW_CLAIMED)
             s = WEFT_RUNNING;
     }
     return atomic_load_explicit(&f->gen, memory_order_acquire) == (uint32_t)(h.handle_ >> 32) ? s : -ESRCH;
@@ -708,24 +788,24 @@ static struct {
         _Atomic uint64_t gen; /* odd: in use */
         void (*destructor)(void *);
     } keys[WEFT_KEYS_MAX];
-} K = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} fls = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 int weft_key_create(weft_key_t *key, void (*destructor)(void *))
 {
     if (!key)
         return -EINVAL;
-    pthread_mutex_lock(&K.lock);
+    pthread_mutex_lock(&fls.lock);
     for (unsigned i = 0; i < WEFT_KEYS_MAX; i++) {
-        uint64_t g = atomic_load_explicit(&K.keys[i].gen, memory_order_relaxed);
+        uint64_t g = atomic_load_explicit(&fls.keys[i].gen, memory_order_relaxed);
         if (g & 1)
             continue;
-        K.keys[i].destructor = destructor;
-        atomic_store_explicit(&K.keys[i].gen, g + 1, memory_order_release);
-        pthread_mutex_unlock(&K.lock);
+        fls.keys[i].destructor = destructor;
+        atomic_store_explicit(&fls.keys[i].gen, g + 1, memory_order_release);
+        pthread_mutex_unlock(&fls.lock);
         *key = i;
         return 0;
     }
-    pthread_mutex_unlock(&K.lock);
+    pthread_mutex_unlock(&fls.lock);
     return -ENOSPC;
 }
 
@@ -733,15 +813,15 @@ int weft_key_delete(weft_key_t key)
 {
     if (key >= WEFT_KEYS_MAX)
         return -EINVAL;
-    pthread_mutex_lock(&K.lock);
-    uint64_t g = atomic_load_explicit(&K.keys[key].gen, memory_order_relaxed);
+    pthread_mutex_lock(&fls.lock);
+    uint64_t g = atomic_load_explicit(&fls.keys[key].gen, memory_order_relaxed);
     if (!(g & 1)) {
-        pthread_mutex_unlock(&K.lock);
+        pthread_mutex_unlock(&fls.lock);
         return -EINVAL;
     }
-    atomic_store_explicit(&K.keys[key].gen, g + 1, memory_order_release);
-    K.keys[key].destructor = NULL;
-    pthread_mutex_unlock(&K.lock);
+    atomic_store_explicit(&fls.keys[key].gen, g + 1, memory_order_release);
+    fls.keys[key].destructor = NULL;
+    pthread_mutex_unlock(&fls.lock);
     return 0;
 }
 
@@ -749,7 +829,7 @@ int weft_local_set(weft_key_t key, void *value)
 {
     if (key >= WEFT_KEYS_MAX)
         return -EINVAL;
-    uint64_t g = atomic_load_explicit(&K.keys[key].gen, memory_order_acquire);
+    uint64_t g = atomic_load_explicit(&fls.keys[key].gen, memory_order_acquire);
     if (!(g & 1))
         return -EINVAL;
     weft__fiber *f = weft__self();
@@ -774,7 +854,7 @@ void *weft_local_get(weft_key_t key)
     weft__fiber *f = weft__self_if_any();
     if (!f || !f->locals)
         return NULL;
-    uint64_t g = atomic_load_explicit(&K.keys[key].gen, memory_order_acquire);
+    uint64_t g = atomic_load_explicit(&fls.keys[key].gen, memory_order_acquire);
     return f->locals[key].gen == g && (g & 1) ? f->locals[key].value : NULL;
 }
 
@@ -789,8 +869,8 @@ void weft__locals_destroy(weft__fiber *f)
             struct weft__local *l = &f->locals[i];
             if (!l->value)
                 continue;
-            uint64_t g = atomic_load_explicit(&K.keys[i].gen, memory_order_acquire);
-            void (*d)(void *) = K.keys[i].destructor;
+            uint64_t g = atomic_load_explicit(&fls.keys[i].gen, memory_order_acquire);
+            void (*d)(void *) = fls.keys[i].destructor;
             void *v = l->value;
             l->value = NULL;
             if (l->gen == g && (g & 1) && d) {

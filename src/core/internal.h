@@ -40,6 +40,16 @@ _Noreturn void weft__panic(const char *fmt, ...) __attribute__((format(printf, 1
 #else
 #define weft__dassert(cond) ((void)0)
 #endif
+/* WEFT_DEBUG 3: full invariant checks (mimalloc's _mi_page_is_valid): a checker walks a whole
+ * structure (a waiter list, a timer heap, an fd's descriptor) after each change to it and aborts with
+ * what it found broken. Costly (a walk per change); `make test` runs the stress tests with them on. */
+#if WEFT_DEBUG >= 3
+#define weft__check(valid) weft__assert(valid)
+#else
+#define weft__check(valid) ((void)sizeof((valid) ? 1 : 0)) /* not evaluated; its checker counts as used */
+#endif
+/* A checker walks at most this many entries of a long structure, so the stress tests stay quick. */
+#define WEFT__CHECK_MAX 4096u
 
 static inline void weft__cpu_relax(void)
 {
@@ -102,52 +112,58 @@ enum weft__kind {
     WEFT__KIND_FREE = 4,    /* in a free list: no handle names it */
 };
 
-/* Why a fiber waits: shown in dumps and traces. */
+/* Why a fiber waits, with the name dumps, traces and the deadlock report show (Go's waitReasonStrings):
+ * one list, so a reason cannot lose its name. */
+#define WEFT__WAIT_REASONS(X)                                                                       \
+    X(NONE, "")                                                                                     \
+    X(SLEEP, "sleep")                                                                               \
+    X(JOIN, "join")                                                                                 \
+    X(WAITGROUP, "wait group")                                                                      \
+    X(SHUTDOWN, "shutdown")                                                                         \
+    X(IO_READ, "IO wait (read)")                                                                    \
+    X(IO_WRITE, "IO wait (write)")                                                                  \
+    X(BLOCKING, "blocking call")                                                                    \
+    X(MUTEX, "mutex")                                                                               \
+    X(RWLOCK_READ, "rwlock (read)")                                                                 \
+    X(RWLOCK_WRITE, "rwlock (write)")                                                               \
+    X(COND, "condition variable")                                                                   \
+    X(SEM, "semaphore")                                                                             \
+    X(ONCE, "once")                                                                                 \
+    X(BARRIER, "barrier")                                                                           \
+    X(LATCH, "latch")                                                                               \
+    X(CHAN_SEND, "chan send")                                                                       \
+    X(CHAN_RECV, "chan receive")                                                                    \
+    X(SELECT, "select")                                                                             \
+    X(SELECT_NONE, "select (no cases)") /* a select with no case that can be ready: its deadline */
+
 enum weft__wait_reason {
-    WEFT__WAIT_NONE = 0,
-    WEFT__WAIT_SLEEP,
-    WEFT__WAIT_JOIN,
-    WEFT__WAIT_WAITGROUP,
-    WEFT__WAIT_SHUTDOWN,
-    WEFT__WAIT_IO_READ,
-    WEFT__WAIT_IO_WRITE,
-    WEFT__WAIT_BLOCKING,
-    WEFT__WAIT_MUTEX,
-    WEFT__WAIT_RWLOCK_READ,
-    WEFT__WAIT_RWLOCK_WRITE,
-    WEFT__WAIT_COND,
-    WEFT__WAIT_SEM,
-    WEFT__WAIT_ONCE,
-    WEFT__WAIT_BARRIER,
-    WEFT__WAIT_LATCH,
-    WEFT__WAIT_CHAN_SEND,
-    WEFT__WAIT_CHAN_RECV,
-    WEFT__WAIT_SELECT,
-    WEFT__WAIT_SELECT_NONE, /* a select with no channel in it: only its deadline can end it */
+#define WEFT__WAIT_ENUM(name, text) WEFT__WAIT_##name,
+    WEFT__WAIT_REASONS(WEFT__WAIT_ENUM)
+#undef WEFT__WAIT_ENUM
     WEFT__WAIT_REASONS_
 };
 const char *weft__wait_reason_name(unsigned reason);
 
 /*
  * The park word: one atomic uint32 per descriptor that decides every wakeup race.
- *   bits 0-1: PW_RUNNING (not waiting), PW_WAITING, PW_WOKEN
- *   bits 2-3: why it was woken (PW_OK, PW_TIMEOUT, PW_CANCELED, PW_DEADLOCK)
+ *   bits 0-1: WEFT__PW_RUNNING (not waiting), WEFT__PW_WAITING, WEFT__PW_WOKEN
+ *   bits 2-3: why it was woken (WEFT__PW_OK, WEFT__PW_TIMEOUT, WEFT__PW_CANCELED, WEFT__PW_DEADLOCK)
  *   bits 4-31: a sequence number, new for every wait.
  * A waiter publishes the token (the sequence) of its wait; a waker wins the wakeup with one CAS from
  * (token, WAITING) to (token, WOKEN, why). A token from an earlier wait never matches, so a late waker
  * cannot wake an unrelated later wait, even of a reused descriptor.
  */
-enum { PW_RUNNING = 0, PW_WAITING = 1, PW_WOKEN = 2 };
-enum { PW_OK = 0, PW_TIMEOUT = 1, PW_CANCELED = 2, PW_DEADLOCK = 3 };
-#define PW_WORD(seq, why, st) (((uint32_t)(seq) << 4) | ((uint32_t)(why) << 2) | (uint32_t)(st))
-#define PW_SEQ(w) ((w) >> 4)
-#define PW_WHY(w) (((w) >> 2) & 3u)
-#define PW_STATE(w) ((w)&3u)
+enum { WEFT__PW_RUNNING = 0, WEFT__PW_WAITING = 1, WEFT__PW_WOKEN = 2 };
+enum { WEFT__PW_OK = 0, WEFT__PW_TIMEOUT = 1, WEFT__PW_CANCELED = 2, WEFT__PW_DEADLOCK = 3 };
+#define WEFT__PW_WORD(seq, why, st) (((uint32_t)(seq) << 4) | ((uint32_t)(why) << 2) | (uint32_t)(st))
+#define WEFT__PW_SEQ(w) ((w) >> 4)
+#define WEFT__PW_WHY(w) (((w) >> 2) & 3u)
+#define WEFT__PW_STATE(w) ((w)&3u)
 
 /* The join word: who finishes first, the fiber or its joiner, decides with one exchange. */
-#define JW_DONE ((uintptr_t)1)     /* the fiber has finished and published its result */
-#define JW_DETACHED ((uintptr_t)2) /* nobody will join: the fiber frees itself */
-/* any other non-zero value: the descriptor of the joiner (aligned, so its low bits are zero) */
+#define WEFT__JW_DONE ((uintptr_t)1)     /* the fiber has finished and published its result */
+#define WEFT__JW_DETACHED ((uintptr_t)2) /* nobody will join: the fiber frees itself */
+/* any other non-zero value: the joiner's wait node (core/wait.h; aligned, so its low bits are zero) */
 
 struct weft__worker;
 struct weft__stack;
@@ -182,12 +198,11 @@ typedef struct weft__fiber {
                                          * stack until the thread takes it as it starts */
     struct weft__worker *worker;  /* worker it runs on; set when it starts, fixed after */
     struct weft__stack *stack;    /* NULL until it starts (stacks are allocated lazily) */
-    void *result;                 /* written by the fiber before it publishes JW_DONE */
+    void *result;                 /* written by the fiber before it publishes WEFT__JW_DONE */
     struct weft__local *locals;   /* fiber-local storage: lazily allocated, the fiber only */
     _Atomic uint32_t park;        /* the park word (above); futex word for thread kinds */
-    uint32_t timer_idx;           /* index in the owner's timer heap, or TIMER_NONE */
+    uint32_t timer_idx;           /* index in the owner's timer heap, or WEFT__TIMER_NONE */
     int start_err;                /* < 0 when it could not start (no stack): joiners get it */
-    uint32_t joiner_tok;          /* the joiner's park token, written before it publishes itself */
     uint16_t wait_reason;         /* enum weft__wait_reason; written by the fiber itself */
     uint8_t in_loop;              /* > 0 while it runs a parallel loop's body; the fiber itself */
     _Atomic uint32_t cancel_gen;  /* == gen: weft_cancel asked this fiber to stop waiting (any thread) */
@@ -211,7 +226,7 @@ static inline const char *weft__name(const weft__fiber *f)
  * 7 when it has no name (weft.h). Returns what snprintf returns. */
 int weft__label(const weft__fiber *f, char *buf, size_t len);
 
-#define TIMER_NONE UINT32_MAX
+#define WEFT__TIMER_NONE UINT32_MAX
 
 /* Descriptor pool (fiber.c). Descriptors are type-stable: their memory is never returned, so a stale
  * handle always reads a descriptor whose gen has moved on. */
@@ -243,7 +258,7 @@ weft__fiber *weft__self(void);
  *   ... publish (self, tok) where a waker finds it, release your lock ...
  *   int r = weft__park(self, tok, deadline);               // 0, -ETIMEDOUT or -ECANCELED
  *
- *   waker: weft__unpark(f, tok, PW_OK) -> true if this call won the wakeup.
+ *   waker: weft__unpark(f, tok, WEFT__PW_OK) -> true if this call won the wakeup.
  *
  * Works for every kind: a fiber gives its worker to other fibers, a thread sleeps on a futex.
  */
@@ -315,17 +330,17 @@ typedef struct weft__deque {
  * weft__enter and weft__leave, which keep `depth`; the monitor revokes only a thread whose depth it has
  * read as zero after a process-wide barrier (membarrier), see weft__enter.
  */
-enum { M_OWNED = 0, M_REVOKING = 1, M_LOST = 2, M_ORPHAN = 3, M_FENCED = 4 };
+enum { WEFT__M_OWNED = 0, WEFT__M_REVOKING = 1, WEFT__M_LOST = 2, WEFT__M_ORPHAN = 3, WEFT__M_FENCED = 4 };
 
 typedef struct weft__mthread {
     weft__fiber idle;                    /* this thread's own context: runs the idle loop, never user code */
-    struct weft__worker *w;              /* the worker it runs (until M_LOST) */
+    struct weft__worker *w;              /* the worker it runs (until WEFT__M_LOST) */
     /* The thread's weft__tls_depth and weft__tls_own, for the monitor: thread-local, so that weft__enter
      * reaches them in one instruction each (through this record it cost 1.5 ns more per yield round
      * trip). The monitor reads depth and writes own through these. */
     _Atomic uint32_t *_Atomic depth;     /* NULL until the thread has started */
     _Atomic uint32_t *_Atomic own;
-    weft__fiber *orphan;                 /* with M_LOST: the fiber this thread keeps (monitor writes) */
+    weft__fiber *orphan;                 /* with WEFT__M_LOST: the fiber this thread keeps (monitor writes) */
     weft__stack *dead_stack;             /* an orphan's stack, freed by the idle context after its end */
     void *dead_tsan;
     void *dead_sp;
@@ -436,7 +451,7 @@ weft__tls_rt_t *weft__tls(void) __attribute__((noinline)); /* sched.c: a call no
 #define WEFT__DEPTH_ENTRY 0x100u
 #define WEFT__DEPTH(word) ((word)&WEFT__DEPTH_MASK)
 
-extern _Atomic int weft__enter_fence; /* no membarrier here: new threads start M_FENCED (monitor.c) */
+extern _Atomic int weft__enter_fence; /* no membarrier here: new threads start WEFT__M_FENCED (monitor.c) */
 weft__worker *weft__enter_slow(weft__mthread *m) __attribute__((noinline, cold));
 
 /*
@@ -462,7 +477,7 @@ static inline weft__worker *weft__enter(void)
     atomic_store_explicit(&t->depth, d + WEFT__DEPTH_ENTRY + 1, memory_order_relaxed);
     if (WEFT__LIKELY(WEFT__DEPTH(d) == 0)) {
         atomic_signal_fence(memory_order_seq_cst);
-        if (WEFT__UNLIKELY(atomic_load_explicit(&t->own, memory_order_relaxed) != M_OWNED)) {
+        if (WEFT__UNLIKELY(atomic_load_explicit(&t->own, memory_order_relaxed) != WEFT__M_OWNED)) {
             w = weft__enter_slow(t->m);
             weft__tsan_internal_end();
             return w;
@@ -522,17 +537,17 @@ static inline uint32_t weft__park_prepare(weft__fiber *self, unsigned reason, co
 {
     weft__tsan_internal_begin();
     uint32_t pw = atomic_load_explicit(&self->park, memory_order_relaxed);
-    uint32_t seq = (PW_SEQ(pw) + 1) & 0x0fffffffu;
+    uint32_t seq = (WEFT__PW_SEQ(pw) + 1) & 0x0fffffffu;
     self->wait_reason = (uint16_t)reason;
     self->wait_obj = obj;
     atomic_store_explicit(&self->state, WEFT_WAITING, memory_order_relaxed);
-    atomic_store_explicit(&self->park, PW_WORD(seq, PW_OK, PW_WAITING), memory_order_relaxed);
+    atomic_store_explicit(&self->park, WEFT__PW_WORD(seq, WEFT__PW_OK, WEFT__PW_WAITING), memory_order_relaxed);
     weft__tsan_internal_end();
     return seq;
 }
 
 /* The runtime, one per process. */
-enum { RT_STOPPED = 0, RT_RUNNING = 1, RT_STOPPING = 2 };
+enum { WEFT__RT_STOPPED = 0, WEFT__RT_RUNNING = 1, WEFT__RT_STOPPING = 2 };
 typedef struct weft__rt {
     _Atomic int state;
     int nworkers;
@@ -627,6 +642,29 @@ int64_t weft__clock_ns(void);
 int weft__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline);
 void weft__futex_wake(_Atomic uint32_t *addr, int n);
 int weft__cpu_count(void);   /* CPUs this process may use: affinity, capped by the cgroup quota */
+
+/* The runtime's options (options.c): one table of field, variable, default and range. */
+enum {
+    WEFT__OPT_WORKERS,
+    WEFT__OPT_STACK_SIZE,
+    WEFT__OPT_SPIN_US,
+    WEFT__OPT_BLOCKING_THREADS,
+    WEFT__OPT_STUCK_US,
+    WEFT__OPTIONS_
+};
+#define WEFT__OPT_FROM_MACHINE 0 /* a default the machine decides (the worker count) */
+typedef struct {
+    const char *field;                       /* in weft_config_t */
+    const char *env;                         /* its environment variable */
+    int64_t dflt;                            /* when neither sets it */
+    int64_t min, max;                        /* an environment value outside is ignored */
+    bool (*parse)(const char *s, int64_t *v); /* false: it does not parse, and is ignored */
+} weft__option;
+/* Option i's value: configured (the config field; 0 is unset), else the environment's, else the
+ * default. */
+int64_t weft__option_value(int i, int64_t configured);
+/* The table's row i, or NULL past its end (for the docs test). */
+const weft__option *weft__option_info(int i);
 size_t weft__page_size(void);
 /* Parse a size like "256k", "1M", "65536"; 0 on error. */
 size_t weft__parse_size(const char *s);

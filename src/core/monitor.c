@@ -26,7 +26,7 @@
  *      zero: marks the hold LOST and lets the waiting fresh thread take the worker.
  * The thread, entering the runtime, sees REVOKING and waits for the verdict, or LOST and becomes an
  * orphan: its fiber becomes a thread-kind descriptor (it parks on its futex, spawns from outside), and
- * when it ends the thread ends. Where membarrier is missing, weft__enter fences (M_FENCED) instead.
+ * when it ends the thread ends. Where membarrier is missing, weft__enter fences (WEFT__M_FENCED) instead.
  *
  * REJECTED
  *  - Signals to interrupt the stuck thread: they would cut the user's own system calls short (a libc
@@ -109,7 +109,7 @@ void weft__monitor_prepare(int64_t stuck_ns)
     atomic_store_explicit(&weft__enter_fence, mon.membarrier ? 0 : 1, memory_order_relaxed);
 }
 
-/* Without membarrier, threads are M_FENCED: their seq_cst accesses and ours order themselves. */
+/* Without membarrier, threads are WEFT__M_FENCED: their seq_cst accesses and ours order themselves. */
 static void barrier_everywhere(void)
 {
     if (mon.membarrier)
@@ -290,7 +290,7 @@ static bool take_over(weft__worker *w, uint64_t switches, uint32_t depth_word)
     weft__mthread *m = w->m;
     _Atomic uint32_t *own = atomic_load_explicit(&m->own, memory_order_relaxed);
     _Atomic uint32_t *depth = atomic_load_explicit(&m->depth, memory_order_acquire);
-    uint32_t prev = atomic_exchange_explicit(own, M_REVOKING, memory_order_seq_cst);
+    uint32_t prev = atomic_exchange_explicit(own, WEFT__M_REVOKING, memory_order_seq_cst);
     barrier_everywhere();
     bool moved = atomic_load_explicit(depth, memory_order_seq_cst) != depth_word ||
                  atomic_load_explicit(&w->nswitch, memory_order_relaxed) != switches;
@@ -301,7 +301,7 @@ static bool take_over(weft__worker *w, uint64_t switches, uint32_t depth_word)
         w->nresident--; /* the stuck fiber leaves the worker with its thread */
         w->m = fresh;
         w->thread = t;
-        atomic_store_explicit(own, M_LOST, memory_order_release);
+        atomic_store_explicit(own, WEFT__M_LOST, memory_order_release);
     }
     weft__tsan_internal_end();
     if (moved && spare) {

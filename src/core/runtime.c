@@ -26,10 +26,6 @@
 #include "io/io.h"
 #include "obs/sanitize.h"
 
-#define DEFAULT_STACK ((size_t)128 << 10)
-#define DEFAULT_SPIN_US 50
-#define DEFAULT_STUCK_US 10000
-
 static pthread_mutex_t rt_lock = PTHREAD_MUTEX_INITIALIZER;
 
 _Noreturn void weft__panic(const char *fmt, ...)
@@ -49,16 +45,6 @@ _Noreturn void weft__panic(const char *fmt, ...)
     abort();
 }
 
-static long env_long(const char *name, long dflt)
-{
-    const char *s = getenv(name);
-    if (!s || !*s)
-        return dflt;
-    char *end;
-    long v = strtol(s, &end, 10);
-    return *end == '\0' ? v : dflt;
-}
-
 int weft_start(const weft_config_t *cfg)
 {
     weft_config_t c = {0};
@@ -69,31 +55,26 @@ int weft_start(const weft_config_t *cfg)
     if (c.stack_size > ((size_t)1 << 30) || c.blocking_threads < 0)
         return -EINVAL;
 
-    int workers = c.workers;
-    if (!workers) {
-        long e = env_long("WEFT_WORKERS", 0);
-        workers = e > 0 && e <= WEFT__MAX_WORKERS ? (int)e : weft__cpu_count();
-        if (workers > WEFT__MAX_WORKERS)
-            workers = WEFT__MAX_WORKERS; /* a machine with more CPUs than that still starts */
-    }
-    size_t stack = c.stack_size;
-    if (!stack)
-        stack = weft__parse_size(getenv("WEFT_STACK_SIZE"));
-    if (!stack || stack > ((size_t)1 << 30))
-        stack = DEFAULT_STACK;
-    long spin_us = c.spin_us ? c.spin_us : env_long("WEFT_SPIN_US", DEFAULT_SPIN_US);
-    long blocking = c.blocking_threads > 0 ? c.blocking_threads : env_long("WEFT_BLOCKING_THREADS", 0);
-    long stuck_us = c.stuck_us ? c.stuck_us : env_long("WEFT_STUCK_US", DEFAULT_STUCK_US);
+    /* the options table (options.c): the config, else the environment, else the default */
+    int workers = (int)weft__option_value(WEFT__OPT_WORKERS, c.workers);
+    if (workers == WEFT__OPT_FROM_MACHINE)
+        workers = weft__cpu_count();
+    if (workers > WEFT__MAX_WORKERS)
+        workers = WEFT__MAX_WORKERS; /* a machine with more CPUs than that still starts */
+    size_t stack = (size_t)weft__option_value(WEFT__OPT_STACK_SIZE, (int64_t)c.stack_size);
+    int64_t spin_us = weft__option_value(WEFT__OPT_SPIN_US, c.spin_us);
+    int64_t blocking = weft__option_value(WEFT__OPT_BLOCKING_THREADS, c.blocking_threads);
+    int64_t stuck_us = weft__option_value(WEFT__OPT_STUCK_US, c.stuck_us);
 
     pthread_mutex_lock(&rt_lock);
-    if (atomic_load(&weft__rt_g.state) != RT_STOPPED) {
+    if (atomic_load(&weft__rt_g.state) != WEFT__RT_STOPPED) {
         pthread_mutex_unlock(&rt_lock);
         return -EALREADY;
     }
     weft__rt_g.stack_size = weft__stack_round(stack * WEFT_SAN_STACK_FACTOR);
     weft__rt_g.spin_ns = spin_us > 0 ? (int64_t)spin_us * 1000 : 0;
     atomic_store(&weft__rt_g.quiesce_wanted, 0);
-    weft__blocking_configure(blocking > 0 && blocking <= INT32_MAX ? (int)blocking : 0);
+    weft__blocking_configure((int)blocking);
     int r = weft__stack_global_init();
     if (r == 0)
         r = weft__io_start();
@@ -110,7 +91,7 @@ int weft_start(const weft_config_t *cfg)
     }
     if (r == 0) {
         weft__net_init(); /* the spare fd for accept, once started: a failed start keeps no fd */
-        atomic_store_explicit(&weft__rt_g.state, RT_RUNNING, memory_order_release);
+        atomic_store_explicit(&weft__rt_g.state, WEFT__RT_RUNNING, memory_order_release);
     }
     pthread_mutex_unlock(&rt_lock);
     return r;
@@ -129,10 +110,10 @@ int weft__foreign_enter(bool live)
     for (;;) {
         atomic_fetch_add_explicit(&weft__rt_g.foreign_inflight, 1, memory_order_seq_cst);
         int s = atomic_load_explicit(&weft__rt_g.state, memory_order_seq_cst);
-        if (WEFT__LIKELY(s == RT_RUNNING) || (live && s == RT_STOPPING))
+        if (WEFT__LIKELY(s == WEFT__RT_RUNNING) || (live && s == WEFT__RT_STOPPING))
             return 0; /* a live caller is counted: the shutdown cannot end before its fiber is too */
         weft__foreign_leave();
-        if (s == RT_STOPPING)
+        if (s == WEFT__RT_STOPPING)
             return -ESHUTDOWN;
         int r = weft_start(NULL);
         if (r < 0 && r != -EALREADY)
@@ -154,11 +135,11 @@ int weft_shutdown(void)
     if (weft__on_worker())
         return -EDEADLK;
     pthread_mutex_lock(&rt_lock);
-    if (atomic_load(&weft__rt_g.state) != RT_RUNNING) {
+    if (atomic_load(&weft__rt_g.state) != WEFT__RT_RUNNING) {
         pthread_mutex_unlock(&rt_lock);
         return 0;
     }
-    atomic_store_explicit(&weft__rt_g.state, RT_STOPPING, memory_order_seq_cst);
+    atomic_store_explicit(&weft__rt_g.state, WEFT__RT_STOPPING, memory_order_seq_cst);
     atomic_store_explicit(&weft__rt_g.quiesce_wanted, 1, memory_order_seq_cst);
     /* this thread waits in weft now: the deadlock check counts it as idle */
     atomic_fetch_add_explicit(&weft__rt_g.threads_parked, 1, memory_order_seq_cst);
@@ -187,7 +168,7 @@ int weft_shutdown(void)
     weft__io_stop();
     weft__stack_global_fini();
     atomic_store_explicit(&weft__rt_g.quiesce_wanted, 0, memory_order_seq_cst);
-    atomic_store_explicit(&weft__rt_g.state, RT_STOPPED, memory_order_release);
+    atomic_store_explicit(&weft__rt_g.state, WEFT__RT_STOPPED, memory_order_release);
     pthread_mutex_unlock(&rt_lock);
     return r;
 }
@@ -216,7 +197,7 @@ int weft_run(const weft_config_t *cfg, void *(*fn)(void *), void *arg, void **re
 
 int weft_workers(void)
 {
-    return atomic_load_explicit(&weft__rt_g.state, memory_order_acquire) == RT_STOPPED ? 0
+    return atomic_load_explicit(&weft__rt_g.state, memory_order_acquire) == WEFT__RT_STOPPED ? 0
                                                                                        : weft__rt_g.nworkers;
 }
 
@@ -260,26 +241,9 @@ const char *weft_err_name(int err)
 const char *weft__wait_reason_name(unsigned reason)
 {
     static const char *const names[WEFT__WAIT_REASONS_] = {
-        [WEFT__WAIT_NONE] = "",
-        [WEFT__WAIT_SLEEP] = "sleep",
-        [WEFT__WAIT_JOIN] = "join",
-        [WEFT__WAIT_WAITGROUP] = "wait group",
-        [WEFT__WAIT_SHUTDOWN] = "shutdown",
-        [WEFT__WAIT_IO_READ] = "IO wait (read)",
-        [WEFT__WAIT_IO_WRITE] = "IO wait (write)",
-        [WEFT__WAIT_BLOCKING] = "blocking call",
-        [WEFT__WAIT_MUTEX] = "mutex",
-        [WEFT__WAIT_RWLOCK_READ] = "rwlock (read)",
-        [WEFT__WAIT_RWLOCK_WRITE] = "rwlock (write)",
-        [WEFT__WAIT_COND] = "condition variable",
-        [WEFT__WAIT_SEM] = "semaphore",
-        [WEFT__WAIT_ONCE] = "once",
-        [WEFT__WAIT_BARRIER] = "barrier",
-        [WEFT__WAIT_LATCH] = "latch",
-        [WEFT__WAIT_CHAN_SEND] = "chan send",
-        [WEFT__WAIT_CHAN_RECV] = "chan receive",
-        [WEFT__WAIT_SELECT] = "select",
-        [WEFT__WAIT_SELECT_NONE] = "select (no cases)",
+#define WEFT__WAIT_NAME(name, text) [WEFT__WAIT_##name] = text,
+        WEFT__WAIT_REASONS(WEFT__WAIT_NAME)
+#undef WEFT__WAIT_NAME
     };
-    return reason < WEFT__WAIT_REASONS_ && names[reason] ? names[reason] : "?";
+    return reason < WEFT__WAIT_REASONS_ ? names[reason] : "?";
 }

@@ -101,7 +101,7 @@ weft__tls_rt_t *weft__tls(void)
     return &weft__tls_rt;
 }
 #endif
-_Atomic int weft__enter_fence; /* no membarrier here: threads start M_FENCED (monitor.c) */
+_Atomic int weft__enter_fence; /* no membarrier here: threads start WEFT__M_FENCED (monitor.c) */
 
 enum { S_YIELD, S_PARK, S_EXIT };
 enum { WAKE_NONE = 0, WAKE_INBOX = 1, WAKE_SPIN = 2, WAKE_AWAKE = 3 };
@@ -678,8 +678,8 @@ static void fiber_entry(void *arg)
 
 static inline bool unpark(weft__fiber *f, uint32_t tok, unsigned why, bool next)
 {
-    uint32_t exp = PW_WORD(tok, PW_OK, PW_WAITING);
-    if (!atomic_compare_exchange_strong_explicit(&f->park, &exp, PW_WORD(tok, why, PW_WOKEN),
+    uint32_t exp = WEFT__PW_WORD(tok, WEFT__PW_OK, WEFT__PW_WAITING);
+    if (!atomic_compare_exchange_strong_explicit(&f->park, &exp, WEFT__PW_WORD(tok, why, WEFT__PW_WOKEN),
                                                  memory_order_acq_rel, memory_order_relaxed))
         return false;
     weft__tsan_internal_begin();
@@ -708,12 +708,12 @@ static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancella
 
 void weft__park_cancel(weft__fiber *self, uint32_t tok)
 {
-    uint32_t exp = PW_WORD(tok, PW_OK, PW_WAITING);
-    if (!atomic_compare_exchange_strong_explicit(&self->park, &exp, PW_WORD(tok, PW_OK, PW_RUNNING),
+    uint32_t exp = WEFT__PW_WORD(tok, WEFT__PW_OK, WEFT__PW_WAITING);
+    if (!atomic_compare_exchange_strong_explicit(&self->park, &exp, WEFT__PW_WORD(tok, WEFT__PW_OK, WEFT__PW_RUNNING),
                                                  memory_order_relaxed, memory_order_relaxed)) {
         /* only weft_cancel wakes a wait nobody can find; its wakeup is under way (a fiber is queued to
          * run again): let it land */
-        if (exp != PW_WORD(tok, PW_CANCELED, PW_WOKEN))
+        if (exp != WEFT__PW_WORD(tok, WEFT__PW_CANCELED, WEFT__PW_WOKEN))
             weft__panic("weft: a wait that was never published was woken (park word %#x)", exp);
         park(self, tok, WEFT_FOREVER, false);
         return;
@@ -727,7 +727,7 @@ void weft__park_cancel(weft__fiber *self, uint32_t tok)
 
 /*
  * Cancellation. weft_cancel stores the target's generation in its cancel_gen (sticky until the fiber
- * is freed, when gen moves on) and then wakes its current wait, if any, with PW_CANCELED; a wait that
+ * is freed, when gen moves on) and then wakes its current wait, if any, with WEFT__PW_CANCELED; a wait that
  * starts later sees the flag in park() and wakes itself. Between the two sides it is Dekker's pattern:
  * the waiter stores WAITING and then loads the flag, the canceller stores the flag and then loads the
  * park word, each with a full fence in between, so at least one of them sees the other. (Measured: the
@@ -744,8 +744,9 @@ int weft_cancel(weft_fiber_t h)
     atomic_store_explicit(&f->cancel_gen, (uint32_t)(h.handle_ >> 32), memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
     uint32_t pw = atomic_load_explicit(&f->park, memory_order_relaxed);
-    if (PW_STATE(pw) == PW_WAITING && atomic_load_explicit(&f->gen, memory_order_acquire) == (uint32_t)(h.handle_ >> 32))
-        weft__unpark(f, PW_SEQ(pw), PW_CANCELED);
+    if (WEFT__PW_STATE(pw) == WEFT__PW_WAITING &&
+        atomic_load_explicit(&f->gen, memory_order_acquire) == (uint32_t)(h.handle_ >> 32))
+        weft__unpark(f, WEFT__PW_SEQ(pw), WEFT__PW_CANCELED);
     return 0;
 }
 
@@ -769,7 +770,7 @@ int weft__park_uncancellable(weft__fiber *self, uint32_t tok, int64_t deadline)
  * called off (a waker that already won it still counts: then true, and the park returns at once). */
 static WEFT__NOINLINE bool park_timer_add(weft__worker *w, weft__fiber *self, uint32_t tok, int64_t deadline)
 {
-    uint32_t waiting = PW_WORD(tok, PW_OK, PW_WAITING);
+    uint32_t waiting = WEFT__PW_WORD(tok, WEFT__PW_OK, WEFT__PW_WAITING);
     if (atomic_load_explicit(&self->park, memory_order_relaxed) != waiting)
         return true; /* already woken: no timer needed */
     self->timer_when = deadline;
@@ -777,7 +778,7 @@ static WEFT__NOINLINE bool park_timer_add(weft__worker *w, weft__fiber *self, ui
         return true;
     /* no memory for the timer: call the wait off, unless a waker already won it */
     uint32_t exp = waiting;
-    if (!atomic_compare_exchange_strong_explicit(&self->park, &exp, PW_WORD(tok, PW_OK, PW_RUNNING),
+    if (!atomic_compare_exchange_strong_explicit(&self->park, &exp, WEFT__PW_WORD(tok, WEFT__PW_OK, WEFT__PW_RUNNING),
                                                  memory_order_relaxed, memory_order_relaxed))
         return true;
     atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
@@ -790,7 +791,7 @@ static WEFT__NOINLINE bool park_timer_add(weft__worker *w, weft__fiber *self, ui
  * one without is known to the deadlock check as a thread that cannot. */
 static WEFT__NOINLINE void park_thread(weft__fiber *self, uint32_t tok, int64_t deadline)
 {
-    uint32_t waiting = PW_WORD(tok, PW_OK, PW_WAITING);
+    uint32_t waiting = WEFT__PW_WORD(tok, WEFT__PW_OK, WEFT__PW_WAITING);
     bool forever = deadline < 0;
     if (forever)
         atomic_fetch_add_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
@@ -800,7 +801,7 @@ static WEFT__NOINLINE void park_thread(weft__fiber *self, uint32_t tok, int64_t 
             break;
         if (weft__futex_wait(&self->park, pw, deadline) == -ETIMEDOUT && deadline > 0 &&
             weft__clock_ns() >= deadline)
-            weft__unpark(self, tok, PW_TIMEOUT);
+            weft__unpark(self, tok, WEFT__PW_TIMEOUT);
     }
     if (forever)
         atomic_fetch_sub_explicit(&rt->threads_parked, 1, memory_order_seq_cst);
@@ -809,11 +810,11 @@ static WEFT__NOINLINE void park_thread(weft__fiber *self, uint32_t tok, int64_t 
 static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancellable)
 {
     if (deadline == WEFT_NOWAIT)
-        weft__unpark(self, tok, PW_TIMEOUT); /* fails if a waker got there first: then it counts */
+        weft__unpark(self, tok, WEFT__PW_TIMEOUT); /* fails if a waker got there first: then it counts */
     if (cancellable) {
         atomic_thread_fence(memory_order_seq_cst); /* WAITING before the flag: see weft_cancel */
         if (WEFT__UNLIKELY(weft__cancelled(self)))
-            weft__unpark(self, tok, PW_CANCELED);
+            weft__unpark(self, tok, WEFT__PW_CANCELED);
     }
     weft__tsan_internal_begin();
     weft__worker *w = weft__enter();
@@ -826,7 +827,7 @@ static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancella
         }
         schedule(w, self, S_PARK);
         w = self->worker;
-        if (self->timer_idx != TIMER_NONE)
+        if (self->timer_idx != WEFT__TIMER_NONE)
             weft__timer_del(w, self);
     }
     weft__leave();
@@ -836,18 +837,18 @@ static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancella
     /* outside the hidden stretch: this acquire is what orders the waker's writes before our return */
     uint32_t pw = atomic_load_explicit(&self->park, memory_order_acquire);
     weft__tsan_internal_begin();
-    if (WEFT__UNLIKELY(PW_STATE(pw) != PW_WOKEN || PW_SEQ(pw) != tok))
+    if (WEFT__UNLIKELY(WEFT__PW_STATE(pw) != WEFT__PW_WOKEN || WEFT__PW_SEQ(pw) != tok))
         weft__panic("weft: fiber %llu resumed from a wait it was not woken from (park word %#x, token %#x)",
                     (unsigned long long)self->id, pw, tok);
-    atomic_store_explicit(&self->park, PW_WORD(tok, PW_OK, PW_RUNNING), memory_order_relaxed);
+    atomic_store_explicit(&self->park, WEFT__PW_WORD(tok, WEFT__PW_OK, WEFT__PW_RUNNING), memory_order_relaxed);
     atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
     self->wait_reason = WEFT__WAIT_NONE;
     self->wait_obj = NULL;
     weft__tsan_internal_end();
-    switch (PW_WHY(pw)) {
-    case PW_OK: return 0;
-    case PW_TIMEOUT: return -ETIMEDOUT;
-    case PW_CANCELED: return -ECANCELED;
+    switch (WEFT__PW_WHY(pw)) {
+    case WEFT__PW_OK: return 0;
+    case WEFT__PW_TIMEOUT: return -ETIMEDOUT;
+    case WEFT__PW_CANCELED: return -ECANCELED;
     default: return -EDEADLK;
     }
 }
@@ -1063,24 +1064,24 @@ static void become_orphan(weft__mthread *m)
     f->kind = WEFT__KIND_THREAD; /* it parks on its futex now; only this thread can run it anyway */
     f->flags |= WEFT__F_ORPHAN;  /* ... but to its user it is the fiber it was (weft_in_fiber) */
     pthread_detach(pthread_self());
-    atomic_store_explicit(&weft__tls_own, M_ORPHAN, memory_order_relaxed);
+    atomic_store_explicit(&weft__tls_own, WEFT__M_ORPHAN, memory_order_relaxed);
 }
 
 weft__worker *weft__enter_slow(weft__mthread *m)
 {
     for (;;) {
         switch (atomic_load_explicit(&weft__tls_own, memory_order_acquire)) {
-        case M_OWNED: return m->w;
-        case M_FENCED:
+        case WEFT__M_OWNED: return m->w;
+        case WEFT__M_FENCED:
             /* no membarrier: depth again, and own, both seq_cst; the monitor's exchange of own and its
              * load of depth are seq_cst too, so one of the two sees the other */
             atomic_store_explicit(&weft__tls_depth, atomic_load_explicit(&weft__tls_depth, memory_order_relaxed),
                                   memory_order_seq_cst);
-            if (atomic_load_explicit(&weft__tls_own, memory_order_seq_cst) == M_FENCED)
+            if (atomic_load_explicit(&weft__tls_own, memory_order_seq_cst) == WEFT__M_FENCED)
                 return weft__tls_worker;
             break; /* a revocation came in meanwhile: its verdict */
-        case M_REVOKING: weft__cpu_relax(); break; /* the monitor decides within microseconds */
-        case M_LOST: become_orphan(m); return NULL;
+        case WEFT__M_REVOKING: weft__cpu_relax(); break; /* the monitor decides within microseconds */
+        case WEFT__M_LOST: become_orphan(m); return NULL;
         default: return NULL;
         }
     }
@@ -1128,7 +1129,7 @@ static void *worker_thread_main(void *arg)
     weft__tls_m = m;
     weft__tls_worker = w;
     atomic_store_explicit(&weft__tls_own, atomic_load_explicit(&weft__enter_fence, memory_order_relaxed)
-                                              ? M_FENCED : M_OWNED, memory_order_relaxed);
+                                              ? WEFT__M_FENCED : WEFT__M_OWNED, memory_order_relaxed);
     atomic_store_explicit(&weft__tls_depth, 1, memory_order_relaxed); /* the idle loop is runtime code */
     atomic_store_explicit(&m->own, &weft__tls_own, memory_order_relaxed);
     atomic_store_explicit(&m->depth, &weft__tls_depth, memory_order_release); /* the monitor may look now */
@@ -1140,7 +1141,7 @@ static void *worker_thread_main(void *arg)
     m->idle.worker = w;
     m->idle.tsan_fiber = weft__tsan_current();
     weft__tsan_release(&m->idle); /* this thread's start, its TLS set up, comes before its fibers */
-    m->idle.timer_idx = TIMER_NONE;
+    m->idle.timer_idx = WEFT__TIMER_NONE;
     weft__tsan_internal_begin();
     w->idle = &m->idle;
     w->cur = &m->idle;
@@ -1150,7 +1151,7 @@ static void *worker_thread_main(void *arg)
         if (!f)
             break;
         switch_to(w, &m->idle, f, false);
-        if (WEFT__UNLIKELY(atomic_load_explicit(&weft__tls_own, memory_order_relaxed) == M_ORPHAN)) {
+        if (WEFT__UNLIKELY(atomic_load_explicit(&weft__tls_own, memory_order_relaxed) == WEFT__M_ORPHAN)) {
             /* the orphaned fiber ended (orphan_exit): the worker is another thread's, free what was ours */
             weft__asan_finish_switch(NULL, NULL, NULL);
             weft__stack_put(NULL, m->dead_stack);
@@ -1170,7 +1171,7 @@ static void *worker_thread_main(void *arg)
     weft__tls_worker = NULL;
     weft__tls_m = NULL;
     atomic_store_explicit(&weft__tls_depth, 0, memory_order_relaxed);
-    atomic_store_explicit(&weft__tls_own, M_OWNED, memory_order_relaxed);
+    atomic_store_explicit(&weft__tls_own, WEFT__M_OWNED, memory_order_relaxed);
     thread_scatter(m);
     if (orphaned) {
         /* the last thing: shutdown waits for this count, so nothing of the runtime goes before we are done */

@@ -62,7 +62,7 @@
 
 typedef struct chunk {
     struct chunk *next;      /* all chunks: for shutdown, and for the fault handler, which walks them
-                              * without the lock (fixed once the chunk is published in S.chunks) */
+                              * without the lock (fixed once the chunk is published in stacks.chunks) */
     struct chunk *fresh_next;/* chunks that still have never-used slots */
     char *base;
     size_t len, slot;
@@ -89,7 +89,7 @@ static struct {
     _Atomic(chunk *) chunks; /* written under the lock, read by the fault handler without it */
     int handlers;
     struct sigaction old_segv, old_bus;
-} S = {.lock = PTHREAD_MUTEX_INITIALIZER, .guard_install = -1};
+} stacks = {.lock = PTHREAD_MUTEX_INITIALIZER, .guard_install = -1};
 
 #define BATCH 16u            /* stacks moved at once between a worker's cache and the pool */
 #define TRIM_BATCH 256u      /* stacks given back to the kernel at once */
@@ -117,12 +117,12 @@ static size_t slot_bytes(size_t size)
 
 static int guard(char *slot)
 {
-    if (atomic_load_explicit(&S.guard_install, memory_order_relaxed) == 1) {
+    if (atomic_load_explicit(&stacks.guard_install, memory_order_relaxed) == 1) {
         if (madvise(slot, GUARD_SIZE, MADV_GUARD_INSTALL) == 0)
             return 0;
         if (errno != EINVAL)
             return -errno;
-        atomic_store_explicit(&S.guard_install, 0, memory_order_relaxed); /* no guard installs after all */
+        atomic_store_explicit(&stacks.guard_install, 0, memory_order_relaxed); /* no guard installs after all */
     }
     return mprotect(slot, GUARD_SIZE, PROT_NONE) == 0 ? 0 : -errno;
 }
@@ -178,21 +178,21 @@ static chunk *chunk_new(size_t size)
 /* Under the lock. */
 static pool *pool_for(size_t size)
 {
-    for (pool *p = S.pools; p; p = p->next)
+    for (pool *p = stacks.pools; p; p = p->next)
         if (p->size == size)
             return p;
     pool *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->size = size;
-    p->next = S.pools;
-    S.pools = p;
+    p->next = stacks.pools;
+    stacks.pools = p;
     return p;
 }
 
 /* Take up to n stacks of one size as a list (at least one, or NULL when out of memory). Slots that were
  * cold or never used get their header outside the lock. */
-static weft__stack *pool_take(size_t size, unsigned n)
+static weft__stack *stack_pool_take(size_t size, unsigned n)
 {
     char *slots[BATCH];
     unsigned nslots = 0, got = 0;
@@ -201,15 +201,15 @@ static weft__stack *pool_take(size_t size, unsigned n)
     if (n > BATCH)
         n = BATCH;
     for (;;) {
-        pthread_mutex_lock(&S.lock);
+        pthread_mutex_lock(&stacks.lock);
         pool *p = pool_for(size);
         if (!p) {
-            pthread_mutex_unlock(&S.lock);
+            pthread_mutex_unlock(&stacks.lock);
             break;
         }
         if (grown) {
-            grown->next = atomic_load_explicit(&S.chunks, memory_order_relaxed);
-            atomic_store_explicit(&S.chunks, grown, memory_order_release); /* the fault handler's walk */
+            grown->next = atomic_load_explicit(&stacks.chunks, memory_order_relaxed);
+            atomic_store_explicit(&stacks.chunks, grown, memory_order_release); /* the fault handler's walk */
             grown->fresh_next = p->fresh;
             p->fresh = grown;
             grown = NULL;
@@ -233,7 +233,7 @@ static weft__stack *pool_take(size_t size, unsigned n)
                 break;
             }
         }
-        pthread_mutex_unlock(&S.lock);
+        pthread_mutex_unlock(&stacks.lock);
         if (got + nslots > 0 || !(grown = chunk_new(size)))
             break;
     }
@@ -268,11 +268,11 @@ static void trim(char **slots, unsigned n, size_t size)
 
 /* Return a list of stacks of one size. Past the bound on committed stacks, a batch goes back to the
  * kernel. */
-static void pool_put(weft__stack *list, size_t size)
+static void stack_pool_put(weft__stack *list, size_t size)
 {
     char *slots[TRIM_BATCH];
     unsigned ntrim = 0;
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&stacks.lock);
     pool *p = pool_for(size); /* found: the stacks came from it */
     while (list) {
         weft__stack *s = list;
@@ -298,15 +298,15 @@ static void pool_put(weft__stack *list, size_t size)
             p->capcold = cap;
         }
     }
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&stacks.lock);
     if (!ntrim)
         return;
     trim(slots, ntrim, size);
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&stacks.lock);
     memcpy(p->cold + p->ncold, slots, ntrim * sizeof *slots); /* room was reserved above */
     p->ncold += ntrim;
     p->reserved -= ntrim;
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&stacks.lock);
 }
 
 weft__stack *weft__stack_get(weft__worker *w, size_t size)
@@ -314,7 +314,7 @@ weft__stack *weft__stack_get(weft__worker *w, size_t size)
     weft__stack *s;
     if (w && size == weft__rt_g.stack_size) {
         if (WEFT__UNLIKELY(!w->stack_free)) {
-            w->stack_free = pool_take(size, BATCH);
+            w->stack_free = stack_pool_take(size, BATCH);
             for (weft__stack *t = w->stack_free; t; t = t->next)
                 w->stack_nfree++;
         }
@@ -324,7 +324,7 @@ weft__stack *weft__stack_get(weft__worker *w, size_t size)
         w->stack_free = s->next;
         w->stack_nfree--;
     } else {
-        s = pool_take(size, 1);
+        s = stack_pool_take(size, 1);
         if (!s)
             return NULL;
     }
@@ -364,17 +364,17 @@ void weft__stack_put(weft__worker *w, weft__stack *s)
         weft__stack *give = keep->next;
         keep->next = NULL;
         w->stack_nfree = WORKER_CACHE_MAX - BATCH;
-        pool_put(give, s->cls);
+        stack_pool_put(give, s->cls);
         return;
     }
     s->next = NULL;
-    pool_put(s, s->cls);
+    stack_pool_put(s, s->cls);
 }
 
 void weft__stack_cache_flush(weft__worker *w)
 {
     if (w->stack_free)
-        pool_put(w->stack_free, weft__rt_g.stack_size);
+        stack_pool_put(w->stack_free, weft__rt_g.stack_size);
     w->stack_free = NULL;
     w->stack_nfree = 0;
 }
@@ -489,7 +489,7 @@ WEFT__NO_TSAN static _Noreturn void report_overflow(const weft__fiber *f, const 
 
 static void chain(int sig, siginfo_t *si, void *uc)
 {
-    struct sigaction *old = sig == SIGBUS ? &S.old_bus : &S.old_segv;
+    struct sigaction *old = sig == SIGBUS ? &stacks.old_bus : &stacks.old_segv;
     if (old->sa_flags & SA_SIGINFO) {
         old->sa_sigaction(sig, si, uc);
     } else if (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN) {
@@ -504,7 +504,7 @@ static void chain(int sig, siginfo_t *si, void *uc)
  * runtime's last shutdown unmaps them: a walk without the lock sees a complete list. */
 WEFT__NO_TSAN static weft__stack *stack_of_guard(char *addr)
 {
-    for (chunk *c = atomic_load_explicit(&S.chunks, memory_order_acquire); c; c = c->next) {
+    for (chunk *c = atomic_load_explicit(&stacks.chunks, memory_order_acquire); c; c = c->next) {
         if (addr < c->base || addr >= c->base + c->len)
             continue;
         size_t off = (size_t)(addr - c->base) % c->slot;
@@ -632,45 +632,45 @@ static int probe_guard_install(void)
 
 int weft__stack_global_init(void)
 {
-    pthread_mutex_lock(&S.lock);
-    if (atomic_load_explicit(&S.guard_install, memory_order_relaxed) < 0)
-        atomic_store_explicit(&S.guard_install, probe_guard_install(), memory_order_relaxed);
-    if (!S.handlers) {
+    pthread_mutex_lock(&stacks.lock);
+    if (atomic_load_explicit(&stacks.guard_install, memory_order_relaxed) < 0)
+        atomic_store_explicit(&stacks.guard_install, probe_guard_install(), memory_order_relaxed);
+    if (!stacks.handlers) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_fault;
         sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
         sigemptyset(&sa.sa_mask);
-        sigaction(SIGSEGV, &sa, &S.old_segv);
-        sigaction(SIGBUS, &sa, &S.old_bus);
-        S.handlers = 1;
+        sigaction(SIGSEGV, &sa, &stacks.old_segv);
+        sigaction(SIGBUS, &sa, &stacks.old_bus);
+        stacks.handlers = 1;
     }
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&stacks.lock);
     return 0;
 }
 
 int weft__stack_guard_install_works(void)
 {
-    return atomic_load_explicit(&S.guard_install, memory_order_relaxed) == 1;
+    return atomic_load_explicit(&stacks.guard_install, memory_order_relaxed) == 1;
 }
 
 /* All stacks are back (every fiber finished, every worker flushed its cache): unmap everything. */
 void weft__stack_global_fini(void)
 {
-    pthread_mutex_lock(&S.lock);
-    for (pool *p = S.pools, *n; p; p = n) {
+    pthread_mutex_lock(&stacks.lock);
+    for (pool *p = stacks.pools, *n; p; p = n) {
         n = p->next;
         for (weft__stack *s = p->hot; s; s = s->next)
             weft__vg_stack_deregister(s->vg_id);
         free(p->cold);
         free(p);
     }
-    S.pools = NULL;
-    chunk *c = atomic_exchange_explicit(&S.chunks, NULL, memory_order_relaxed);
+    stacks.pools = NULL;
+    chunk *c = atomic_exchange_explicit(&stacks.chunks, NULL, memory_order_relaxed);
     for (chunk *n; c; c = n) {
         n = c->next;
         munmap(c->base, c->len);
         free(c);
     }
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&stacks.lock);
 }

@@ -91,7 +91,7 @@ int weft_thread_spawn(weft_fiber_t *out, const weft_attr_t *attr, weft_fn fn, vo
     size_t n = attr && attr->name ? strnlen(attr->name, sizeof f->name - 1) : 0;
     memcpy(f->name, n ? attr->name : "", n);
     f->name[n] = '\0';
-    atomic_store_explicit(&f->join, detached ? JW_DETACHED : 0, memory_order_relaxed);
+    atomic_store_explicit(&f->join, detached ? WEFT__JW_DETACHED : 0, memory_order_relaxed);
     atomic_store_explicit(&f->state, WEFT_NEW, memory_order_relaxed);
     weft_fiber_t h = weft__handle(f);
     weft__tsan_internal_end();

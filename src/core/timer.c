@@ -19,6 +19,24 @@ static inline void place(weft__fiber **h, uint32_t i, weft__fiber *f)
     f->timer_idx = i;
 }
 
+/* The checker (WEFT_DEBUG 3): every entry knows its place, no parent is later than its child, the
+ * published first deadline is the root's, and the heap fits its allocation. Up to WEFT__CHECK_MAX
+ * entries. */
+static bool heap_valid(weft__worker *w)
+{
+    if (w->heap_len > w->heap_cap)
+        return false;
+    uint32_t n = w->heap_len < WEFT__CHECK_MAX ? w->heap_len : WEFT__CHECK_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+        weft__fiber *f = w->heap[i];
+        if (!f || f->timer_idx != i)
+            return false;
+        if (i > 0 && w->heap[(i - 1) / 2]->timer_when > f->timer_when)
+            return false;
+    }
+    return atomic_load_explicit(&w->timer_first, memory_order_relaxed) == weft__timer_next(w);
+}
+
 /* After every change to the heap: the monitor reads this copy of its first deadline, never the heap */
 static inline void publish_first(weft__worker *w)
 {
@@ -69,16 +87,17 @@ int weft__timer_add(weft__worker *w, weft__fiber *f)
     w->heap[i] = f;
     sift_up(w->heap, i);
     publish_first(w);
+    weft__check(heap_valid(w));
     return 0;
 }
 
 void weft__timer_del(weft__worker *w, weft__fiber *f)
 {
     uint32_t i = f->timer_idx;
-    if (i == TIMER_NONE)
+    if (i == WEFT__TIMER_NONE)
         return;
     weft__dassert(i < w->heap_len && w->heap[i] == f);
-    f->timer_idx = TIMER_NONE;
+    f->timer_idx = WEFT__TIMER_NONE;
     uint32_t last = --w->heap_len;
     if (i != last) {
         weft__fiber *m = w->heap[last];
@@ -89,6 +108,7 @@ void weft__timer_del(weft__worker *w, weft__fiber *f)
             sift_down(w->heap, w->heap_len, i);
     }
     publish_first(w);
+    weft__check(heap_valid(w) && f->timer_idx == WEFT__TIMER_NONE);
 }
 
 int weft__timer_run(weft__worker *w, int64_t now)
@@ -100,7 +120,7 @@ int weft__timer_run(weft__worker *w, int64_t now)
         /* the wait's token is the sequence in its park word; a fiber whose wait was already won by
          * another waker simply loses nothing here */
         uint32_t pw = atomic_load_explicit(&f->park, memory_order_relaxed);
-        if (PW_STATE(pw) == PW_WAITING && weft__unpark_fifo(f, PW_SEQ(pw), PW_TIMEOUT))
+        if (WEFT__PW_STATE(pw) == WEFT__PW_WAITING && weft__unpark_fifo(f, WEFT__PW_SEQ(pw), WEFT__PW_TIMEOUT))
             n++;
     }
     return n;

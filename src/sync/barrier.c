@@ -19,7 +19,7 @@
 
 typedef struct {
     _Atomic uint64_t state;
-    weft__waitq q;
+    weft__wlist q;
     int64_t parties; /* fixed after init */
 } barrier_impl;
 
@@ -50,32 +50,28 @@ int weft_barrier_wait(weft_barrier_t *bb, int64_t deadline)
         return -ENOMEM;
     uint64_t s = wq_lock(&b->state);
     if (B_ARRIVED(s) + 1 == b->parties) {
-        weft__waiter *wake = NULL, **tail = &wake;
-        while (b->q.head)
-            wq_take(&b->q, b->q.head, 0, &tail);
+        weft__wnode *wake = NULL, **tail = &wake;
+        while (b->q.head) /* every node here counts as arrived: none can be settled but by us (below) */
+            weft__wlist_take(&b->q, b->q.head, 0, &tail);
         wq_unlock(&b->state, 0); /* a new round; our last touch of the barrier */
-        wq_wake(wake);
+        weft__wlist_wake(wake);
         return WEFT_BARRIER_SERIAL;
     }
     if (deadline == WEFT_NOWAIT) {
         wq_unlock(&b->state, s);
         return -ETIMEDOUT;
     }
-    weft__waiter n;
-    wq_enqueue(&b->q, &n, self, WEFT__WAIT_BARRIER, b, false);
+    wq_waiter x;
+    wq_enqueue(&b->q, &x, self, WEFT__WAIT_BARRIER, b, false);
     wq_unlock(&b->state, s + B_ONE);
-    int r = weft__park(self, n.tok, deadline);
+    /* called off under the lock (wq_wait_end): an arrival counts until it is withdrawn, so the last
+     * arrival and a withdrawal never cross */
+    int r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline), &b->state, &s);
     if (r == 0)
-        return 0;
-    s = wq_lock(&b->state);
-    if (atomic_load_explicit(&n.state, memory_order_relaxed) == WQ_QUEUED) {
-        wq_remove(&b->q, &n);
-        wq_unlock(&b->state, s - B_ONE);
-        return r;
-    }
-    wq_unlock(&b->state, s);
-    wq_settle(&n);
-    return 0; /* the round completed before the deadline or the cancel took effect */
+        return 0; /* the round completed, perhaps just before the deadline or the cancel */
+    weft__wlist_remove(&b->q, &x.n);
+    wq_unlock(&b->state, s - B_ONE);
+    return r;
 }
 
 int weft_barrier_destroy(weft_barrier_t *bb)

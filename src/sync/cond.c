@@ -17,13 +17,13 @@
 
 typedef struct {
     _Atomic uint64_t state;
-    weft__waitq q;
+    weft__wlist q;
 } cond_impl;
 
 _Static_assert(sizeof(cond_impl) <= sizeof(weft_cond_t), "weft_cond_t is too small");
 _Static_assert(_Alignof(cond_impl) <= _Alignof(weft_cond_t), "weft_cond_t is under-aligned");
 
-static inline cond_impl *impl(weft_cond_t *c)
+static inline cond_impl *cond_of(weft_cond_t *c)
 {
     return (cond_impl *)(void *)c;
 }
@@ -40,78 +40,68 @@ int weft_cond_wait(weft_cond_t *cc, weft_mutex_t *m, int64_t deadline)
 {
     if (!cc || !m)
         return -EINVAL;
-    cond_impl *c = impl(cc);
+    cond_impl *c = cond_of(cc);
     weft__fiber *self = weft__self();
     if (!self)
         return -ENOMEM;
-    weft__waiter n;
+    wq_waiter x;
     uint64_t s = wq_lock(&c->state);
-    wq_enqueue(&c->q, &n, self, WEFT__WAIT_COND, c, false);
+    wq_enqueue(&c->q, &x, self, WEFT__WAIT_COND, c, false);
     wq_unlock(&c->state, s | C_WAITERS);
     int r = weft_mutex_unlock(m);
     if (r != 0) {
-        /* the caller did not hold it: take our wait back and say so */
-        s = wq_lock(&c->state);
-        if (atomic_load_explicit(&n.state, memory_order_relaxed) == WQ_QUEUED) {
-            wq_remove(&c->q, &n);
-            wq_unlock(&c->state, wq_empty(&c->q) ? s & ~C_WAITERS : s);
-            weft__park_cancel(self, n.tok);
-            return r;
+        /* the caller did not hold it: call our wait off and say so (a signal that found us already
+         * counts as taken: its wakeup lands first) */
+        if (weft__wait_claim(&x.w, WEFT__CLAIM_SELF - 1)) {
+            s = wq_lock(&c->state);
+            weft__wlist_remove(&c->q, &x.n);
+            wq_unlock(&c->state, weft__wlist_empty(&c->q) ? s & ~C_WAITERS : s);
         }
-        wq_unlock(&c->state, s);
-        /* a signal found us already: let its wakeup land, then report the misuse */
-        weft__park_uncancellable(self, n.tok, WEFT_FOREVER);
+        weft__wait_abandon(&x.w);
         return r;
     }
-    r = weft__park(self, n.tok, deadline);
+    r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline), &c->state, &s);
     if (r != 0) {
-        s = wq_lock(&c->state);
-        bool queued = atomic_load_explicit(&n.state, memory_order_relaxed) == WQ_QUEUED;
-        if (queued)
-            wq_remove(&c->q, &n);
-        wq_unlock(&c->state, wq_empty(&c->q) ? s & ~C_WAITERS : s);
-        if (!queued) {
-            wq_settle(&n);
-            r = 0; /* signalled before the deadline or cancel took effect: the signal is ours */
-        }
-    }
+        weft__wlist_remove(&c->q, &x.n);
+        wq_unlock(&c->state, weft__wlist_empty(&c->q) ? s & ~C_WAITERS : s);
+    } /* else signalled, perhaps just before the deadline or the cancel: the signal is ours */
     weft__mutex_lock(m, WEFT_FOREVER, false);
     return r;
 }
 
-static int wake(weft_cond_t *cc, bool all)
+static int cond_wake(weft_cond_t *cc, bool all)
 {
     if (!cc)
         return -EINVAL;
-    cond_impl *c = impl(cc);
+    cond_impl *c = cond_of(cc);
     if (!(atomic_load_explicit(&c->state, memory_order_acquire) & C_WAITERS))
         return 0;
-    weft__waiter *list = NULL, **tail = &list;
+    weft__wnode *list = NULL, **tail = &list;
     uint64_t s = wq_lock(&c->state);
-    while (c->q.head) {
-        wq_take(&c->q, c->q.head, 0, &tail);
-        if (!all)
+    for (weft__wnode *x = c->q.head, *next; x; x = next) {
+        next = x->next;
+        if (weft__wlist_take(&c->q, x, 0, &tail) && !all)
             break;
     }
-    wq_unlock(&c->state, wq_empty(&c->q) ? s & ~C_WAITERS : s); /* our last touch of it */
-    wq_wake(list);
+    wq_unlock(&c->state, weft__wlist_empty(&c->q) ? s & ~C_WAITERS : s); /* our last touch of it */
+    weft__wlist_wake(list);
     return 0;
 }
 
 int weft_cond_signal(weft_cond_t *c)
 {
-    return wake(c, false);
+    return cond_wake(c, false);
 }
 
 int weft_cond_broadcast(weft_cond_t *c)
 {
-    return wake(c, true);
+    return cond_wake(c, true);
 }
 
 int weft_cond_destroy(weft_cond_t *cc)
 {
     if (!cc)
         return -EINVAL;
-    cond_impl *c = impl(cc);
+    cond_impl *c = cond_of(cc);
     return atomic_load_explicit(&c->state, memory_order_acquire) & C_WAITERS ? -EBUSY : 0;
 }

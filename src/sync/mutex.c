@@ -35,13 +35,13 @@ enum { GRANT_RETRY = 0, GRANT_OWNER = 1 };
 
 typedef struct {
     _Atomic uint64_t state;
-    weft__waitq q;
+    weft__wlist q;
 } mutex_impl;
 
 _Static_assert(sizeof(mutex_impl) <= sizeof(weft_mutex_t), "weft_mutex_t is too small");
 _Static_assert(_Alignof(mutex_impl) <= _Alignof(weft_mutex_t), "weft_mutex_t is under-aligned");
 
-static inline mutex_impl *impl(weft_mutex_t *m)
+static inline mutex_impl *mutex_of(weft_mutex_t *m)
 {
     return (mutex_impl *)(void *)m;
 }
@@ -66,7 +66,7 @@ int weft_mutex_trylock(weft_mutex_t *mm)
 {
     if (!mm)
         return -EINVAL;
-    mutex_impl *m = impl(mm);
+    mutex_impl *m = mutex_of(mm);
     uint64_t s = atomic_load_explicit(&m->state, memory_order_relaxed);
     while (!(s & (M_LOCKED | WQ_LOCK))) {
         if (atomic_compare_exchange_weak_explicit(&m->state, &s, s | M_LOCKED, memory_order_acquire,
@@ -93,17 +93,26 @@ static bool spin(mutex_impl *m)
     return false;
 }
 
+static int mutex_lock_slow(mutex_impl *m, int64_t deadline, bool cancellable);
+
 /* The slow path of a lock, for weft_mutex_lock and (deaf to cancel) for weft_cond_wait's relock. */
 int weft__mutex_lock(weft_mutex_t *mm, int64_t deadline, bool cancellable)
 {
-    mutex_impl *m = impl(mm);
+    mutex_impl *m = mutex_of(mm);
     uint64_t s = 0;
     if (atomic_compare_exchange_strong_explicit(&m->state, &s, M_LOCKED, memory_order_acquire, memory_order_relaxed))
         return 0;
+    return mutex_lock_slow(m, deadline, cancellable);
+}
+
+/* A lock that found the mutex held. Apart, so that the fast path saves no registers. */
+static WEFT__NOINLINE int mutex_lock_slow(mutex_impl *m, int64_t deadline, bool cancellable)
+{
+    uint64_t s;
     if (deadline != WEFT_NOWAIT && spin(m))
         return 0;
     weft__fiber *self = NULL;
-    weft__waiter n;
+    wq_waiter x;
     bool woken = false;
     for (;;) {
         s = wq_lock(&m->state);
@@ -121,26 +130,24 @@ int weft__mutex_lock(weft_mutex_t *mm, int64_t deadline, bool cancellable)
                 wq_unlock(&m->state, s);
                 return -ENOMEM;
             }
-            n.since = coarse_ns();
+            x.n.since = coarse_ns();
+            x.n.want = GRANT_RETRY;
         }
         /* a waiter that was woken and lost the race goes back to the front, as it was first */
-        wq_enqueue(&m->q, &n, self, WEFT__WAIT_MUTEX, m, woken);
+        wq_enqueue(&m->q, &x, self, WEFT__WAIT_MUTEX, m, woken);
         wq_unlock(&m->state, s | M_WAITERS);
 
-        int r = cancellable ? weft__park(self, n.tok, deadline) : weft__park_uncancellable(self, n.tok, deadline);
+        int r = cancellable ? weft__park(self, x.w.tok, deadline) : weft__park_uncancellable(self, x.w.tok, deadline);
+        if (wq_wait_end(&x, r, &m->state, &s) != 0) {
+            weft__wlist_remove(&m->q, &x.n);
+            wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~M_WAITERS : s);
+            return r;
+        }
+        if (x.n.grant == GRANT_OWNER)
+            return 0; /* handed to us, perhaps just before the deadline or the cancel: ours */
         if (r != 0) {
-            s = wq_lock(&m->state);
-            if (atomic_load_explicit(&n.state, memory_order_relaxed) == WQ_QUEUED) {
-                wq_remove(&m->q, &n);
-                wq_unlock(&m->state, wq_empty(&m->q) ? s & ~M_WAITERS : s);
-                return r;
-            }
-            wq_unlock(&m->state, s);
-            wq_settle(&n);
-            if (n.grant == GRANT_OWNER)
-                return 0; /* it was handed to us before the deadline took effect: ours */
-            /* woken to compete: one try, so that the wakeup is not lost. If the lock is held, its
-             * holder's unlock wakes the next waiter */
+            /* woken to compete just as the wait ended: one try, so that the wakeup is not lost. If the
+             * lock is held, its holder's unlock wakes the next waiter */
             s = wq_lock(&m->state);
             if (!(s & M_LOCKED)) {
                 wq_unlock(&m->state, s | M_LOCKED);
@@ -149,27 +156,25 @@ int weft__mutex_lock(weft_mutex_t *mm, int64_t deadline, bool cancellable)
             wq_unlock(&m->state, s);
             return r;
         }
-        if (n.grant == GRANT_OWNER)
-            return 0;
         woken = true;
     }
 }
 
-int weft_mutex_lock(weft_mutex_t *m, int64_t deadline)
-{
-    if (!m)
-        return -EINVAL;
-    return weft__mutex_lock(m, deadline, true);
-}
-
-int weft_mutex_unlock(weft_mutex_t *mm)
+int weft_mutex_lock(weft_mutex_t *mm, int64_t deadline)
 {
     if (!mm)
         return -EINVAL;
-    mutex_impl *m = impl(mm);
-    uint64_t s = M_LOCKED;
-    if (atomic_compare_exchange_strong_explicit(&m->state, &s, 0, memory_order_release, memory_order_relaxed))
+    mutex_impl *m = mutex_of(mm);
+    uint64_t s = 0;
+    if (atomic_compare_exchange_strong_explicit(&m->state, &s, M_LOCKED, memory_order_acquire, memory_order_relaxed))
         return 0;
+    return mutex_lock_slow(m, deadline, true);
+}
+
+/* An unlock that found more than M_LOCKED in the word (s): waiters, or the queue lock held. Apart, so
+ * that the fast path saves no registers. */
+static WEFT__NOINLINE int mutex_unlock_slow(mutex_impl *m, uint64_t s)
+{
     unsigned spins = 0;
     for (;;) {
         if (!(s & M_LOCKED))
@@ -186,24 +191,88 @@ int weft_mutex_unlock(weft_mutex_t *mm)
             break;
         }
     }
-    /* queue locked, M_WAITERS set, so the queue is not empty */
-    weft__waiter *head = m->q.head, *wake = NULL, **tail = &wake;
-    bool handoff = coarse_ns() - head->since >= STARVE_NS;
-    wq_take(&m->q, head, handoff ? GRANT_OWNER : GRANT_RETRY, &tail);
+    /* queue locked, M_WAITERS set, so the queue is not empty; its first node that can be won gets the
+     * lock (a starving waiter, or a select, which cannot compete) or the chance to take it */
+    weft__wnode *wake = NULL, **tail = &wake;
+    bool handoff = false;
+    int64_t now = 0;
+    for (weft__wnode *x = m->q.head, *next; x; x = next) {
+        next = x->next;
+        if (x->want != GRANT_OWNER && now == 0)
+            now = coarse_ns();
+        handoff = x->want == GRANT_OWNER || now - x->since >= STARVE_NS;
+        if (weft__wlist_take(&m->q, x, handoff ? GRANT_OWNER : GRANT_RETRY, &tail))
+            break;
+        handoff = false;
+    }
     uint64_t ns = (s | WQ_LOCK) & ~M_WAITERS;
     if (!handoff)
         ns &= ~M_LOCKED;
-    if (!wq_empty(&m->q))
+    if (!weft__wlist_empty(&m->q))
         ns |= M_WAITERS;
     wq_unlock(&m->state, ns); /* our last touch of the mutex */
-    wq_wake(wake);
+    weft__wlist_wake(wake);
     return 0;
+}
+
+int weft_mutex_unlock(weft_mutex_t *mm)
+{
+    if (!mm)
+        return -EINVAL;
+    mutex_impl *m = mutex_of(mm);
+    uint64_t s = M_LOCKED;
+    if (atomic_compare_exchange_strong_explicit(&m->state, &s, 0, memory_order_release, memory_order_relaxed))
+        return 0;
+    return mutex_unlock_slow(m, s);
 }
 
 int weft_mutex_destroy(weft_mutex_t *mm)
 {
     if (!mm)
         return -EINVAL;
-    uint64_t s = atomic_load_explicit(&impl(mm)->state, memory_order_acquire);
+    uint64_t s = atomic_load_explicit(&mutex_of(mm)->state, memory_order_acquire);
     return s ? -EBUSY : 0;
 }
+
+/* ---- weft_select's case (core/wait.h): the lock taken, as by weft_mutex_lock ---- */
+
+static uint64_t mutex_sel_lock(void *obj)
+{
+    return wq_lock(&mutex_of(obj)->state);
+}
+
+static void mutex_sel_unlock(void *obj, uint64_t s)
+{
+    wq_unlock(&mutex_of(obj)->state, s);
+}
+
+static int mutex_sel_poll(weft__sel_case *cs, weft__wakeup *k)
+{
+    (void)k;
+    if (*cs->state & M_LOCKED)
+        return 0;
+    *cs->state |= M_LOCKED;
+    return 1;
+}
+
+/* An unlock hands the lock straight to a select's node: the select cannot compete for it after it
+ * woke, its claim is spent. */
+static int mutex_sel_enqueue(weft__sel_case *cs)
+{
+    cs->node.since = coarse_ns();
+    cs->node.want = GRANT_OWNER;
+    weft__wlist_push(&mutex_of(cs->obj)->q, &cs->node);
+    *cs->state |= M_WAITERS;
+    return WEFT__ARM_QUEUED;
+}
+
+static void mutex_sel_disarm(weft__sel_case *cs)
+{
+    mutex_impl *m = mutex_of(cs->obj);
+    uint64_t s = wq_lock(&m->state);
+    weft__wlist_remove(&m->q, &cs->node); /* not won by an unlock, so still queued */
+    wq_unlock(&m->state, weft__wlist_empty(&m->q) ? s & ~M_WAITERS : s);
+}
+
+const weft__sel_ops weft__sel_mutex = {mutex_sel_lock,    mutex_sel_unlock, mutex_sel_poll, mutex_sel_enqueue,
+                                       mutex_sel_disarm, NULL,             NULL};

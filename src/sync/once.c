@@ -16,7 +16,7 @@
 
 typedef struct {
     _Atomic uint64_t state;
-    weft__waitq q;
+    weft__wlist q;
     weft__fiber *runner; /* who runs fn (O_RUNNING); protected by WQ_LOCK */
 } once_impl;
 
@@ -43,31 +43,27 @@ int weft_once(weft_once_t *oo, void (*fn)(void *arg), void *arg)
         wq_unlock(&o->state, s | O_RUNNING);
         fn(arg);
         s = wq_lock(&o->state);
-        weft__waiter *wake = NULL, **tail = &wake;
-        while (o->q.head)
-            wq_take(&o->q, o->q.head, 0, &tail);
+        weft__wnode *wake = NULL, **tail = &wake;
+        for (weft__wnode *x = o->q.head, *next; x; x = next) {
+            next = x->next;
+            weft__wlist_take(&o->q, x, 0, &tail); /* a cancelled waiter's node stays, for it to take out */
+        }
         o->runner = NULL;
         wq_unlock(&o->state, (s & ~O_RUNNING) | O_DONE); /* our last touch of the object */
-        wq_wake(wake);
+        weft__wlist_wake(wake);
         return 0;
     }
     if (o->runner == self) {
         wq_unlock(&o->state, s);
         return -EDEADLK; /* fn asked for itself: waiting would never end */
     }
-    weft__waiter n;
-    wq_enqueue(&o->q, &n, self, WEFT__WAIT_ONCE, o, false);
+    wq_waiter x;
+    wq_enqueue(&o->q, &x, self, WEFT__WAIT_ONCE, o, false);
     wq_unlock(&o->state, s);
-    int r = weft__park(self, n.tok, WEFT_FOREVER);
+    int r = wq_wait_end(&x, weft__park(self, x.w.tok, WEFT_FOREVER), &o->state, &s);
     if (r == 0)
-        return 0;
-    s = wq_lock(&o->state);
-    if (atomic_load_explicit(&n.state, memory_order_relaxed) == WQ_QUEUED) {
-        wq_remove(&o->q, &n);
-        wq_unlock(&o->state, s);
-        return r;
-    }
+        return 0; /* fn returned, perhaps just before the cancel */
+    weft__wlist_remove(&o->q, &x.n);
     wq_unlock(&o->state, s);
-    wq_settle(&n);
-    return 0; /* fn returned before the cancel took effect */
+    return r;
 }

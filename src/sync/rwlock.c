@@ -27,13 +27,13 @@ enum { WANT_READ = 0, WANT_WRITE = 1 };
 
 typedef struct {
     _Atomic uint64_t state;
-    weft__waitq q;
+    weft__wlist q;
 } rwlock_impl;
 
 _Static_assert(sizeof(rwlock_impl) <= sizeof(weft_rwlock_t), "weft_rwlock_t is too small");
 _Static_assert(_Alignof(rwlock_impl) <= _Alignof(weft_rwlock_t), "weft_rwlock_t is under-aligned");
 
-static inline rwlock_impl *impl(weft_rwlock_t *l)
+static inline rwlock_impl *rwlock_of(weft_rwlock_t *l)
 {
     return (rwlock_impl *)(void *)l;
 }
@@ -48,29 +48,34 @@ int weft_rwlock_init(weft_rwlock_t *l)
 
 /* Grant the lock from the head of the queue while the head can have it. Under WQ_LOCK; *s is the state
  * to be stored, RW_WAITERS made true to the queue. */
-static void grant(rwlock_impl *l, uint64_t *s, weft__waiter ***tail)
+static void grant(rwlock_impl *l, uint64_t *s, weft__wnode ***tail)
 {
-    while (l->q.head) {
-        weft__waiter *h = l->q.head;
+    for (weft__wnode *h = l->q.head, *next; h; h = next) {
+        next = h->next;
         if (h->want == WANT_WRITE) {
             if (RW_READERS(*s) == 0 && !(*s & RW_WRITER)) {
-                wq_take(&l->q, h, 0, tail);
-                *s |= RW_WRITER;
+                if (weft__wlist_take(&l->q, h, 0, tail)) {
+                    *s |= RW_WRITER;
+                    break;
+                }
+                continue; /* its wait ended: look past it */
             }
+            if (weft__wait_claimed(h->w) != WEFT__CLAIM_NONE)
+                continue; /* a writer whose wait ended holds no reader back (it grants again as it leaves) */
             break;
         }
         if ((*s & RW_WRITER) || RW_READERS(*s) >= RW_READERS_MAX)
             break;
-        wq_take(&l->q, h, 0, tail);
-        *s += RW_READER;
+        if (weft__wlist_take(&l->q, h, 0, tail))
+            *s += RW_READER;
     }
-    *s = wq_empty(&l->q) ? *s & ~RW_WAITERS : *s | RW_WAITERS;
+    *s = weft__wlist_empty(&l->q) ? *s & ~RW_WAITERS : *s | RW_WAITERS;
 }
 
 static int lock_slow(rwlock_impl *l, int want, int64_t deadline)
 {
     uint64_t s = wq_lock(&l->state);
-    if (wq_empty(&l->q)) {
+    if (weft__wlist_empty(&l->q)) {
         if (want == WANT_WRITE && RW_READERS(s) == 0 && !(s & RW_WRITER)) {
             wq_unlock(&l->state, s | RW_WRITER);
             return 0;
@@ -89,32 +94,26 @@ static int lock_slow(rwlock_impl *l, int want, int64_t deadline)
         wq_unlock(&l->state, s);
         return deadline == WEFT_NOWAIT ? -ETIMEDOUT : -ENOMEM;
     }
-    weft__waiter n;
-    n.want = (uint64_t)want;
-    wq_enqueue(&l->q, &n, self, want == WANT_WRITE ? WEFT__WAIT_RWLOCK_WRITE : WEFT__WAIT_RWLOCK_READ, l, false);
+    wq_waiter x;
+    x.n.want = (uint64_t)want;
+    wq_enqueue(&l->q, &x, self, want == WANT_WRITE ? WEFT__WAIT_RWLOCK_WRITE : WEFT__WAIT_RWLOCK_READ, l, false);
     wq_unlock(&l->state, s | RW_WAITERS);
-    int r = weft__park(self, n.tok, deadline);
+    int r = wq_wait_end(&x, weft__park(self, x.w.tok, deadline), &l->state, &s);
     if (r == 0)
-        return 0; /* granted: the releaser counted us in */
-    s = wq_lock(&l->state);
-    if (atomic_load_explicit(&n.state, memory_order_relaxed) == WQ_QUEUED) {
-        wq_remove(&l->q, &n);
-        weft__waiter *wake = NULL, **tail = &wake;
-        grant(l, &s, &tail);
-        wq_unlock(&l->state, s);
-        wq_wake(wake);
-        return r;
-    }
+        return 0; /* granted, perhaps just before the deadline or the cancel: the releaser counted us in */
+    weft__wlist_remove(&l->q, &x.n);
+    weft__wnode *wake = NULL, **tail = &wake;
+    grant(l, &s, &tail);
     wq_unlock(&l->state, s);
-    wq_settle(&n);
-    return 0; /* granted before the deadline or the cancel took effect: we hold it */
+    weft__wlist_wake(wake);
+    return r;
 }
 
 int weft_rwlock_rdlock(weft_rwlock_t *ll, int64_t deadline)
 {
     if (!ll)
         return -EINVAL;
-    rwlock_impl *l = impl(ll);
+    rwlock_impl *l = rwlock_of(ll);
     uint64_t s = atomic_load_explicit(&l->state, memory_order_relaxed);
     while (!(s & (WQ_LOCK | RW_WRITER | RW_WAITERS)) && RW_READERS(s) < RW_READERS_MAX) {
         if (atomic_compare_exchange_weak_explicit(&l->state, &s, s + RW_READER, memory_order_acquire,
@@ -128,7 +127,7 @@ int weft_rwlock_wrlock(weft_rwlock_t *ll, int64_t deadline)
 {
     if (!ll)
         return -EINVAL;
-    rwlock_impl *l = impl(ll);
+    rwlock_impl *l = rwlock_of(ll);
     uint64_t s = 0;
     if (atomic_compare_exchange_strong_explicit(&l->state, &s, RW_WRITER, memory_order_acquire, memory_order_relaxed))
         return 0;
@@ -139,7 +138,7 @@ int weft_rwlock_unlock(weft_rwlock_t *ll)
 {
     if (!ll)
         return -EINVAL;
-    rwlock_impl *l = impl(ll);
+    rwlock_impl *l = rwlock_of(ll);
     unsigned spins = 0;
     uint64_t s = atomic_load_explicit(&l->state, memory_order_relaxed);
     for (;;) {
@@ -162,10 +161,10 @@ int weft_rwlock_unlock(weft_rwlock_t *ll)
     }
     s |= WQ_LOCK;
     s = s & RW_WRITER ? s & ~RW_WRITER : s - RW_READER;
-    weft__waiter *wake = NULL, **tail = &wake;
+    weft__wnode *wake = NULL, **tail = &wake;
     grant(l, &s, &tail);
     wq_unlock(&l->state, s); /* our last touch of the lock */
-    wq_wake(wake);
+    weft__wlist_wake(wake);
     return 0;
 }
 
@@ -173,5 +172,5 @@ int weft_rwlock_destroy(weft_rwlock_t *ll)
 {
     if (!ll)
         return -EINVAL;
-    return atomic_load_explicit(&impl(ll)->state, memory_order_acquire) ? -EBUSY : 0;
+    return atomic_load_explicit(&rwlock_of(ll)->state, memory_order_acquire) ? -EBUSY : 0;
 }

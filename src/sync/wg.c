@@ -15,13 +15,14 @@
  * detaches the list and marks each node TAKEN, and then, in one CAS, applies its delta and releases the
  * lock: the counter reaches zero in the same instant as the waker's last touch of the group. (If an add
  * slipped in meanwhile and the counter would not be zero, the list goes back and nobody wakes.) Only
- * then does it walk the detached nodes, which live on the waiters' stacks: it reads each node, marks it
- * DONE, and unparks its fiber, and touches it no more.
+ * then does it walk the detached nodes, which live on the waiters' stacks (core/wait.h): it wins each
+ * node's wait and wakes it, or, for a wait already settled (called off, or a select's other case), marks
+ * the node released; either is its last touch of that node.
  *
  * So a waiter that sees the counter at zero, or that was woken, returns without touching the group. A
- * waiter whose deadline passed takes the lock (its own wait has not returned, so the group is still
- * there): a QUEUED node it removes; a TAKEN one means the counter reached zero and the waker is on its
- * way, so it waits for DONE, which is short, and returns 0.
+ * waiter whose deadline passed calls its wait off; if a waker won it first, the counter reached zero and
+ * it returns 0. Otherwise it takes the lock (its own wait has not returned, so the group is still
+ * there): a node still queued it removes; one the waker detached it waits for, until it is released.
  */
 #include <errno.h>
 #include <sched.h>
@@ -38,35 +39,19 @@
 #define WG_COUNT(s) ((int64_t)((s) >> WG_SHIFT))
 #define WG_COUNT_MAX ((int64_t)(UINT64_MAX >> WG_SHIFT))
 
-enum { NODE_QUEUED, NODE_TAKEN, NODE_DONE };
-
-typedef struct wg_waiter {
-    struct wg_waiter *next, *prev; /* protected by WG_LOCKED while queued */
-    weft__fiber *f;
-    uint32_t tok;
-    _Atomic uint32_t state;        /* NODE_*: TAKEN under the lock, DONE by the waker when it is through */
-} wg_waiter;
-
 typedef struct {
     _Atomic uint64_t state;
-    wg_waiter *head; /* protected by WG_LOCKED */
+    weft__wlist q; /* protected by WG_LOCKED */
 } wg_impl;
+
+static void wg_leave(wg_impl *g, weft__wnode *n);
 
 _Static_assert(sizeof(wg_impl) <= sizeof(weft_wg_t), "weft_wg_t is too small");
 _Static_assert(_Alignof(wg_impl) <= _Alignof(weft_wg_t), "weft_wg_t is under-aligned");
 
-static inline wg_impl *impl(weft_wg_t *wg)
+static inline wg_impl *wg_of(weft_wg_t *wg)
 {
     return (wg_impl *)(void *)wg;
-}
-
-/* The lock's holder never parks, but its thread may be preempted: spin a little, then give way. */
-static void backoff(unsigned *spins)
-{
-    if ((*spins)++ < 64)
-        weft__cpu_relax();
-    else
-        sched_yield();
 }
 
 /* Take the list lock; returns the state as it was when we took it (flags and counter). */
@@ -76,7 +61,7 @@ static uint64_t lock(wg_impl *g)
     uint64_t s = atomic_load_explicit(&g->state, memory_order_relaxed);
     for (;;) {
         if (s & WG_LOCKED) {
-            backoff(&spins);
+            weft__spin_backoff(&spins); /* the holder never parks, but may be preempted */
             s = atomic_load_explicit(&g->state, memory_order_relaxed);
         } else if (atomic_compare_exchange_weak_explicit(&g->state, &s, s | WG_LOCKED, memory_order_acquire,
                                                          memory_order_relaxed)) {
@@ -91,7 +76,7 @@ static void unlock(wg_impl *g)
 {
     uint64_t s = atomic_load_explicit(&g->state, memory_order_relaxed), v;
     do {
-        v = (s & ~WG_FLAGS) | (g->head ? WG_WAITERS : 0);
+        v = (s & ~WG_FLAGS) | (weft__wlist_empty(&g->q) ? 0 : WG_WAITERS);
     } while (!atomic_compare_exchange_weak_explicit(&g->state, &s, v, memory_order_release, memory_order_relaxed));
 }
 
@@ -103,45 +88,47 @@ int weft_wg_init(weft_wg_t *wg)
     return 0;
 }
 
-static void set_nodes(wg_waiter *list, uint32_t state)
+static void set_queued(weft__wnode *list, bool queued)
 {
-    for (wg_waiter *n = list; n; n = n->next)
-        atomic_store_explicit(&n->state, state, memory_order_relaxed);
+    for (weft__wnode *n = list; n; n = n->next)
+        n->queued = queued;
 }
 
 /* The lock is ours and delta would bring the counter to zero: take the waiters, apply delta and
  * release in one step, then wake them (see the top of the file). */
 static void add_and_wake(wg_impl *g, int64_t delta)
 {
-    wg_waiter *list = g->head;
-    g->head = NULL;
-    set_nodes(list, NODE_TAKEN);
+    weft__wnode *list = g->q.head;
+    g->q.head = g->q.tail = NULL;
+    set_queued(list, false);
     uint64_t s = atomic_load_explicit(&g->state, memory_order_relaxed), v;
     for (;;) {
         uint64_t c = (uint64_t)(WG_COUNT(s) + delta); /* >= 0: nobody else takes the counter down to zero */
         if (c != 0) { /* an add came in meanwhile: no wakeup after all */
-            set_nodes(list, NODE_QUEUED);
             v = (c << WG_SHIFT) | WG_LOCKED | WG_WAITERS;
         } else {
             v = 0;
         }
         if (atomic_compare_exchange_weak_explicit(&g->state, &s, v, memory_order_acq_rel, memory_order_relaxed))
             break;
-        if (c != 0)
-            set_nodes(list, NODE_TAKEN);
     }
     if (v != 0) {
-        g->head = list;
+        weft__wnode *tail = list;
+        while (tail && tail->next)
+            tail = tail->next;
+        g->q.head = list;
+        g->q.tail = tail;
+        set_queued(list, true);
         unlock(g);
         return;
     }
-    /* the group may be gone now: only the nodes, each valid until it reads DONE */
-    for (wg_waiter *n = list, *next; n; n = next) {
+    /* the group may be gone now: only the nodes, each valid until our last touch of it */
+    for (weft__wnode *n = list, *next; n; n = next) {
         next = n->next;
-        weft__fiber *f = n->f;
-        uint32_t tok = n->tok;
-        atomic_store_explicit(&n->state, NODE_DONE, memory_order_release);
-        weft__unpark_fifo(f, tok, PW_OK);
+        if (weft__wait_claim(n->w, n->idx))
+            weft__wait_wake(n->w, false);
+        else
+            weft__wnode_release(n);
     }
 }
 
@@ -149,7 +136,7 @@ int weft_wg_add(weft_wg_t *wg, int64_t delta)
 {
     if (!wg)
         return -EINVAL;
-    wg_impl *g = impl(wg);
+    wg_impl *g = wg_of(wg);
     unsigned spins = 0;
     uint64_t s = atomic_load_explicit(&g->state, memory_order_relaxed);
     for (;;) {
@@ -162,7 +149,7 @@ int weft_wg_add(weft_wg_t *wg, int64_t delta)
             /* the waking add: take the lock first, the counter unchanged. Also when the lock is held
              * with no waiters yet: its holder may be a waiter that has not published itself */
             if (s & WG_LOCKED) {
-                backoff(&spins);
+                weft__spin_backoff(&spins);
                 s = atomic_load_explicit(&g->state, memory_order_relaxed);
             } else if (atomic_compare_exchange_weak_explicit(&g->state, &s, s | WG_LOCKED, memory_order_acquire,
                                                              memory_order_relaxed)) {
@@ -184,7 +171,7 @@ int weft_wg_done(weft_wg_t *wg)
 
 int64_t weft__wg_count(weft_wg_t *wg)
 {
-    return WG_COUNT(atomic_load_explicit(&impl(wg)->state, memory_order_acquire));
+    return WG_COUNT(atomic_load_explicit(&wg_of(wg)->state, memory_order_acquire));
 }
 
 int weft_wg_wait(weft_wg_t *wg, int64_t deadline)
@@ -196,7 +183,7 @@ int weft__wg_wait(weft_wg_t *wg, int64_t deadline, unsigned reason)
 {
     if (!wg)
         return -EINVAL;
-    wg_impl *g = impl(wg);
+    wg_impl *g = wg_of(wg);
     /* zero is published by the waker's last touch: seeing it, the group is ours */
     if (WG_COUNT(atomic_load_explicit(&g->state, memory_order_acquire)) == 0)
         return 0;
@@ -210,46 +197,72 @@ int weft__wg_wait(weft_wg_t *wg, int64_t deadline, unsigned reason)
         unlock(g);
         return 0;
     }
-    wg_waiter node = {.f = self, .next = g->head};
-    node.tok = weft__park_prepare(self, reason, wg);
-    if (g->head)
-        g->head->prev = &node;
-    g->head = &node;
+    weft__wait w;
+    weft__wnode node;
+    weft__wait_begin(&w, self, reason, wg);
+    weft__wnode_init(&node, &w, 0);
+    weft__wlist_push(&g->q, &node);
     unlock(g);
 
-    int r = weft__park(self, node.tok, deadline);
-    if (r == 0) {
-        /* woken: the waker was through with the group and with our node before it woke us. The load
-         * pairs with its DONE store, which orders every done() before our return (also for TSan, which
-         * does not see the park word) */
-        weft__dassert(atomic_load_explicit(&node.state, memory_order_acquire) == NODE_DONE);
-        (void)atomic_load_explicit(&node.state, memory_order_acquire);
-        return 0;
-    }
-    /* the deadline passed (or the wait was cancelled): leave the list, unless the waker took us */
+    int r = weft__park(self, w.tok, deadline);
+    if (weft__wait_end(&w, r) >= 0)
+        return 0; /* woken, perhaps just before the deadline or the cancel: every done() came first */
+    wg_leave(g, &node);
+    return r;
+}
+
+/* The caller's wait was settled without this group's waker (called off, or a select's other case):
+ * take its node out, or wait until the waker that detached it is through with it. */
+static void wg_leave(wg_impl *g, weft__wnode *n)
+{
     lock(g);
-    if (atomic_load_explicit(&node.state, memory_order_relaxed) == NODE_QUEUED) {
-        if (node.prev)
-            node.prev->next = node.next;
-        else
-            g->head = node.next;
-        if (node.next)
-            node.next->prev = node.prev;
-        unlock(g);
-        return r;
-    }
+    bool queued = n->queued;
+    if (queued)
+        weft__wlist_remove(&g->q, n);
     unlock(g);
-    /* taken: the counter reached zero; the waker reads our node until it marks it DONE */
-    unsigned spins = 0;
-    while (atomic_load_explicit(&node.state, memory_order_acquire) != NODE_DONE)
-        backoff(&spins);
-    return 0;
+    if (!queued)
+        weft__wnode_wait_released(n);
 }
 
 int weft_wg_destroy(weft_wg_t *wg)
 {
     if (!wg)
         return -EINVAL;
-    uint64_t s = atomic_load_explicit(&impl(wg)->state, memory_order_acquire);
+    uint64_t s = atomic_load_explicit(&wg_of(wg)->state, memory_order_acquire);
     return s & WG_FLAGS ? -EBUSY : 0;
 }
+
+/* ---- weft_select's case (core/wait.h): the counter at zero; nothing is taken ---- */
+
+static uint64_t wg_sel_lock(void *obj)
+{
+    lock(wg_of(obj));
+    return 0;
+}
+
+static void wg_sel_unlock(void *obj, uint64_t s)
+{
+    (void)s;
+    unlock(wg_of(obj));
+}
+
+/* The counter cannot reach zero while we hold the lock, but an add may take it up from zero meanwhile:
+ * it was zero when we looked, and that is the case. */
+static int wg_sel_poll(weft__sel_case *cs, weft__wakeup *k)
+{
+    (void)k;
+    return WG_COUNT(atomic_load_explicit(&wg_of(cs->obj)->state, memory_order_acquire)) == 0;
+}
+
+static int wg_sel_enqueue(weft__sel_case *cs)
+{
+    weft__wlist_push(&wg_of(cs->obj)->q, &cs->node);
+    return WEFT__ARM_QUEUED;
+}
+
+static void wg_sel_disarm(weft__sel_case *cs)
+{
+    wg_leave(wg_of(cs->obj), &cs->node);
+}
+
+const weft__sel_ops weft__sel_wg = {wg_sel_lock, wg_sel_unlock, wg_sel_poll, wg_sel_enqueue, wg_sel_disarm, NULL, NULL};
