@@ -308,6 +308,10 @@ void weft__altstack_remove(void *mem);
 void weft__altstack_free(void *mem);
 /* Note the bounds of a kernel thread's own stack for overflow reports. */
 void weft__thread_stack_note(weft__fiber *f);
+/* The fiber stack whose guard holds addr, or NULL: async-signal-safe, for the fault handler (stack.c). */
+weft__stack *weft__stack_of_guard(char *addr);
+/* The overflow report's fault handler, installed once (overflow.c). */
+void weft__overflow_install(void);
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Workers and the scheduler (sched.c)                                                               */
