@@ -122,6 +122,20 @@ static inline int64_t dq_size(weft__deque *q)
     return b - t;
 }
 
+/* The deque's checker (WEFT_DEBUG 3), owner side: a size within the ring, and every slot the owner
+ * filled between top and bottom names a fiber (thieves move top meanwhile, so no slot's fiber is read). */
+static bool dq_valid(weft__deque *q)
+{
+    int64_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
+    int64_t t = atomic_load_explicit(&q->top, memory_order_acquire);
+    if (b - t > WEFT__DEQUE_CAP || t > b + 1)
+        return false;
+    for (int64_t i = t; i < b; i++)
+        if (!atomic_load_explicit(&q->buf[i & DQ_MASK], memory_order_relaxed))
+            return false;
+    return true;
+}
+
 static inline bool dq_push(weft__deque *q, weft__fiber *f)
 {
     int64_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
@@ -130,6 +144,7 @@ static inline bool dq_push(weft__deque *q, weft__fiber *f)
         return false;
     atomic_store_explicit(&q->buf[b & DQ_MASK], f, memory_order_relaxed);
     atomic_store_explicit(&q->bottom, b + 1, memory_order_release);
+    weft__check(dq_valid(q));
     return true;
 }
 
@@ -208,6 +223,29 @@ static inline void stamp(weft__worker *w, weft__fiber *f)
     atomic_store_explicit(&f->enq_seq, ++w->enq_seq, memory_order_relaxed);
 }
 
+/* The ready queue's checker (WEFT_DEBUG 3), owner only: the links end at the tail, and every fiber in
+ * it is a fiber of this worker that is not parked (a woken one leaves WAITING before it is queued).
+ * The first WEFT__CHECK_MAX fibers. */
+static bool readyq_valid(weft__worker *w)
+{
+    if (!w->ready_head || !w->ready_tail)
+        return !w->ready_head && !w->ready_tail;
+    if (w->ready_tail->link)
+        return false;
+    unsigned k = 0;
+    for (weft__fiber *f = w->ready_head; f; f = f->link) {
+        if (f->kind != WEFT__KIND_FIBER || f->worker != w)
+            return false;
+        if (WEFT__PW_STATE(atomic_load_explicit(&f->park, memory_order_relaxed)) == WEFT__PW_WAITING)
+            return false;
+        if (!f->link && f != w->ready_tail)
+            return false;
+        if (++k == WEFT__CHECK_MAX)
+            break;
+    }
+    return true;
+}
+
 static inline void readyq_push(weft__worker *w, weft__fiber *f)
 {
     stamp(w, f);
@@ -217,6 +255,7 @@ static inline void readyq_push(weft__worker *w, weft__fiber *f)
     else
         w->ready_head = f;
     w->ready_tail = f;
+    weft__check(readyq_valid(w));
 }
 
 static inline weft__fiber *readyq_pop(weft__worker *w)
