@@ -374,24 +374,36 @@ int weft__join_uncancellable(weft_fiber_t h, void **result)
     return join_until(h, result, WEFT_FOREVER, false);
 }
 
+/* What a join of h may not do, as weft_join says: 0 with *f and *self, or -ESRCH, -ENOMEM, -EDEADLK. */
+static int join_target(weft_fiber_t h, weft__fiber **f, weft__fiber **self)
+{
+    *f = weft__desc_lookup(h);
+    if (!*f)
+        return -ESRCH;
+    *self = weft__self();
+    if (!*self)
+        return -ENOMEM;
+    return *self == *f ? -EDEADLK : 0;
+}
+
+/* A join word that another join or a detach holds: -ESRCH when h went stale meanwhile, else -EINVAL. */
+static int join_taken(weft__fiber *f, weft_fiber_t h)
+{
+    return atomic_load_explicit(&f->gen, memory_order_acquire) != (uint32_t)(h.handle_ >> 32) ? -ESRCH : -EINVAL;
+}
+
 static int join_until(weft_fiber_t h, void **result, int64_t deadline, bool cancellable)
 {
-    weft__fiber *f = weft__desc_lookup(h);
-    if (!f)
-        return -ESRCH;
-    weft__fiber *self = weft__self();
-    if (!self)
-        return -ENOMEM;
-    if (self == f)
-        return -EDEADLK;
+    weft__fiber *f, *self;
+    int err = join_target(h, &f, &self);
+    if (err)
+        return err;
     for (;;) {
         uintptr_t j = atomic_load_explicit(&f->join, memory_order_acquire);
         if (j == WEFT__JW_DONE)
             return collect(f, result);
-        if (j == WEFT__JW_DETACHED || j == WEFT__JW_CLAIMED || j != 0)
-            return atomic_load_explicit(&f->gen, memory_order_acquire) != (uint32_t)(h.handle_ >> 32)
-                       ? -ESRCH
-                       : -EINVAL;
+        if (j != 0)
+            return join_taken(f, h); /* detached, claimed, or another joiner's node */
         if (deadline == WEFT_NOWAIT)
             return -ETIMEDOUT;
         weft__wait w;
@@ -428,17 +440,13 @@ int weft_join(weft_fiber_t h, void **result)
 int weft__sel_join_open(weft__sel_case *c)
 {
     weft_fiber_t h = {c->key};
-    weft__fiber *f = weft__desc_lookup(h);
-    if (!f)
-        return -ESRCH;
-    weft__fiber *self = weft__self();
-    if (!self)
-        return -ENOMEM;
-    if (self == f)
-        return -EDEADLK;
+    weft__fiber *f, *self;
+    int err = join_target(h, &f, &self);
+    if (err)
+        return err;
     uintptr_t j = atomic_load_explicit(&f->join, memory_order_acquire);
     if (j != 0 && j != WEFT__JW_DONE)
-        return atomic_load_explicit(&f->gen, memory_order_acquire) != (uint32_t)(h.handle_ >> 32) ? -ESRCH : -EINVAL;
+        return join_taken(f, h);
     c->ops = &weft__sel_join;
     c->obj = f;
     return 0;
