@@ -163,6 +163,7 @@ enum { WEFT__PW_OK = 0, WEFT__PW_TIMEOUT = 1, WEFT__PW_CANCELED = 2, WEFT__PW_DE
 /* The join word: who finishes first, the fiber or its joiner, decides with one exchange. */
 #define WEFT__JW_DONE ((uintptr_t)1)     /* the fiber has finished and published its result */
 #define WEFT__JW_DETACHED ((uintptr_t)2) /* nobody will join: the fiber frees itself */
+#define WEFT__JW_CLAIMED ((uintptr_t)3)  /* a joiner or detach took the finished fiber */
 /* any other non-zero value: the joiner's wait node (core/wait.h; aligned, so its low bits are zero) */
 
 struct weft__worker;
