@@ -14,7 +14,7 @@
 
 #include <weft.h>
 
-#include "platform/cpus.h"
+#include "platform/prim.h"
 #include "runner.h"
 
 static void write_file(const char *path, const char *text)

@@ -15,14 +15,11 @@
 #include <stdint.h>
 
 #include "obs/sanitize.h"
+#include "platform/prim.h"
 #include "weft.h"
 
-#define WEFT__CACHELINE 64
 /* The most workers a runtime runs (weft_start caps them): per-worker tables may be sized by it. */
 #define WEFT__MAX_WORKERS 1024
-#define WEFT__LIKELY(x) __builtin_expect(!!(x), 1)
-#define WEFT__UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define WEFT__NOINLINE __attribute__((noinline))
 
 #ifndef WEFT_DEBUG
 #define WEFT_DEBUG 0
@@ -50,56 +47,6 @@ _Noreturn void weft__panic(const char *fmt, ...) __attribute__((format(printf, 1
 #endif
 /* A checker walks at most this many entries of a long structure, so the stress tests stay quick. */
 #define WEFT__CHECK_MAX 4096u
-
-static inline void weft__cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#endif
-}
-
-/* One wait of a thread that spins for a lock whose holder never parks: pauses that double from 1 to 32,
- * since every look at the lock's line takes it from the holder's core, and a taker that looks less often
- * lets the holder get on (a channel shared by fibers on 2 workers: 64 ns per element with one pause per
- * look, 34 with this); after 64 rounds, sched_yield, since the holder's thread may have been preempted. */
-static inline void weft__spin_backoff(unsigned *round)
-{
-    if (*round < 64) {
-        for (unsigned i = 0, n = 1u << (*round < 5 ? *round : 5); i < n; i++)
-            weft__cpu_relax();
-        ++*round;
-    } else {
-        sched_yield();
-    }
-}
-
-/* Internal spinlock for short critical sections that never park. */
-typedef struct {
-    _Atomic uint32_t v;
-} weft__spinlock;
-void weft__spin_lock_slow(weft__spinlock *l);
-static inline void weft__spin_lock(weft__spinlock *l)
-{
-    if (WEFT__LIKELY(!atomic_exchange_explicit(&l->v, 1, memory_order_acquire)))
-        return;
-    weft__spin_lock_slow(l);
-}
-static inline void weft__spin_unlock(weft__spinlock *l)
-{
-    atomic_store_explicit(&l->v, 0, memory_order_release);
-}
-
-/* errno, read where TSan does not look. The fibers of a worker share its thread's errno; TSan sees each
- * fiber as a thread of its own and would call their uses of it a race. weft never writes errno. */
-static inline int weft__errno(void)
-{
-    weft__tsan_internal_begin();
-    int e = errno;
-    weft__tsan_internal_end();
-    return e;
-}
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Fiber descriptors                                                                                 */
@@ -640,14 +587,6 @@ static inline int64_t weft__timer_next(const weft__worker *w)
 }
 void weft__timer_fini(weft__worker *w);
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Platform (src/platform)                                                                           */
-
-int64_t weft__clock_ns(void);
-int weft__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline);
-void weft__futex_wake(_Atomic uint32_t *addr, int n);
-int weft__cpu_count(void);   /* CPUs this process may use: affinity, capped by the cgroup quota */
-
 /* The runtime's options (options.c): one table of field, variable, default and range. */
 enum {
     WEFT__OPT_WORKERS,
@@ -670,8 +609,4 @@ typedef struct {
 int64_t weft__option_value(int i, int64_t configured);
 /* The table's row i, or NULL past its end (for the docs test). */
 const weft__option *weft__option_info(int i);
-size_t weft__page_size(void);
-/* Parse a size like "256k", "1M", "65536"; 0 on error. */
-size_t weft__parse_size(const char *s);
-
 #endif /* WEFT_CORE_INTERNAL_H */

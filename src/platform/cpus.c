@@ -11,8 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/internal.h"
-#include "platform/cpus.h"
+#include "platform/prim.h"
 
 int weft__affinity_count(void)
 {

@@ -10,7 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/internal.h"
+#include "platform/prim.h"
+#include "weft.h"
 
 int64_t weft__clock_ns(void)
 {
