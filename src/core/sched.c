@@ -124,7 +124,7 @@ static inline int64_t dq_size(weft__deque *q)
 
 /* The deque's checker (WEFT_DEBUG 3), owner side: a size within the ring, and every slot the owner
  * filled between top and bottom names a fiber (thieves move top meanwhile, so no slot's fiber is read). */
-static bool dq_valid(weft__deque *q)
+static inline bool dq_valid(weft__deque *q)
 {
     int64_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
     int64_t t = atomic_load_explicit(&q->top, memory_order_acquire);
@@ -226,7 +226,7 @@ static inline void stamp(weft__worker *w, weft__fiber *f)
 /* The ready queue's checker (WEFT_DEBUG 3), owner only: the links end at the tail, and every fiber in
  * it is a fiber of this worker that is not parked (a woken one leaves WAITING before it is queued).
  * The first WEFT__CHECK_MAX fibers. */
-static bool readyq_valid(weft__worker *w)
+static inline bool readyq_valid(weft__worker *w)
 {
     if (!w->ready_head || !w->ready_tail)
         return !w->ready_head && !w->ready_tail;

@@ -22,7 +22,7 @@ static inline void place(weft__fiber **h, uint32_t i, weft__fiber *f)
 /* The checker (WEFT_DEBUG 3): every entry knows its place, no parent is later than its child, the
  * published first deadline is the root's, and the heap fits its allocation. Up to WEFT__CHECK_MAX
  * entries. */
-static bool heap_valid(weft__worker *w)
+static inline bool heap_valid(weft__worker *w)
 {
     if (w->heap_len > w->heap_cap)
         return false;
