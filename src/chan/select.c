@@ -304,7 +304,8 @@ static int select_run(sel_set *set, int64_t deadline, const void *what)
     }
     if (fired < 0)
         return err;
-    case_complete(&sc[fired]);
+    if (!won_self)
+        case_complete(&sc[fired]); /* a case the select did itself (a join found done) is complete */
     return fired;
 }
 
