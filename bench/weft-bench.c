@@ -2,11 +2,15 @@
  * weft's side of `make bench`: prints `result <bench> <impl> <value> <unit>` lines for bench/run.sh,
  * which runs the peers (Go, Boost, oneTBB, OpenMP, pthreads, fork) beside it and prints the ratios.
  *
- * Usage: weft-bench [--quick] switch|handoff|spawn|parked|fib|units
+ * Usage: weft-bench [--quick] [--rounds N] switch|yield|handoff|spawn|parked|fib|units
  *                             |chan-pingpong|select-pingpong|wg-pingpong|chan-buffered|mutex|pfor-sqrt|pfor-tiny ...
  * (parked prints parked-create and parked-mem, chan-buffered prints chan-buffered-1x1 and -4x4; any of
  * the names runs the whole group.) Exits 1 when a figure failed (it could not run, or its result did
  * not check out), 2 for an unknown name.
+ *
+ * yield is switch's weft figure alone, and --rounds sets its count of round trips (switch's too), so that
+ * callgrind can count what one round trip costs: the difference between two counts, with the warm-up's
+ * tenth, is (Ir(2N) - Ir(N)) / (1.1 N).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +22,7 @@
 #include "sync.h"
 
 static int quick;
+static long rounds; /* --rounds: switch and yield */
 static int failed;
 
 static void emit(const char *bench, const char *impl, double v, const char *unit)
@@ -42,9 +47,12 @@ static const char *at(int workers)
 
 static int run(const char *name)
 {
+    long n_switch = rounds ? rounds : quick ? 1000000 : 10000000;
     if (strcmp(name, "switch") == 0) {
-        emit("switch", "weft", bench_switch(quick ? 1000000 : 10000000), "ns");
-        emit("switch", "weft-ctx", bench_switch_ctx(quick ? 1000000 : 10000000), "ns");
+        emit("switch", "weft", bench_switch(n_switch), "ns");
+        emit("switch", "weft-ctx", bench_switch_ctx(n_switch), "ns");
+    } else if (strcmp(name, "yield") == 0) {
+        emit("switch", "weft", bench_switch(n_switch), "ns");
     } else if (strcmp(name, "handoff") == 0) {
         emit("handoff", "weft", bench_handoff(quick ? 20000 : 200000), "ns");
     } else if (strcmp(name, "spawn") == 0) {
@@ -122,7 +130,7 @@ static int run(const char *name)
         emit("pfor-tiny", "weft", v, "ns");
     } else {
         fprintf(stderr,
-                "weft-bench: unknown benchmark '%s' (switch handoff spawn parked fib units chan-pingpong "
+                "weft-bench: unknown benchmark '%s' (switch yield handoff spawn parked fib units chan-pingpong "
                 "select-pingpong wg-pingpong chan-buffered mutex pfor-sqrt pfor-tiny)\n",
                 name);
         return 2;
@@ -134,9 +142,21 @@ static int run(const char *name)
 int main(int argc, char **argv)
 {
     int first = 1;
-    if (argc > 1 && strcmp(argv[1], "--quick") == 0) {
-        quick = 1;
-        first = 2;
+    for (;;) {
+        if (first < argc && strcmp(argv[first], "--quick") == 0) {
+            quick = 1;
+            first++;
+        } else if (first + 1 < argc && strcmp(argv[first], "--rounds") == 0) {
+            char *end;
+            rounds = strtol(argv[first + 1], &end, 10);
+            if (*end || rounds <= 0) {
+                fprintf(stderr, "weft-bench: --rounds needs a positive count\n");
+                return 2;
+            }
+            first += 2;
+        } else {
+            break;
+        }
     }
     if (first >= argc) {
         const char *all[] = {"switch",        "handoff",       "spawn", "parked",    "fib",      "units",
