@@ -31,8 +31,10 @@
  *  - A finishing fiber publishes its result and wakes its joiner before it picks the next fiber, so a
  *    joiner on the same worker is in runnext and runs next (one switch, depth-first). It cannot free
  *    the stack it is running on: it leaves the stack in w->dead_stack and the next context, having
- *    arrived on its own stack, gives it back (after_switch). After publishing, the finishing fiber no
- *    longer touches its descriptor, which its joiner may already have freed.
+ *    arrived on its own stack, gives it back (after_switch), unless that context is a fiber resuming
+ *    from the fast path of a yield, which leaves it for the next switch that is not (or the next
+ *    fiber to finish). After publishing, the finishing fiber no longer touches its descriptor, which
+ *    its joiner may already have freed.
  *  - Picking order: every 61st pick the global queue (so it never starves); runnext (at most 256 times
  *    in a row, so two fibers waking each other cannot monopolise a worker); the inbox; then the older of
  *    the ready queue's head and the deque's bottom; then the global queue. A fiber woken by a join goes
@@ -544,7 +546,9 @@ static void reap(weft__worker *w)
     w->dead_tsan = NULL;
 }
 
-/* First thing a context does when it runs again. */
+/* First thing a context does when it runs again. The fast path of a yield does only the first half:
+ * the stack of a fiber that finished just before it resumed waits for the next after_switch (at most
+ * one is ever pending: a finishing fiber gives back the one before its own). */
 static inline void after_switch(weft__worker *w, weft__fiber *self)
 {
     weft__asan_finish_switch(self->asan_fake_stack, NULL, NULL);
@@ -703,6 +707,8 @@ static void fiber_entry(void *arg)
         orphan_exit(f, result);
     f->result = result;
     w->nresident--;
+    if (w->dead_stack)
+        reap(w); /* one a fast yield left (after_switch) */
     w->dead_stack = f->stack;
     w->dead_tsan = f->tsan_fiber;
     f->stack = NULL;
@@ -900,31 +906,36 @@ static inline bool yield_fast_ok(weft__worker *w)
            !atomic_load_explicit(&w->inbox, memory_order_relaxed) && dq_size(&w->dq) <= 0;
 }
 
+/* Nothing of this frame is live across the fast path's switch (the thread without a worker is dealt
+ * with first, and a finished fiber's stack is left for after_switch), so the compiler keeps nothing in
+ * the one register the switch preserves and saves one register less. */
 int weft_yield(void)
 {
     weft__tsan_internal_begin();
     weft__worker *w = weft__enter();
-    if (WEFT__LIKELY(w)) {
-        weft__fiber *self = w->cur;
-        weft__fiber *next = w->ready_head;
-        if (WEFT__LIKELY(next && yield_fast_ok(w))) {
-            w->fair_countdown--;
-            w->runnext_streak = 0;
-            w->ready_head = next->link;
-            if (!w->ready_head)
-                w->ready_tail = NULL;
-            atomic_store_explicit(&self->state, WEFT_READY, memory_order_relaxed);
-            readyq_push(w, self);
-            switch_to(w, self, next, false);
-            after_switch(self->worker, self);
-        } else {
-            schedule(w, self, S_YIELD);
-        }
+    if (WEFT__UNLIKELY(!w)) {
+        weft__leave();
+        weft__tsan_internal_end();
+        sched_yield();
+        return 0;
+    }
+    weft__fiber *self = w->cur;
+    weft__fiber *next = w->ready_head;
+    if (WEFT__LIKELY(next && yield_fast_ok(w))) {
+        w->fair_countdown--;
+        w->runnext_streak = 0;
+        w->ready_head = next->link;
+        if (!w->ready_head)
+            w->ready_tail = NULL;
+        atomic_store_explicit(&self->state, WEFT_READY, memory_order_relaxed);
+        readyq_push(w, self);
+        switch_to(w, self, next, false);
+        weft__asan_finish_switch(self->asan_fake_stack, NULL, NULL); /* no reap: after_switch */
+    } else {
+        schedule(w, self, S_YIELD);
     }
     weft__leave();
     weft__tsan_internal_end();
-    if (!w)
-        sched_yield();
     return 0;
 }
 
