@@ -225,33 +225,34 @@ static inline void stamp(weft__worker *w, weft__fiber *f)
     atomic_store_explicit(&f->enq_seq, ++w->enq_seq, memory_order_relaxed);
 }
 
-/* The ready queue's checker (WEFT_DEBUG 3), owner only: the links end at the tail, and every fiber in
- * it is a fiber of this worker that is not parked (a woken one leaves WAITING before it is queued).
- * The first WEFT__CHECK_MAX fibers. */
+/*
+ * The ready queue is a singly linked FIFO from ready_head to ready_tail. The tail's link is not kept
+ * (it holds whatever it held): the queue ends where the tail is, so a push stores two words and the
+ * rotation of a yield three.
+ */
+
+/* The ready queue's checker (WEFT_DEBUG 3), owner only: the links lead from the head to the tail, and
+ * every fiber in it is a fiber of this worker that is not parked (a woken one leaves WAITING before it
+ * is queued). The first WEFT__CHECK_MAX fibers. */
 static inline bool readyq_valid(weft__worker *w)
 {
     if (!w->ready_head || !w->ready_tail)
         return !w->ready_head && !w->ready_tail;
-    if (w->ready_tail->link)
-        return false;
     unsigned k = 0;
     for (weft__fiber *f = w->ready_head; f; f = f->link) {
         if (f->kind != WEFT__KIND_FIBER || f->worker != w)
             return false;
         if (WEFT__PW_STATE(atomic_load_explicit(&f->park, memory_order_relaxed)) == WEFT__PW_WAITING)
             return false;
-        if (!f->link && f != w->ready_tail)
-            return false;
-        if (++k == WEFT__CHECK_MAX)
-            break;
+        if (f == w->ready_tail || ++k == WEFT__CHECK_MAX)
+            return true;
     }
-    return true;
+    return false; /* the links ended before the tail */
 }
 
 static inline void readyq_push(weft__worker *w, weft__fiber *f)
 {
     stamp(w, f);
-    f->link = NULL;
     if (w->ready_tail)
         w->ready_tail->link = f;
     else
@@ -264,12 +265,26 @@ static inline weft__fiber *readyq_pop(weft__worker *w)
 {
     weft__fiber *f = w->ready_head;
     if (f) {
-        w->ready_head = f->link;
-        if (!w->ready_head)
-            w->ready_tail = NULL;
-        f->link = NULL;
+        if (f == w->ready_tail)
+            w->ready_head = w->ready_tail = NULL;
+        else
+            w->ready_head = f->link;
     }
     return f;
+}
+
+/* A yield's rotation, for a queue that is not empty: the head leaves it and f joins it at the tail.
+ * f's stamp is the last one given, not a new one: the deque is empty (yield_fast_ok), so whatever is
+ * pushed there later gets a later stamp, and that comparison is all stamps are for. */
+static inline weft__fiber *readyq_rotate(weft__worker *w, weft__fiber *f)
+{
+    weft__fiber *next = w->ready_head, *tail = w->ready_tail, *after = next->link;
+    atomic_store_explicit(&f->enq_seq, w->enq_seq, memory_order_relaxed);
+    tail->link = f; /* when next is the tail, that is next's link, which means nothing once it leaves */
+    w->ready_head = next == tail ? f : after;
+    w->ready_tail = f;
+    weft__check(readyq_valid(w));
+    return next;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -920,15 +935,11 @@ int weft_yield(void)
         return 0;
     }
     weft__fiber *self = w->cur;
-    weft__fiber *next = w->ready_head;
-    if (WEFT__LIKELY(next && yield_fast_ok(w))) {
+    if (WEFT__LIKELY(w->ready_head && yield_fast_ok(w))) {
         w->fair_countdown--;
         w->runnext_streak = 0;
-        w->ready_head = next->link;
-        if (!w->ready_head)
-            w->ready_tail = NULL;
         atomic_store_explicit(&self->state, WEFT_READY, memory_order_relaxed);
-        readyq_push(w, self);
+        weft__fiber *next = readyq_rotate(w, self);
         switch_to(w, self, next, false);
         weft__asan_finish_switch(self->asan_fake_stack, NULL, NULL); /* no reap: after_switch */
     } else {
