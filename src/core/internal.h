@@ -312,7 +312,6 @@ typedef struct weft__worker {
     weft__stack *dead_stack;             /* stack of the fiber that just finished: freed after the switch */
     void *dead_tsan;                     /* ... and its TSan fiber */
     void *dead_sp;                       /* where a finishing fiber's last switch saves its sp */
-    uint32_t fair_countdown;             /* picks until the next look at the global queue */
     uint32_t runnext_streak;             /* consecutive runnext picks */
     uint32_t enq_seq;
     bool spinning;                       /* counted in rt.nspinning */
@@ -334,6 +333,7 @@ typedef struct weft__worker {
     weft__mthread *m;                    /* the thread running it */
     pthread_t thread;                    /* ... joined at shutdown */
     _Atomic uint64_t nswitch;            /* switches so far: the monitor reads it to see a stuck fiber */
+    uint64_t fair_at;                    /* nswitch when the next look at the global queue is due */
 
     /* -- written by the owner, read by anyone (shutdown accounting) -- */
     _Alignas(WEFT__CACHELINE) _Atomic uint64_t nspawned;

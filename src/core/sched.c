@@ -35,11 +35,11 @@
  *    from the fast path of a yield, which leaves it for the next switch that is not (or the next
  *    fiber to finish). After publishing, the finishing fiber no longer touches its descriptor, which
  *    its joiner may already have freed.
- *  - Picking order: every 61st pick the global queue (so it never starves); runnext (at most 256 times
- *    in a row, so two fibers waking each other cannot monopolise a worker); the inbox; then the older of
- *    the ready queue's head and the deque's bottom; then the global queue. A fiber woken by a join goes
- *    to runnext, so fork/join recursion stays depth-first (the pending join resumes before any new fiber
- *    starts) and needs about one stack per level per worker.
+ *  - Picking order: at every 61st switch the global queue (so it never starves); runnext (at most 256
+ *    times in a row, so two fibers waking each other cannot monopolise a worker); the inbox; then the
+ *    older of the ready queue's head and the deque's bottom; then the global queue. A fiber woken by a
+ *    join goes to runnext, so fork/join recursion stays depth-first (the pending join resumes before any
+ *    new fiber starts) and needs about one stack per level per worker.
  *  - Yield has a fast path: when only the ready queue holds work, it rotates that queue and switches,
  *    without the full pick.
  *  - Stacks are allocated when a fiber starts, from a per-worker cache: spawning a million fibers that
@@ -530,11 +530,11 @@ static inline void count_switch(weft__worker *w)
                           memory_order_relaxed);
 }
 
-static inline void switch_to(weft__worker *w, weft__fiber *from, weft__fiber *to, bool dying)
+/* The switch itself, counted already. */
+static inline void switch_counted(weft__worker *w, weft__fiber *from, weft__fiber *to, bool dying)
 {
     weft__dassert(WEFT__DEPTH(atomic_load_explicit(&weft__tls_depth, memory_order_relaxed)) == 1);
     w->cur = to;
-    count_switch(w);
     atomic_store_explicit(&to->state, WEFT_RUNNING, memory_order_relaxed);
 #if WEFT_ASAN
     const void *lo;
@@ -550,6 +550,12 @@ static inline void switch_to(weft__worker *w, weft__fiber *from, weft__fiber *to
         weft__tsan_internal_end(); /* TSan checks that a fiber it destroys hides nothing */
     weft__tsan_switch(tsan_fiber);
     weft__ctx_switch_inline(save, sp);
+}
+
+static inline void switch_to(weft__worker *w, weft__fiber *from, weft__fiber *to, bool dying)
+{
+    count_switch(w);
+    switch_counted(w, from, to, dying);
 }
 
 /* The stack of the fiber that just finished on this worker: free now that we are off it. */
@@ -621,8 +627,9 @@ static void timers_check(weft__worker *w)
 static weft__fiber *pick_local(weft__worker *w)
 {
     weft__fiber *f;
-    if (WEFT__UNLIKELY(--w->fair_countdown == 0)) {
-        w->fair_countdown = FAIR_TICKS;
+    uint64_t n = atomic_load_explicit(&w->nswitch, memory_order_relaxed);
+    if (WEFT__UNLIKELY(n >= w->fair_at)) {
+        w->fair_at = n + FAIR_TICKS;
         /* a busy worker looks at the poller too, unless another worker sleeps in it: fds must not starve
          * while every worker has fibers to run */
         if (weft__io_waiting() > 0 && !atomic_load_explicit(&rt->poller, memory_order_relaxed))
@@ -914,10 +921,10 @@ static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancella
 }
 
 /* Nothing but the ready queue needs a look: no wakeup waiting in runnext or the inbox, no timer, no new
- * fiber, no fairness check due. */
-static inline bool yield_fast_ok(weft__worker *w)
+ * fiber, no fairness check due (n: the switch count). */
+static inline bool yield_fast_ok(weft__worker *w, uint64_t n)
 {
-    return !w->runnext && !w->heap_len && w->fair_countdown > 1 &&
+    return !w->runnext && !w->heap_len && n < w->fair_at &&
            !atomic_load_explicit(&w->inbox, memory_order_relaxed) && dq_size(&w->dq) <= 0;
 }
 
@@ -935,12 +942,14 @@ int weft_yield(void)
         return 0;
     }
     weft__fiber *self = w->cur;
-    if (WEFT__LIKELY(w->ready_head && yield_fast_ok(w))) {
-        w->fair_countdown--;
-        w->runnext_streak = 0;
+    uint64_t n = atomic_load_explicit(&w->nswitch, memory_order_relaxed);
+    if (WEFT__LIKELY(w->ready_head && yield_fast_ok(w, n))) {
+        if (WEFT__UNLIKELY(w->runnext_streak)) /* a pick from the ready queue ends a streak */
+            w->runnext_streak = 0;
         atomic_store_explicit(&self->state, WEFT_READY, memory_order_relaxed);
         weft__fiber *next = readyq_rotate(w, self);
-        switch_to(w, self, next, false);
+        atomic_store_explicit(&w->nswitch, n + 1, memory_order_relaxed); /* count_switch */
+        switch_counted(w, self, next, false);
         weft__asan_finish_switch(self->asan_fake_stack, NULL, NULL); /* no reap: after_switch */
     } else {
         schedule(w, self, S_YIELD);
@@ -1313,7 +1322,7 @@ int weft__sched_start(int nworkers)
         memset(w, 0, sizeof *w);
         w->index = i;
         w->rng = (uint32_t)i * 2654435761u + 1;
-        w->fair_countdown = FAIR_TICKS;
+        w->fair_at = FAIR_TICKS;
         w->futex = WAKE_AWAKE;
         atomic_init(&w->timer_first, -1);
         rt->workers[i] = w;
