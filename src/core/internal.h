@@ -334,6 +334,8 @@ typedef struct weft__worker {
     pthread_t thread;                    /* ... joined at shutdown */
     _Atomic uint64_t nswitch;            /* switches so far: the monitor reads it to see a stuck fiber */
     uint64_t fair_at;                    /* nswitch when the next look at the global queue is due */
+    uint64_t fast_until;                 /* nswitch until which a yield may skip the full pick
+                                          * (sched.c, fast_refresh) */
 
     /* -- written by the owner, read by anyone (shutdown accounting) -- */
     _Alignas(WEFT__CACHELINE) _Atomic uint64_t nspawned;

@@ -226,6 +226,27 @@ static inline void stamp(weft__worker *w, weft__fiber *f)
 }
 
 /*
+ * The fast path of a yield looks at three words, not at everything a full pick looks at: the ready
+ * queue's head, the inbox and fast_until. Until the switch count reaches fast_until, runnext, the timer
+ * heap and the deque are known to be empty and no look at the global queue is due. Whatever makes one of
+ * them non-empty sets it to 0 (the owner's deque pushes here, weft__ready's runnext, weft__timer_add);
+ * a yield that takes the full pick sets it again (fast_refresh). A place that forgot would only make
+ * what it queued wait for the next look at the global queue, which comes within FAIR_TICKS switches.
+ */
+static inline void fast_refresh(weft__worker *w)
+{
+    w->fast_until = !w->runnext && !w->heap_len && dq_size(&w->dq) <= 0 ? w->fair_at : 0;
+}
+
+/* The owner's push of a new fiber onto its deque: stamped, and the fast path of a yield told. */
+static inline bool deque_push(weft__worker *w, weft__fiber *f)
+{
+    stamp(w, f);
+    w->fast_until = 0;
+    return dq_push(&w->dq, f);
+}
+
+/*
  * The ready queue is a singly linked FIFO from ready_head to ready_tail. The tail's link is not kept
  * (it holds whatever it held): the queue ends where the tail is, so a push stores two words and the
  * rotation of a yield three.
@@ -356,10 +377,8 @@ static weft__fiber *gq_get(weft__worker *w)
     rt->gq_head = (rt->gq_head + (size_t)n) & (rt->gq_cap - 1);
     atomic_store_explicit(&rt->gq_len, len - n, memory_order_relaxed);
     weft__spin_unlock(&rt->gq_lock);
-    for (int64_t i = 1; i < n; i++) {
-        stamp(w, got[i]);
-        dq_push(&w->dq, got[i]); /* room was checked: only this worker pushes here */
-    }
+    for (int64_t i = 1; i < n; i++)
+        deque_push(w, got[i]); /* room was checked: only this worker pushes here */
     return n > 0 ? got[0] : NULL;
 }
 
@@ -446,6 +465,7 @@ void weft__ready(weft__fiber *f, bool next)
         if (w->runnext)
             readyq_push(w, w->runnext);
         w->runnext = f;
+        w->fast_until = 0; /* see fast_refresh */
     } else {
         readyq_push(w, f);
     }
@@ -474,8 +494,7 @@ int weft__submit_new(weft__worker *w, weft__fiber *f)
 {
     atomic_store_explicit(&f->state, WEFT_NEW, memory_order_relaxed);
     if (w) {
-        stamp(w, f);
-        if (WEFT__UNLIKELY(!dq_push(&w->dq, f))) {
+        if (WEFT__UNLIKELY(!deque_push(w, f))) {
             /* full: move the older half to the global queue, where other workers find it */
             weft__fiber *batch[WEFT__DEQUE_CAP / 2];
             weft__spin_lock(&rt->gq_lock);
@@ -673,6 +692,8 @@ static void schedule(weft__worker *w, weft__fiber *self, int why)
         next = runnable(w, pick_local(w)); /* a fiber that could not start: try the next */
     if (!next)
         next = w->idle;
+    if (why == S_YIELD)
+        fast_refresh(w); /* for the yields after this one */
     /* (a finished fiber's descriptor may already be another fiber's: never "resume" it) */
     if (next == self && why != S_EXIT) {
         atomic_store_explicit(&self->state, WEFT_RUNNING, memory_order_relaxed);
@@ -921,11 +942,10 @@ static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancella
 }
 
 /* Nothing but the ready queue needs a look: no wakeup waiting in runnext or the inbox, no timer, no new
- * fiber, no fairness check due (n: the switch count). */
+ * fiber, no fairness check due (n: the switch count; fast_refresh). */
 static inline bool yield_fast_ok(weft__worker *w, uint64_t n)
 {
-    return !w->runnext && !w->heap_len && n < w->fair_at &&
-           !atomic_load_explicit(&w->inbox, memory_order_relaxed) && dq_size(&w->dq) <= 0;
+    return n < w->fast_until && !atomic_load_explicit(&w->inbox, memory_order_relaxed);
 }
 
 /*
@@ -1013,8 +1033,7 @@ static weft__fiber *steal(weft__worker *w)
             weft__fiber *g = dq_steal(&v->dq);
             if (!g)
                 break;
-            stamp(w, g);
-            dq_push(&w->dq, g); /* room was checked: only this worker pushes here */
+            deque_push(w, g); /* room was checked: only this worker pushes here */
         }
         return f;
     }

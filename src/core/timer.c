@@ -84,6 +84,7 @@ int weft__timer_add(weft__worker *w, weft__fiber *f)
         w->heap_cap = cap;
     }
     uint32_t i = w->heap_len++;
+    w->fast_until = 0; /* a yield must take the full pick, which runs timers (sched.c, fast_refresh) */
     w->heap[i] = f;
     sift_up(w->heap, i);
     publish_first(w);
