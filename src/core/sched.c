@@ -228,14 +228,16 @@ static inline void stamp(weft__worker *w, weft__fiber *f)
 /*
  * The fast path of a yield looks at three words, not at everything a full pick looks at: the ready
  * queue's head, the inbox and fast_until. Until the switch count reaches fast_until, runnext, the timer
- * heap and the deque are known to be empty and no look at the global queue is due. Whatever makes one of
- * them non-empty sets it to 0 (the owner's deque pushes here, weft__ready's runnext, weft__timer_add);
- * a yield that takes the full pick sets it again (fast_refresh). A place that forgot would only make
- * what it queued wait for the next look at the global queue, which comes within FAIR_TICKS switches.
+ * heap and the deque are known to be empty, no look at the global queue is due, and no runnext streak
+ * needs ending. Whatever makes one of them non-empty sets it to 0 (the owner's deque pushes here,
+ * weft__ready's runnext, weft__timer_add; a streak only grows from runnext); a yield that takes the
+ * full pick sets it again (fast_refresh). A place that forgot would only make what it queued wait for
+ * the next look at the global queue, which comes within FAIR_TICKS switches.
  */
 static inline void fast_refresh(weft__worker *w)
 {
-    w->fast_until = !w->runnext && !w->heap_len && dq_size(&w->dq) <= 0 ? w->fair_at : 0;
+    bool quiet = !w->runnext && !w->heap_len && !w->runnext_streak && dq_size(&w->dq) <= 0;
+    w->fast_until = quiet ? w->fair_at : 0;
 }
 
 /* The owner's push of a new fiber onto its deque: stamped, and the fast path of a yield told. */
@@ -992,8 +994,6 @@ int weft_yield(void)
     weft__fiber *self = w->cur;
     uint64_t n = atomic_load_explicit(&w->nswitch, memory_order_relaxed);
     if (WEFT__LIKELY(w->ready_head && yield_fast_ok(w, n))) {
-        if (WEFT__UNLIKELY(w->runnext_streak)) /* a pick from the ready queue ends a streak */
-            w->runnext_streak = 0;
         atomic_store_explicit(&self->state, WEFT_READY, memory_order_relaxed);
         weft__fiber *next = readyq_rotate(w, self);
         atomic_store_explicit(&w->nswitch, n + 1, memory_order_relaxed); /* count_switch */
