@@ -303,8 +303,11 @@ static inline weft__fiber *readyq_rotate(weft__worker *w, weft__fiber *f)
 {
     weft__fiber *next = w->ready_head, *tail = w->ready_tail, *after = next->link;
     atomic_store_explicit(&f->enq_seq, w->enq_seq, memory_order_relaxed);
-    tail->link = f; /* when next is the tail, that is next's link, which means nothing once it leaves */
+    /* In this order, with the tail's link between them, the head and the tail are not written as one
+     * 16-byte store assembled in a vector register: the compiler did, which cost moves into the vector
+     * unit here and a wide store the next yield's loads of head and tail must be forwarded from. */
     w->ready_head = next == tail ? f : after;
+    tail->link = f; /* when next is the tail, that is next's link, which means nothing once it leaves */
     w->ready_tail = f;
     weft__check(readyq_valid(w));
     return next;
