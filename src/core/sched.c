@@ -41,7 +41,11 @@
  *    join goes to runnext, so fork/join recursion stays depth-first (the pending join resumes before any
  *    new fiber starts) and needs about one stack per level per worker.
  *  - Yield has a fast path: when only the ready queue holds work, it rotates that queue and switches,
- *    without the full pick.
+ *    without the full pick. It decides on three words (the queue's head, the inbox, and fast_until,
+ *    which stands for everything else the full pick looks at), writes what the lifecycle and the
+ *    monitor need (the two fibers' states, the switch count, the depth word) and the rotation, keeps
+ *    nothing live across the switch, and leaves what can wait (a finished fiber's stack) to the next
+ *    context that resumes the slow way.
  *  - Stacks are allocated when a fiber starts, from a per-worker cache: spawning a million fibers that
  *    have not run costs only their descriptors, and a spawn/run/finish cycle reuses one hot stack.
  *  - Idle: steal half of a random victim's deque; spin (bounded) so a hand-off between busy workers
