@@ -282,7 +282,11 @@ typedef struct weft__deque {
  * weft__enter and weft__leave, which keep `depth`; the monitor revokes only a thread whose depth it has
  * read as zero after a process-wide barrier (membarrier), see weft__enter.
  */
-enum { WEFT__M_OWNED = 0, WEFT__M_REVOKING = 1, WEFT__M_LOST = 2, WEFT__M_ORPHAN = 3, WEFT__M_FENCED = 4 };
+/* WEFT__M_NONE, zero as every thread-local block starts, is a thread that has no worker (a foreign thread,
+ * a weft thread, a worker thread after its loop): weft__enter's fast path, which tests for OWNED, then
+ * knows that the thread has a worker, and the rest go through weft__enter_slow. */
+enum { WEFT__M_NONE = 0, WEFT__M_OWNED = 1, WEFT__M_REVOKING = 2, WEFT__M_LOST = 3, WEFT__M_ORPHAN = 4,
+       WEFT__M_FENCED = 5 };
 
 typedef struct weft__mthread {
     weft__fiber idle;                    /* this thread's own context: runs the idle loop, never user code */
@@ -426,7 +430,7 @@ static inline weft__worker *weft__enter(void)
     /* Hidden from TSan, as all bookkeeping is: after a hand-off a fiber runs on a thread whose start it
      * has no happens-before edge with, and TSan would take that thread's own words for shared data. */
     weft__tsan_internal_begin();
-    /* on threads without a worker, depth counts too, harmlessly, and own stays OWNED */
+    /* on threads without a worker, depth counts too, harmlessly, and own is NONE */
     weft__tls_rt_t *t = weft__tls();
     weft__worker *w;
     uint32_t d = atomic_load_explicit(&t->depth, memory_order_relaxed);

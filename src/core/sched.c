@@ -957,47 +957,51 @@ static inline bool yield_fast_ok(weft__worker *w, uint64_t n)
     return n < w->fast_until && !atomic_load_explicit(&w->inbox, memory_order_relaxed);
 }
 
-/*
- * weft__enter and weft__leave for a yield, which writes the depth word whole instead of adding to it:
- * 1 on entry (from user code, nesting 0), 0 when it leaves. Adding made the word a chain through memory
- * from every yield to the next, a load waiting for the store before it twice per yield. The count of
- * entries the word keeps for the monitor starts again from 0; that loses nothing, since every yield on
- * a worker counts a switch (nswitch) whichever path it takes, and the monitor looks at both. The
- * protocol with the monitor is weft__enter's: the word is stored, and then `own` loaded.
- */
-static inline weft__worker *yield_enter(void)
+/* A yield the fast path does not take: called from runtime code (nested), on a thread whose hold on its
+ * worker is not plain OWNED (being revoked, lost, FENCED), or on a thread without a worker at all. */
+static __attribute__((noinline)) int yield_slow(bool entered)
 {
-    weft__tls_rt_t *t = weft__tls();
-    if (WEFT__UNLIKELY(WEFT__DEPTH(atomic_load_explicit(&t->depth, memory_order_relaxed)) != 0))
-        return weft__enter(); /* called from runtime code: nested, the general way */
-    atomic_store_explicit(&t->depth, 1, memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst);
-    if (WEFT__UNLIKELY(atomic_load_explicit(&t->own, memory_order_relaxed) != WEFT__M_OWNED))
-        return weft__enter_slow(t->m);
-    return t->worker;
-}
-
-/* After the fast path's switch: the context that switched here did it at nesting 1 (switch_counted),
- * on whichever thread this fiber now runs, so leaving makes the word 0. */
-static inline void yield_leave_switched(void)
-{
-    /* release: what the runtime did here is visible to whoever takes the worker after reading 0 */
-    atomic_store_explicit(&weft__tls_depth, 0, memory_order_release);
-}
-
-/* Nothing of this frame is live across the fast path's switch (the thread without a worker is dealt
- * with first, and a finished fiber's stack is left for after_switch), so the compiler keeps nothing in
- * the one register the switch preserves and saves one register less. */
-int weft_yield(void)
-{
-    weft__tsan_internal_begin();
-    weft__worker *w = yield_enter();
-    if (WEFT__UNLIKELY(!w)) {
+    weft__worker *w = entered ? weft__enter_slow(weft__tls_m) : weft__enter();
+    if (!w) {
         weft__leave();
         weft__tsan_internal_end();
         sched_yield();
         return 0;
     }
+    schedule(w, w->cur, S_YIELD);
+    weft__leave();
+    weft__tsan_internal_end();
+    return 0;
+}
+
+/*
+ * weft__enter and weft__leave, as a yield from user code (nesting 0) does them: it writes the depth word
+ * whole instead of adding to it, 1 on entry and 0 when it leaves. Adding made the word a chain through
+ * memory from every yield to the next, a load waiting for the store before it twice per yield. The count
+ * of entries the word keeps for the monitor starts again from 0; that loses nothing, since every yield
+ * on a worker counts a switch (nswitch) whichever path it takes, and the monitor looks at both. The
+ * protocol with the monitor is weft__enter's: the word is stored, and then `own` loaded; OWNED means
+ * the thread has its worker (WEFT__M_NONE is a thread without one), so the fast path tests nothing else.
+ *
+ * After the fast path's switch, the context that switched here did it at nesting 1 (switch_counted), on
+ * whichever thread this fiber now runs, so leaving makes the word 0 (release: what the runtime did here
+ * is visible to whoever takes the worker after reading 0).
+ *
+ * Nothing of this frame is live across the fast path's switch (a finished fiber's stack is left for
+ * after_switch), so the compiler keeps nothing in the one register the switch preserves and saves one
+ * register less.
+ */
+int weft_yield(void)
+{
+    weft__tsan_internal_begin();
+    weft__tls_rt_t *t = weft__tls();
+    if (WEFT__UNLIKELY(WEFT__DEPTH(atomic_load_explicit(&t->depth, memory_order_relaxed)) != 0))
+        return yield_slow(false);
+    atomic_store_explicit(&t->depth, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    if (WEFT__UNLIKELY(atomic_load_explicit(&t->own, memory_order_relaxed) != WEFT__M_OWNED))
+        return yield_slow(true);
+    weft__worker *w = t->worker;
     weft__fiber *self = w->cur;
     uint64_t n = atomic_load_explicit(&w->nswitch, memory_order_relaxed);
     if (WEFT__LIKELY(w->ready_head && yield_fast_ok(w, n))) {
@@ -1006,7 +1010,7 @@ int weft_yield(void)
         atomic_store_explicit(&w->nswitch, n + 1, memory_order_relaxed); /* count_switch */
         switch_counted(w, self, next, false);
         weft__asan_finish_switch(self->asan_fake_stack, NULL, NULL); /* no reap: after_switch */
-        yield_leave_switched();
+        atomic_store_explicit(&weft__tls_depth, 0, memory_order_release);
     } else {
         schedule(w, self, S_YIELD);
         weft__leave();
@@ -1293,10 +1297,10 @@ static void *worker_thread_main(void *arg)
         weft__timer_fini(w);
     }
     weft__tsan_internal_end();
+    atomic_store_explicit(&weft__tls_own, WEFT__M_NONE, memory_order_relaxed); /* before the worker goes */
     weft__tls_worker = NULL;
     weft__tls_m = NULL;
     atomic_store_explicit(&weft__tls_depth, 0, memory_order_relaxed);
-    atomic_store_explicit(&weft__tls_own, WEFT__M_OWNED, memory_order_relaxed);
     thread_scatter(m);
     if (orphaned) {
         /* the last thing: shutdown waits for this count, so nothing of the runtime goes before we are done */
