@@ -41,11 +41,11 @@
  *    join goes to runnext, so fork/join recursion stays depth-first (the pending join resumes before any
  *    new fiber starts) and needs about one stack per level per worker.
  *  - Yield has a fast path: when only the ready queue holds work, it rotates that queue and switches,
- *    without the full pick. It decides on three words (the queue's head, the inbox, and fast_until,
- *    which stands for everything else the full pick looks at), writes what the lifecycle and the
- *    monitor need (the two fibers' states, the switch count, the depth word) and the rotation, keeps
- *    nothing live across the switch, and leaves what can wait (a finished fiber's stack) to the next
- *    context that resumes the slow way.
+ *    without the full pick. It decides on two words (the inbox, and fast_until, which stands for
+ *    everything else the full pick looks at and for the queue's having a fiber to rotate), writes what
+ *    the lifecycle and the monitor need (the two fibers' states, the switch count, the depth word) and
+ *    the rotation, keeps nothing live across the switch, and leaves what can wait (a finished fiber's
+ *    stack) to the next context that resumes the slow way.
  *  - Stacks are allocated when a fiber starts, from a per-worker cache: spawning a million fibers that
  *    have not run costs only their descriptors, and a spawn/run/finish cycle reuses one hot stack.
  *  - Idle: steal half of a random victim's deque; spin (bounded) so a hand-off between busy workers
@@ -230,17 +230,18 @@ static inline void stamp(weft__worker *w, weft__fiber *f)
 }
 
 /*
- * The fast path of a yield looks at three words, not at everything a full pick looks at: the ready
- * queue's head, the inbox and fast_until. Until the switch count reaches fast_until, runnext, the timer
- * heap and the deque are known to be empty, no look at the global queue is due, and no runnext streak
- * needs ending. Whatever makes one of them non-empty sets it to 0 (the owner's deque pushes here,
- * weft__ready's runnext, weft__timer_add; a streak only grows from runnext); a yield that takes the
- * full pick sets it again (fast_refresh). A place that forgot would only make what it queued wait for
- * the next look at the global queue, which comes within FAIR_TICKS switches.
+ * The fast path of a yield looks at two words, not at everything a full pick looks at: the inbox and
+ * fast_until. Until the switch count reaches fast_until, the ready queue is known not to be empty,
+ * runnext, the timer heap and the deque are known to be empty, no look at the global queue is due, and
+ * no runnext streak needs ending. Whatever changes one of them sets it to 0 (the owner's deque pushes
+ * here, readyq_pop taking the last fiber, weft__ready's runnext, weft__timer_add; a streak only grows
+ * from runnext); a yield that takes the full pick sets it again (fast_refresh). A place that forgot
+ * would only make what it queued wait for the next look at the global queue, which comes within
+ * FAIR_TICKS switches; but the ready queue's must not be forgotten, since the fast path rotates it.
  */
 static inline void fast_refresh(weft__worker *w)
 {
-    bool quiet = !w->runnext && !w->heap_len && !w->runnext_streak && dq_size(&w->dq) <= 0;
+    bool quiet = w->ready_head && !w->runnext && !w->heap_len && !w->runnext_streak && dq_size(&w->dq) <= 0;
     w->fast_until = quiet ? w->fair_at : 0;
 }
 
@@ -292,21 +293,23 @@ static inline weft__fiber *readyq_pop(weft__worker *w)
 {
     weft__fiber *f = w->ready_head;
     if (f) {
-        if (f == w->ready_tail)
+        if (f == w->ready_tail) {
             w->ready_head = w->ready_tail = NULL;
-        else
+            w->fast_until = 0; /* nothing left to rotate (fast_refresh) */
+        } else
             w->ready_head = f->link;
     }
     return f;
 }
 
 /* A yield's rotation, for a queue that is not empty: the head leaves it and f joins it at the tail.
- * f's stamp is the last one given, not a new one: the deque is empty (yield_fast_ok), so whatever is
- * pushed there later gets a later stamp, and that comparison is all stamps are for. */
+ * f keeps the stamp it has, which no stamp given since is older than: the deque is empty
+ * (yield_fast_ok), so whatever is pushed there later gets a later one still, and that comparison is
+ * all stamps are for. (After 2^31 stamps given on this worker while f only ever took the fast path,
+ * its stamp would compare as the newer one: the deque's fiber would go first, once.) */
 static inline weft__fiber *readyq_rotate(weft__worker *w, weft__fiber *f)
 {
     weft__fiber *next = w->ready_head, *tail = w->ready_tail, *after = next->link;
-    atomic_store_explicit(&f->enq_seq, w->enq_seq, memory_order_relaxed);
     /* In this order, with the tail's link between them, the head and the tail are not written as one
      * 16-byte store assembled in a vector register: the compiler did, which cost moves into the vector
      * unit here and a wide store the next yield's loads of head and tail must be forwarded from. */
@@ -950,8 +953,8 @@ static int park(weft__fiber *self, uint32_t tok, int64_t deadline, bool cancella
     }
 }
 
-/* Nothing but the ready queue needs a look: no wakeup waiting in runnext or the inbox, no timer, no new
- * fiber, no fairness check due (n: the switch count; fast_refresh). */
+/* Nothing but the ready queue needs a look, and it has a fiber: no wakeup waiting in runnext or the
+ * inbox, no timer, no new fiber, no fairness check due (n: the switch count; fast_refresh). */
 static inline bool yield_fast_ok(weft__worker *w, uint64_t n)
 {
     return n < w->fast_until && !atomic_load_explicit(&w->inbox, memory_order_relaxed);
@@ -1004,7 +1007,7 @@ int weft_yield(void)
     weft__worker *w = t->worker;
     weft__fiber *self = w->cur;
     uint64_t n = atomic_load_explicit(&w->nswitch, memory_order_relaxed);
-    if (WEFT__LIKELY(w->ready_head && yield_fast_ok(w, n))) {
+    if (WEFT__LIKELY(yield_fast_ok(w, n))) {
         atomic_store_explicit(&self->state, WEFT_READY, memory_order_relaxed);
         weft__fiber *next = readyq_rotate(w, self);
         atomic_store_explicit(&w->nswitch, n + 1, memory_order_relaxed); /* count_switch */
