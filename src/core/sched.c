@@ -960,6 +960,54 @@ static inline bool yield_fast_ok(weft__worker *w, uint64_t n)
     return n < w->fast_until && !atomic_load_explicit(&w->inbox, memory_order_relaxed);
 }
 
+/*
+ * The yield's thread block. On x86-64, through %fs: the block's offset from the thread pointer (one load
+ * from the GOT, the same on every thread) addresses it directly, where weft__tls() reads the thread
+ * pointer and then adds, one instruction more per access. The access reads %fs itself, so it reaches
+ * the block of the thread it runs on, whichever that is after a switch (the offset is loaded anew after
+ * the switch anyway: kept across it, it would take the register the switch preserves). Each access is a volatile asm, so they stay in order among themselves; an aligned 32-bit load
+ * or store is what a relaxed atomic one is on x86, and x86 keeps stores in order, so a compiler barrier
+ * before the last store makes it a release. Elsewhere (and with TSan, which does not see them) the
+ * accesses are weft__tls()'s.
+ */
+#if defined(__x86_64__) && !WEFT_TSAN
+static inline uintptr_t yield_tls_offset(void)
+{
+    uintptr_t off;
+    __asm__ volatile("movq weft__tls_rt@gottpoff(%%rip), %0" : "=r"(off));
+    return off;
+}
+#define yield_tls_get(off, field)                                                                   \
+    __extension__({                                                                                 \
+        uint32_t v_;                                                                                \
+        __asm__ volatile("movl %%fs:%c2(%1), %0"                                                    \
+                         : "=r"(v_)                                                                 \
+                         : "r"(off), "i"(offsetof(weft__tls_rt_t, field)));                         \
+        v_;                                                                                         \
+    })
+#define yield_tls_set(off, field, v)                                                                \
+    __asm__ volatile("movl %0, %%fs:%c2(%1)"                                                        \
+                     :                                                                              \
+                     : "ri"((uint32_t)(v)), "r"(off), "i"(offsetof(weft__tls_rt_t, field)))
+#define yield_tls_worker(off)                                                                       \
+    __extension__({                                                                                 \
+        weft__worker *w_;                                                                           \
+        __asm__ volatile("movq %%fs:%c2(%1), %0"                                                    \
+                         : "=r"(w_)                                                                 \
+                         : "r"(off), "i"(offsetof(weft__tls_rt_t, worker)));                        \
+        w_;                                                                                         \
+    })
+#else
+static inline uintptr_t yield_tls_offset(void)
+{
+    return (uintptr_t)weft__tls();
+}
+#define yield_tls_get(off, field) atomic_load_explicit(&((weft__tls_rt_t *)(off))->field, memory_order_relaxed)
+#define yield_tls_set(off, field, v)                                                                \
+    atomic_store_explicit(&((weft__tls_rt_t *)(off))->field, (v), memory_order_relaxed)
+#define yield_tls_worker(off) (((weft__tls_rt_t *)(off))->worker)
+#endif
+
 /* A yield the fast path does not take: called from runtime code (nested), on a thread whose hold on its
  * worker is not plain OWNED (being revoked, lost, FENCED), or on a thread without a worker at all. */
 static __attribute__((noinline)) int yield_slow(bool entered)
@@ -997,14 +1045,14 @@ static __attribute__((noinline)) int yield_slow(bool entered)
 int weft_yield(void)
 {
     weft__tsan_internal_begin();
-    weft__tls_rt_t *t = weft__tls();
-    if (WEFT__UNLIKELY(WEFT__DEPTH(atomic_load_explicit(&t->depth, memory_order_relaxed)) != 0))
+    uintptr_t tls = yield_tls_offset();
+    if (WEFT__UNLIKELY(WEFT__DEPTH(yield_tls_get(tls, depth)) != 0))
         return yield_slow(false);
-    atomic_store_explicit(&t->depth, 1, memory_order_relaxed);
+    yield_tls_set(tls, depth, 1);
     atomic_signal_fence(memory_order_seq_cst);
-    if (WEFT__UNLIKELY(atomic_load_explicit(&t->own, memory_order_relaxed) != WEFT__M_OWNED))
+    if (WEFT__UNLIKELY(yield_tls_get(tls, own) != WEFT__M_OWNED))
         return yield_slow(true);
-    weft__worker *w = t->worker;
+    weft__worker *w = yield_tls_worker(tls);
     weft__fiber *self = w->cur;
     uint64_t n = atomic_load_explicit(&w->nswitch, memory_order_relaxed);
     if (WEFT__LIKELY(yield_fast_ok(w, n))) {
@@ -1013,7 +1061,8 @@ int weft_yield(void)
         atomic_store_explicit(&w->nswitch, n + 1, memory_order_relaxed); /* count_switch */
         switch_counted(w, self, next, false);
         weft__asan_finish_switch(self->asan_fake_stack, NULL, NULL); /* no reap: after_switch */
-        atomic_store_explicit(&weft__tls_depth, 0, memory_order_release);
+        atomic_signal_fence(memory_order_release); /* with x86's ordered stores, release */
+        yield_tls_set(yield_tls_offset(), depth, 0);
     } else {
         schedule(w, self, S_YIELD);
         weft__leave();
