@@ -83,39 +83,50 @@ void weft__accept_gate_leave(void)
     atomic_fetch_sub_explicit(&emfile.in_accept, 1, memory_order_release);
 }
 
-/* Out of fds: close the connections waiting on the listening socket, with the spare fd's help. */
-static void shed(int lfd)
+/* Out of fds: close the connections waiting on the listening socket, with the spare fd's help. Fds
+ * may have come free since the accept that ran out (the server closed a connection meanwhile): so the
+ * shed first accepts once as a plain accept would, and a connection it gets is served, not shed.
+ * Returns that connection, or -1 after shedding. */
+static int shed(int lfd, struct sockaddr *addr, socklen_t *addrlen)
 {
     pthread_mutex_lock(&emfile.lock);
-    if (emfile.spare < 0)
-        emfile.spare = open_spare(); /* taken by other code last time: an fd may have come free since */
-    if (emfile.spare >= 0) {
-        atomic_store_explicit(&emfile.shedding, 1, memory_order_seq_cst);
-        unsigned round = 0;
-        while (atomic_load_explicit(&emfile.in_accept, memory_order_seq_cst) != 0)
-            weft__spin_backoff(&round); /* accepts under way leave: none starts now */
-        close(emfile.spare);
-        for (int i = 0; i < SHED_MAX; i++) {
-            int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (c < 0)
-                break;
-            close(c);
+    atomic_store_explicit(&emfile.shedding, 1, memory_order_seq_cst);
+    unsigned round = 0;
+    while (atomic_load_explicit(&emfile.in_accept, memory_order_seq_cst) != 0)
+        weft__spin_backoff(&round); /* accepts under way leave: none starts now */
+    int got = accept4(lfd, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (got < 0) {
+        if (emfile.spare < 0)
+            emfile.spare = open_spare(); /* taken by other code last time: an fd may have come free since */
+        if (emfile.spare >= 0) {
+            close(emfile.spare);
+            for (int i = 0; i < SHED_MAX; i++) {
+                int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (c < 0)
+                    break;
+                close(c);
+            }
+            emfile.spare = open_spare(); /* the number just freed, unless other code took it meanwhile */
         }
-        emfile.spare = open_spare(); /* the number just freed, unless other code took it meanwhile */
-        atomic_store_explicit(&emfile.shedding, 0, memory_order_release);
     }
+    atomic_store_explicit(&emfile.shedding, 0, memory_order_release);
     pthread_mutex_unlock(&emfile.lock);
+    return got;
 }
 
-/* The process ran out of fds (again): shed, and back off for longer. */
-static void out_of_fds(int lfd, int err)
+/* The process ran out of fds (again): shed, and back off for longer. Returns a connection the shed got
+ * instead (fds had come free: no back-off), or -1. */
+static int out_of_fds(int lfd, int err, struct sockaddr *addr, socklen_t *addrlen)
 {
-    shed(lfd);
+    int got = shed(lfd, addr, addrlen);
+    if (got >= 0)
+        return got;
     int64_t b = atomic_load_explicit(&emfile.backoff, memory_order_relaxed);
     b = b == 0 ? BACKOFF_FIRST_NS : b < BACKOFF_MAX_NS ? b * 2 : BACKOFF_MAX_NS;
     atomic_store_explicit(&emfile.backoff, b, memory_order_relaxed);
     atomic_store_explicit(&emfile.err, err, memory_order_relaxed);
     atomic_store_explicit(&emfile.retry_at, weft__clock_ns() + b, memory_order_release);
+    return -1;
 }
 
 static void set_nodelay(int fd)
@@ -140,6 +151,20 @@ int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadl
             continue;
         }
         int c = weft__accept_once(fd, addr, addrlen, deadline);
+        if (WEFT__UNLIKELY(c == -EMFILE || c == -ENFILE || c == -ENOBUFS || c == -ENOMEM)) {
+            int got = out_of_fds(fd, c, addr, addrlen);
+            if (got < 0) {
+                if (deadline == WEFT_NOWAIT)
+                    return c;
+                continue;
+            }
+            c = weft__fd_adopt(got); /* what weft__accept_once does with a connection */
+            if (c < 0) {
+                close(got);
+                return c;
+            }
+            c = got;
+        }
         if (c >= 0) {
             if (WEFT__UNLIKELY(at != 0)) { /* fds again: the back-off is over */
                 atomic_store_explicit(&emfile.backoff, 0, memory_order_relaxed);
@@ -150,11 +175,7 @@ int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadl
         }
         if (c == -ECONNABORTED)
             continue; /* the client gave up before we took it: take the next */
-        if (c != -EMFILE && c != -ENFILE && c != -ENOBUFS && c != -ENOMEM)
-            return c;
-        out_of_fds(fd, c);
-        if (deadline == WEFT_NOWAIT)
-            return c;
+        return c;
     }
 }
 
