@@ -78,7 +78,7 @@
  *    sees a sleeper and wakes it, or the sleeper sees the work.
  *  - Wakeup words (w->futex): the waker CASes 0 -> reason, the sleeper claims it back with an exchange
  *    to AWAKE when it leaves, so a late waker never counts a wakeup for a worker that is already up.
- *  - The park word (internal.h) decides every race between wakers, timers and the parking fiber with one
+ *  - The park word (park.h) decides every race between wakers, timers and the parking fiber with one
  *    CAS; the winner alone enqueues the fiber.
  */
 #include <errno.h>
@@ -98,6 +98,14 @@
 
 weft__rt weft__rt_g;
 #define rt (&weft__rt_g)
+int weft__nworkers;
+
+/* rt.nworkers, and its copy for the layers above (park.h), which only start and stop write */
+static void set_nworkers(int n)
+{
+    rt->nworkers = n;
+    weft__nworkers = n;
+}
 
 __thread weft__tls_rt_t weft__tls_rt __attribute__((tls_model("initial-exec")));
 #if !defined(__x86_64__) && !defined(__aarch64__)
@@ -422,7 +430,7 @@ static void wake_idle(void)
     /* we now hold a spinner's count on behalf of the worker we wake */
     int n = rt->nworkers;
     weft__worker *self = weft__tls_worker;
-    unsigned start = self ? (unsigned)self->index + 1 : 0;
+    unsigned start = self ? (unsigned)self->face.index + 1 : 0;
     for (int i = 0; i < n; i++) {
         weft__worker *v = rt->workers[(start + (unsigned)i) % (unsigned)n];
         if (v == self || !atomic_load_explicit(&v->sleeping, memory_order_seq_cst))
@@ -562,7 +570,7 @@ static inline void count_switch(weft__worker *w)
 static inline void switch_counted(weft__worker *w, weft__fiber *from, weft__fiber *to, bool dying)
 {
     weft__dassert(WEFT__DEPTH(atomic_load_explicit(&weft__tls_depth, memory_order_relaxed)) == 1);
-    w->cur = to;
+    w->face.cur = to;
     atomic_store_explicit(&to->state, WEFT_RUNNING, memory_order_relaxed);
 #if WEFT_ASAN
     const void *lo;
@@ -998,7 +1006,7 @@ int weft_yield(void)
         sched_yield();
         return 0;
     }
-    weft__fiber *self = w->cur;
+    weft__fiber *self = w->face.cur;
     uint64_t n = atomic_load_explicit(&w->nswitch, memory_order_relaxed);
     if (WEFT__LIKELY(w->ready_head && yield_fast_ok(w, n))) {
         atomic_store_explicit(&self->state, WEFT_READY, memory_order_relaxed);
@@ -1259,7 +1267,7 @@ static void *worker_thread_main(void *arg)
     atomic_store_explicit(&m->own, &weft__tls_own, memory_order_relaxed);
     atomic_store_explicit(&m->depth, &weft__tls_depth, memory_order_release); /* the monitor may look now */
     char name[16];
-    snprintf(name, sizeof name, "weft-w%d", w->index);
+    snprintf(name, sizeof name, "weft-w%d", w->face.index);
     pthread_setname_np(pthread_self(), name);
 
     m->idle.kind = WEFT__KIND_SCHED;
@@ -1269,7 +1277,7 @@ static void *worker_thread_main(void *arg)
     m->idle.timer_idx = WEFT__TIMER_NONE;
     weft__tsan_internal_begin();
     w->idle = &m->idle;
-    w->cur = &m->idle;
+    w->face.cur = &m->idle;
     bool orphaned = false;
     for (;;) {
         weft__fiber *f = find_work(w);
@@ -1357,7 +1365,7 @@ int weft__sched_start(int nworkers)
     rt->workers = calloc((size_t)nworkers, sizeof *rt->workers);
     if (!rt->workers)
         return -ENOMEM;
-    rt->nworkers = nworkers;
+    set_nworkers(nworkers);
     atomic_store(&rt->stop, 0);
     atomic_store(&rt->nspinning, 0);
     atomic_store(&rt->nsleeping, 0);
@@ -1371,11 +1379,11 @@ int weft__sched_start(int nworkers)
                 free(rt->workers[j]);
             free(rt->workers);
             rt->workers = NULL;
-            rt->nworkers = 0;
+            set_nworkers(0);
             return -ENOMEM;
         }
         memset(w, 0, sizeof *w);
-        w->index = i;
+        w->face.index = i;
         w->rng = (uint32_t)i * 2654435761u + 1;
         w->fair_at = FAIR_TICKS;
         w->futex = WAKE_AWAKE;
@@ -1395,7 +1403,7 @@ int weft__sched_start(int nworkers)
         if (r < 0) {
             for (int j = i; j < nworkers; j++)
                 free(rt->workers[j]); /* before sched_stop, which frees the table */
-            rt->nworkers = i;         /* stop the ones that did start */
+            set_nworkers(i); /* stop the ones that did start */
             weft__sched_stop();
             return r;
         }
@@ -1422,7 +1430,7 @@ void weft__sched_stop(void)
     free(rt->gq_ring);
     rt->gq_ring = NULL;
     rt->gq_cap = 0;
-    rt->nworkers = 0;
+    set_nworkers(0);
 }
 
 int64_t weft__live_fibers(void)

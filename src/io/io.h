@@ -17,8 +17,6 @@ int weft__io_poll(int64_t deadline);
 int64_t weft__io_waiting(void);
 /* A count that moves whenever a worker looks at the poller (for the monitor). */
 uint64_t weft__io_polls(void);
-/* The scheduler's hook: a fiber just parked on an fd (sched.c makes sure some worker will poll). */
-void weft__io_waiter_added(void);
 
 /* net.c: keep a spare fd for running out of them (runtime start) */
 void weft__net_init(void);
