@@ -183,7 +183,7 @@ typedef struct weft__worker {
 
     /* -- sleeping -- */
     _Alignas(WEFT__CACHELINE) _Atomic uint32_t sleeping; /* 1 while parked or about to park */
-    _Atomic uint32_t in_poll; /* 1 while asleep in the poller: wake it through weft__poll_interrupt */
+    _Atomic uint32_t in_poll; /* 1 while asleep in the poller: wake it through weft__io_interrupt */
     _Atomic uint32_t futex;  /* 0 asleep; 1 woken for its inbox or a stop; 2 woken to look for work */
 } weft__worker;
 

@@ -93,7 +93,6 @@
 #include "arch/switch.h"
 #include "core/internal.h"
 #include "io/io.h"
-#include "io/poll.h"
 #include "obs/sanitize.h"
 
 weft__rt weft__rt_g;
@@ -410,7 +409,7 @@ static bool worker_wake(weft__worker *w, uint32_t why)
     if (!atomic_compare_exchange_strong_explicit(&w->futex, &exp, why, memory_order_seq_cst, memory_order_relaxed))
         return false;
     if (atomic_load_explicit(&w->in_poll, memory_order_seq_cst))
-        weft__poll_interrupt();
+        weft__io_interrupt();
     else
         weft__futex_wake(&w->futex, 1);
     return true;
@@ -1418,7 +1417,7 @@ void weft__sched_stop(void)
         weft__worker *w = rt->workers[i];
         atomic_store_explicit(&w->futex, WAKE_INBOX, memory_order_seq_cst);
         if (atomic_load_explicit(&w->in_poll, memory_order_seq_cst))
-            weft__poll_interrupt();
+            weft__io_interrupt();
         weft__futex_wake(&w->futex, 1);
     }
     for (int i = 0; i < rt->nworkers; i++)
