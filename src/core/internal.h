@@ -172,7 +172,7 @@ typedef struct weft__worker {
     uint64_t fast_until;                 /* nswitch until which a yield may skip the full pick
                                           * (sched.c, fast_refresh) */
 
-    /* -- written by the owner, read by anyone (shutdown accounting) -- */
+    /* -- written by the owner, read by anyone (shutdown accounting: quiesce.c) -- */
     _Alignas(WEFT__CACHELINE) _Atomic uint64_t nspawned;
     _Atomic uint64_t nexited;
 
@@ -212,16 +212,18 @@ typedef struct weft__rt {
     _Atomic int nsleeping;
     _Atomic(struct weft__worker *) poller; /* the worker asleep in the poller, if any */
 
+    /* shutdown accounting (quiesce.c): only it and its helpers below write these five */
     _Alignas(WEFT__CACHELINE) _Atomic uint64_t foreign_spawned;
     _Atomic uint64_t orphans_exited;  /* fibers that ended on a thread that had lost its worker */
+    _Atomic int64_t foreign_inflight; /* spawns from outside the runtime between their state check and
+                                       * their count: shutdown waits for them (weft__foreign_enter) */
+    _Atomic uint32_t quiesce_futex;   /* bumped when the last fiber may have finished */
+    _Atomic int quiesce_wanted;       /* weft_shutdown is waiting */
+    /* the deadlock check's, and the workers' stop */
     _Atomic int64_t threads_parked;   /* threads (not fibers) waiting in weft right now with no deadline:
                                        * the deadlock check counts them as idle */
     _Atomic uint64_t deadlocks;       /* deadlocks reported since the runtime started */
-    _Atomic int64_t foreign_inflight; /* spawns from outside the runtime between their state check and
-                                       * their count: shutdown waits for them (weft__foreign_enter) */
-    _Atomic uint32_t quiesce_futex;  /* bumped when the last fiber may have finished */
-    _Atomic int quiesce_wanted;      /* weft_shutdown is waiting */
-    _Atomic int stop;                /* workers: leave your loop */
+    _Atomic int stop;                 /* workers: leave your loop */
 } weft__rt;
 
 extern weft__rt weft__rt_g;
@@ -252,16 +254,59 @@ void weft__deadlock_start(void); /* with the monitor: what the check must hold f
 void weft__deadlock_stop(void);
 bool weft__deadlock_check(int64_t now); /* true: reported one */
 int64_t weft__deadlock_next(int64_t now); /* when to look again with every worker asleep (-1: when one wakes) */
-bool weft__quiescent(void); /* no fiber lives and no spawn from outside is under way */
+
+/* Shutdown accounting (quiesce.c, whose essay says who counts what). The counters are written there
+ * and by the inline helpers here, which spawn and exit call, nowhere else. */
+void weft__quiesce_reset(void); /* weft_start, before any worker: nothing counted, no shutdown waiting */
+/* weft_shutdown, once it stored STOPPING: wait until no fiber lives. True when it gave up instead, on
+ * fibers that a deadlock reported twice left waiting for good. */
+bool weft__quiesce_wait(void);
+void weft__quiesce_end(void);   /* weft_shutdown, after the teardown: the wait is over */
 int64_t weft__live_fibers(void);
+bool weft__foreign_spawning(void); /* a spawn from outside is between its state check and its count */
 void weft__quiesce_check(void); /* from a fiber: pokes a waiting shutdown when nothing is left */
 void weft__quiesce_poke(void);  /* wake a waiting shutdown so that it counts again */
+/* A thread that lost its worker has finished its fiber: the very last thing it does (the shutdown may
+ * go on at once). */
+void weft__quiesce_orphan_exited(void);
 /* A thread outside the runtime is about to spawn: start the runtime if it is stopped, and hold off a
  * shutdown until weft__foreign_leave. -ESHUTDOWN while a shutdown waits, unless `live`: the caller is a
  * fiber that the shutdown waits for (one that kept its thread after a hand-off), which may spawn as
  * every fiber may. */
 int weft__foreign_enter(bool live);
 void weft__foreign_leave(void);
+
+/* A fiber was spawned: w is the spawning worker (its owner, so a plain load and store), or NULL from
+ * outside the runtime (inside weft__foreign_enter). */
+static inline void weft__quiesce_spawned(weft__worker *w)
+{
+    if (w)
+        atomic_store_explicit(&w->nspawned, atomic_load_explicit(&w->nspawned, memory_order_relaxed) + 1,
+                              memory_order_release);
+    else
+        atomic_fetch_add_explicit(&weft__rt_g.foreign_spawned, 1, memory_order_seq_cst);
+}
+
+/* ... and never queued after all: the fiber never existed. */
+static inline void weft__quiesce_unspawned(weft__worker *w)
+{
+    if (w)
+        atomic_store_explicit(&w->nspawned, atomic_load_explicit(&w->nspawned, memory_order_relaxed) - 1,
+                              memory_order_release);
+    else
+        atomic_fetch_sub_explicit(&weft__rt_g.foreign_spawned, 1, memory_order_seq_cst);
+}
+
+/* A fiber finished on w (its owner), and a waiting shutdown may have nothing left to wait for. Release,
+ * not seq_cst: the shutdown counts again every 10 ms, so it cannot miss the last exit for long, and a
+ * full fence on every exit would cost more than it saves. */
+static inline void weft__quiesce_exited(weft__worker *w)
+{
+    atomic_store_explicit(&w->nexited, atomic_load_explicit(&w->nexited, memory_order_relaxed) + 1,
+                          memory_order_release);
+    if (WEFT__UNLIKELY(atomic_load_explicit(&weft__rt_g.quiesce_wanted, memory_order_relaxed)))
+        weft__quiesce_check();
+}
 
 /* Make a waiting fiber runnable again (after its park word says WOKEN). `next`: a hand-off, it runs
  * next on its worker if that is this one; otherwise it queues at the back. */

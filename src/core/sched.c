@@ -1307,8 +1307,7 @@ static void *worker_thread_main(void *arg)
     thread_scatter(m);
     if (orphaned) {
         /* the last thing: shutdown waits for this count, so nothing of the runtime goes before we are done */
-        atomic_fetch_add_explicit(&rt->orphans_exited, 1, memory_order_seq_cst);
-        weft__quiesce_poke();
+        weft__quiesce_orphan_exited();
     }
     return NULL;
 }
@@ -1369,7 +1368,6 @@ int weft__sched_start(int nworkers)
     atomic_store(&rt->nspinning, 0);
     atomic_store(&rt->nsleeping, 0);
     atomic_store(&rt->gq_len, 0);
-    atomic_store(&rt->foreign_spawned, 0);
     rt->gq_head = 0;
     for (int i = 0; i < nworkers; i++) {
         weft__worker *w = aligned_alloc(WEFT__CACHELINE, sizeof *w);
@@ -1389,7 +1387,6 @@ int weft__sched_start(int nworkers)
         atomic_init(&w->timer_first, -1);
         rt->workers[i] = w;
     }
-    atomic_store(&rt->orphans_exited, 0);
     atomic_store(&rt->deadlocks, 0);
     for (int i = 0; i < nworkers; i++) {
         weft__worker *w = rt->workers[i];
@@ -1430,37 +1427,4 @@ void weft__sched_stop(void)
     rt->gq_ring = NULL;
     rt->gq_cap = 0;
     set_nworkers(0);
-}
-
-int64_t weft__live_fibers(void)
-{
-    /* exits first, then spawns: a fiber counted as exited was counted as spawned, so the difference
-     * never reads 0 while a fiber lives (see sched_stop in the essay of runtime.c) */
-    uint64_t exited = atomic_load_explicit(&rt->orphans_exited, memory_order_seq_cst), spawned = 0;
-    for (int i = 0; i < rt->nworkers; i++)
-        exited += atomic_load_explicit(&rt->workers[i]->nexited, memory_order_seq_cst);
-    for (int i = 0; i < rt->nworkers; i++)
-        spawned += atomic_load_explicit(&rt->workers[i]->nspawned, memory_order_seq_cst);
-    spawned += atomic_load_explicit(&rt->foreign_spawned, memory_order_seq_cst);
-    return (int64_t)(spawned - exited);
-}
-
-bool weft__quiescent(void)
-{
-    /* in-flight spawns first: a spawn that leaves has counted its fiber before it leaves */
-    if (atomic_load_explicit(&rt->foreign_inflight, memory_order_seq_cst) != 0)
-        return false;
-    return weft__live_fibers() == 0;
-}
-
-void weft__quiesce_poke(void)
-{
-    atomic_fetch_add_explicit(&rt->quiesce_futex, 1, memory_order_seq_cst);
-    weft__futex_wake(&rt->quiesce_futex, 1);
-}
-
-void weft__quiesce_check(void)
-{
-    if (weft__quiescent())
-        weft__quiesce_poke();
 }
