@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "core/wait.h"
 
 struct weft_chan {

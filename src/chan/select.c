@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "chan/chan.h"
-#include "core/internal.h"
+#include "core/park.h"
 #include "core/wait.h"
 
 /* Up to this many cases, select keeps its bookkeeping on the stack; more are allocated. */

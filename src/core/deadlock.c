@@ -143,8 +143,7 @@ static bool something_can_wake(bool *look_again)
     *look_again = false;
     if (weft__live_fibers() <= 0)
         return true; /* nothing waits */
-    if (atomic_load_explicit(&rt->foreign_inflight, memory_order_seq_cst) != 0 ||
-        atomic_load_explicit(&rt->gq_len, memory_order_seq_cst) > 0) {
+    if (weft__foreign_spawning() || atomic_load_explicit(&rt->gq_len, memory_order_seq_cst) > 0) {
         *look_again = true; /* a spawn is under way */
         return true;
     }

@@ -35,14 +35,8 @@ void weft__fiber_publish_done(weft__worker *w, weft__fiber *f)
         else
             weft__wnode_release(n); /* our last touch of it */
     }
-    if (fiber) {
-        /* release, not seq_cst: shutdown re-reads the counts every 10 ms, so it cannot miss the last
-         * exit for long, and a full fence on every exit would cost more than it saves */
-        atomic_store_explicit(&w->nexited, atomic_load_explicit(&w->nexited, memory_order_relaxed) + 1,
-                              memory_order_release);
-        if (WEFT__UNLIKELY(atomic_load_explicit(&weft__rt_g.quiesce_wanted, memory_order_relaxed)))
-            weft__quiesce_check();
-    }
+    if (fiber)
+        weft__quiesce_exited(w);
     weft__tsan_internal_end();
 }
 

@@ -18,7 +18,7 @@
  * THE HAND-OFF
  * A worker's state belongs to the thread running it, which changes it without locks. The monitor may take
  * the worker only while that thread is in user code, and the thread must not touch the worker after.
- * weft__enter/weft__leave (internal.h) keep a per-thread depth of runtime code; the monitor:
+ * weft__enter/weft__leave (park.h) keep a per-thread depth of runtime code; the monitor:
  *   1. marks the thread's hold REVOKING;
  *   2. runs membarrier(PRIVATE_EXPEDITED): every thread of the process passes a full barrier, so the
  *      thread's depth store before it is visible now, and its own-load after it sees REVOKING;
@@ -297,7 +297,7 @@ static bool take_over(weft__worker *w, uint64_t switches, uint32_t depth_word)
     if (moved) {
         atomic_store_explicit(own, prev, memory_order_release); /* it moved: nothing to do */
     } else {
-        m->orphan = w->cur;
+        m->orphan = w->face.cur;
         w->nresident--; /* the stuck fiber leaves the worker with its thread */
         w->m = fresh;
         w->thread = t;
@@ -403,7 +403,7 @@ static void check_stuck(int64_t now)
         int kind = stuck_kind(w, l, ran);
         if (kind == NOT_STUCK)
             continue;
-        /* stuck_kind takes a while: the fiber may have switched out meanwhile, and w->cur be another
+        /* stuck_kind takes a while: the fiber may have switched out meanwhile, and w->face.cur be another
          * fiber or the idle loop. Then nothing is stuck; and the idle context lives in its thread's
          * record, which the thread frees when it ends, so it must not be read further. (The idle loop
          * never runs user code: seeing it is always such a late look.) What the warning says about the
@@ -412,7 +412,7 @@ static void check_stuck(int64_t now)
          * does not see */
         char label[64] = "";
         weft__tsan_internal_begin();
-        weft__fiber *f = w->cur;
+        weft__fiber *f = w->face.cur;
         bool gone = f->kind == WEFT__KIND_SCHED || atomic_load_explicit(&w->nswitch, memory_order_relaxed) != s;
         l->in_loop = !gone && f->in_loop;
         if (!gone)

@@ -3,16 +3,8 @@
  *
  * Start resolves the configuration (explicit config, else WEFT_* environment, else what the machine
  * says), installs the overflow handler and starts the workers. Shutdown waits until every fiber has
- * finished, then stops the workers and gives back every stack; the runtime can start again after.
- *
- * Counting live fibers without a shared counter (which every spawn and exit on every worker would
- * bounce between caches): each worker counts the fibers it spawned and the fibers that finished on it,
- * foreign threads count their spawns in one atomic. live_fibers (sched.c) sums the exits first, then
- * the spawns: a fiber that finished was spawned before it finished, and a fiber spawned after the sums
- * were read was spawned by a fiber that was still alive then, so the difference never reads zero
- * while any fiber lives. A spawn from outside the runtime has no live fiber behind it: it holds off
- * the shutdown on its own (weft__foreign_enter, below). Shutdown waits on a futex that the last
- * finishing fiber bumps, and re-checks every 10 ms as a safety net.
+ * finished (the accounting it waits on is quiesce.c's), then stops the workers and gives back every
+ * stack; the runtime can start again after.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -73,7 +65,7 @@ int weft_start(const weft_config_t *cfg)
     }
     weft__rt_g.stack_size = weft__stack_round(stack * WEFT_SAN_STACK_FACTOR);
     weft__rt_g.spin_ns = spin_us > 0 ? (int64_t)spin_us * 1000 : 0;
-    atomic_store(&weft__rt_g.quiesce_wanted, 0);
+    weft__quiesce_reset();
     weft__blocking_configure((int)blocking);
     int r = weft__stack_global_init();
     if (r == 0)
@@ -97,39 +89,6 @@ int weft_start(const weft_config_t *cfg)
     return r;
 }
 
-/*
- * A spawn from outside the runtime races a shutdown: the spawner checks that the runtime runs, then
- * counts and queues its fiber; a shutdown that read the counts in between would see no fiber, stop the
- * workers, and the fiber would be lost. So the spawner first announces itself (foreign_inflight, seq_cst)
- * and then reads the state; shutdown first stores STOPPING and then reads foreign_inflight. One of the
- * two sees the other: either the spawner sees STOPPING and refuses, or shutdown waits for it to leave,
- * by which time its fiber is counted.
- */
-int weft__foreign_enter(bool live)
-{
-    for (;;) {
-        atomic_fetch_add_explicit(&weft__rt_g.foreign_inflight, 1, memory_order_seq_cst);
-        int s = atomic_load_explicit(&weft__rt_g.state, memory_order_seq_cst);
-        if (WEFT__LIKELY(s == WEFT__RT_RUNNING) || (live && s == WEFT__RT_STOPPING))
-            return 0; /* a live caller is counted: the shutdown cannot end before its fiber is too */
-        weft__foreign_leave();
-        if (s == WEFT__RT_STOPPING)
-            return -ESHUTDOWN;
-        int r = weft_start(NULL);
-        if (r < 0 && r != -EALREADY)
-            return r;
-    }
-}
-
-void weft__foreign_leave(void)
-{
-    /* only poke the shutdown, which counts for itself: the workers' counters may be gone already (a
-     * refused spawn leaves while the shutdown that refused it frees them) */
-    if (atomic_fetch_sub_explicit(&weft__rt_g.foreign_inflight, 1, memory_order_seq_cst) == 1 &&
-        atomic_load_explicit(&weft__rt_g.quiesce_wanted, memory_order_seq_cst))
-        weft__quiesce_poke();
-}
-
 int weft_shutdown(void)
 {
     if (weft__on_worker())
@@ -139,27 +98,9 @@ int weft_shutdown(void)
         pthread_mutex_unlock(&rt_lock);
         return 0;
     }
+    /* STOPPING before the wait reads foreign_inflight: the order weft__foreign_enter relies on */
     atomic_store_explicit(&weft__rt_g.state, WEFT__RT_STOPPING, memory_order_seq_cst);
-    atomic_store_explicit(&weft__rt_g.quiesce_wanted, 1, memory_order_seq_cst);
-    /* this thread waits in weft now: the deadlock check counts it as idle */
-    atomic_fetch_add_explicit(&weft__rt_g.threads_parked, 1, memory_order_seq_cst);
-    uint64_t deadlocks_before = atomic_load_explicit(&weft__rt_g.deadlocks, memory_order_seq_cst);
-    bool abandon = false;
-    for (;;) {
-        uint32_t v = atomic_load_explicit(&weft__rt_g.quiesce_futex, memory_order_seq_cst);
-        if (weft__quiescent()) {
-            weft__tsan_acquire(&weft__rt_g); /* every fiber's end comes before the teardown */
-            break;
-        }
-        /* a deadlock woke every waiter with -EDEADLK; if they went back to sleep and it was reported
-         * again, they will never finish: leave them */
-        if (atomic_load_explicit(&weft__rt_g.deadlocks, memory_order_seq_cst) - deadlocks_before >= 2) {
-            abandon = true;
-            break;
-        }
-        weft__futex_wait(&weft__rt_g.quiesce_futex, v, weft__clock_ns() + 10 * 1000 * 1000);
-    }
-    atomic_fetch_sub_explicit(&weft__rt_g.threads_parked, 1, memory_order_seq_cst);
+    bool abandon = weft__quiesce_wait();
     int r = atomic_load_explicit(&weft__rt_g.deadlocks, memory_order_seq_cst) ? -EDEADLK : 0;
     weft__monitor_stop();
     weft__sched_stop();
@@ -167,7 +108,7 @@ int weft_shutdown(void)
         weft__desc_each(weft__desc_abandon, NULL);
     weft__io_stop();
     weft__stack_global_fini();
-    atomic_store_explicit(&weft__rt_g.quiesce_wanted, 0, memory_order_seq_cst);
+    weft__quiesce_end();
     atomic_store_explicit(&weft__rt_g.state, WEFT__RT_STOPPED, memory_order_release);
     pthread_mutex_unlock(&rt_lock);
     return r;

@@ -78,7 +78,7 @@
  *    sees a sleeper and wakes it, or the sleeper sees the work.
  *  - Wakeup words (w->futex): the waker CASes 0 -> reason, the sleeper claims it back with an exchange
  *    to AWAKE when it leaves, so a late waker never counts a wakeup for a worker that is already up.
- *  - The park word (internal.h) decides every race between wakers, timers and the parking fiber with one
+ *  - The park word (park.h) decides every race between wakers, timers and the parking fiber with one
  *    CAS; the winner alone enqueues the fiber.
  */
 #include <errno.h>
@@ -93,11 +93,18 @@
 #include "arch/switch.h"
 #include "core/internal.h"
 #include "io/io.h"
-#include "io/poll.h"
 #include "obs/sanitize.h"
 
 weft__rt weft__rt_g;
 #define rt (&weft__rt_g)
+int weft__nworkers;
+
+/* rt.nworkers, and its copy for the layers above (park.h), which only start and stop write */
+static void set_nworkers(int n)
+{
+    rt->nworkers = n;
+    weft__nworkers = n;
+}
 
 __thread weft__tls_rt_t weft__tls_rt __attribute__((tls_model("initial-exec")));
 #if !defined(__x86_64__) && !defined(__aarch64__)
@@ -405,7 +412,7 @@ static bool worker_wake(weft__worker *w, uint32_t why)
     if (!atomic_compare_exchange_strong_explicit(&w->futex, &exp, why, memory_order_seq_cst, memory_order_relaxed))
         return false;
     if (atomic_load_explicit(&w->in_poll, memory_order_seq_cst))
-        weft__poll_interrupt();
+        weft__io_interrupt();
     else
         weft__futex_wake(&w->futex, 1);
     return true;
@@ -425,7 +432,7 @@ static void wake_idle(void)
     /* we now hold a spinner's count on behalf of the worker we wake */
     int n = rt->nworkers;
     weft__worker *self = weft__tls_worker;
-    unsigned start = self ? (unsigned)self->index + 1 : 0;
+    unsigned start = self ? (unsigned)self->face.index + 1 : 0;
     for (int i = 0; i < n; i++) {
         weft__worker *v = rt->workers[(start + (unsigned)i) % (unsigned)n];
         if (v == self || !atomic_load_explicit(&v->sleeping, memory_order_seq_cst))
@@ -565,7 +572,7 @@ static inline void count_switch(weft__worker *w)
 static inline void switch_counted(weft__worker *w, weft__fiber *from, weft__fiber *to, bool dying)
 {
     weft__dassert(WEFT__DEPTH(atomic_load_explicit(&weft__tls_depth, memory_order_relaxed)) == 1);
-    w->cur = to;
+    w->face.cur = to;
     atomic_store_explicit(&to->state, WEFT_RUNNING, memory_order_relaxed);
 #if WEFT_ASAN
     const void *lo;
@@ -961,14 +968,15 @@ static inline bool yield_fast_ok(weft__worker *w, uint64_t n)
 }
 
 /*
- * The yield's thread block. On x86-64, through %fs: the block's offset from the thread pointer (one load
- * from the GOT, the same on every thread) addresses it directly, where weft__tls() reads the thread
- * pointer and then adds, one instruction more per access. The access reads %fs itself, so it reaches
- * the block of the thread it runs on, whichever that is after a switch (the offset is loaded anew after
- * the switch anyway: kept across it, it would take the register the switch preserves). Each access is a volatile asm, so they stay in order among themselves; an aligned 32-bit load
- * or store is what a relaxed atomic one is on x86, and x86 keeps stores in order, so a compiler barrier
- * before the last store makes it a release. Elsewhere (and with TSan, which does not see them) the
- * accesses are weft__tls()'s.
+ * The yield's thread block. On x86-64, through %fs: the block's offset from the thread pointer (one
+ * load from the GOT, the same on every thread) addresses it directly, where weft__tls() reads the
+ * thread pointer and then adds, one instruction more per access. The access reads %fs itself, so it
+ * reaches the block of the thread it runs on, whichever that is after a switch (the offset is loaded
+ * anew after the switch anyway: kept across it, it would take the register the switch preserves). Each
+ * access is a volatile asm, so they stay in order among themselves; an aligned 32-bit load or store is
+ * what a relaxed atomic one is on x86, and x86 keeps stores in order, so a compiler barrier before the
+ * last store makes it a release. Elsewhere (and with TSan, which does not see them) the accesses are
+ * weft__tls()'s.
  */
 #if defined(__x86_64__) && !WEFT_TSAN
 static inline uintptr_t yield_tls_offset(void)
@@ -1019,7 +1027,7 @@ static __attribute__((noinline)) int yield_slow(bool entered)
         sched_yield();
         return 0;
     }
-    schedule(w, w->cur, S_YIELD);
+    schedule(w, w->face.cur, S_YIELD);
     weft__leave();
     weft__tsan_internal_end();
     return 0;
@@ -1053,7 +1061,7 @@ int weft_yield(void)
     if (WEFT__UNLIKELY(yield_tls_get(tls, own) != WEFT__M_OWNED))
         return yield_slow(true);
     weft__worker *w = yield_tls_worker(tls);
-    weft__fiber *self = w->cur;
+    weft__fiber *self = w->face.cur;
     uint64_t n = atomic_load_explicit(&w->nswitch, memory_order_relaxed);
     if (WEFT__LIKELY(yield_fast_ok(w, n))) {
         atomic_store_explicit(&self->state, WEFT_READY, memory_order_relaxed);
@@ -1315,7 +1323,7 @@ static void *worker_thread_main(void *arg)
     atomic_store_explicit(&m->own, &weft__tls_own, memory_order_relaxed);
     atomic_store_explicit(&m->depth, &weft__tls_depth, memory_order_release); /* the monitor may look now */
     char name[16];
-    snprintf(name, sizeof name, "weft-w%d", w->index);
+    snprintf(name, sizeof name, "weft-w%d", w->face.index);
     pthread_setname_np(pthread_self(), name);
 
     m->idle.kind = WEFT__KIND_SCHED;
@@ -1325,7 +1333,7 @@ static void *worker_thread_main(void *arg)
     m->idle.timer_idx = WEFT__TIMER_NONE;
     weft__tsan_internal_begin();
     w->idle = &m->idle;
-    w->cur = &m->idle;
+    w->face.cur = &m->idle;
     bool orphaned = false;
     for (;;) {
         weft__fiber *f = find_work(w);
@@ -1356,8 +1364,7 @@ static void *worker_thread_main(void *arg)
     thread_scatter(m);
     if (orphaned) {
         /* the last thing: shutdown waits for this count, so nothing of the runtime goes before we are done */
-        atomic_fetch_add_explicit(&rt->orphans_exited, 1, memory_order_seq_cst);
-        weft__quiesce_poke();
+        weft__quiesce_orphan_exited();
     }
     return NULL;
 }
@@ -1413,12 +1420,11 @@ int weft__sched_start(int nworkers)
     rt->workers = calloc((size_t)nworkers, sizeof *rt->workers);
     if (!rt->workers)
         return -ENOMEM;
-    rt->nworkers = nworkers;
+    set_nworkers(nworkers);
     atomic_store(&rt->stop, 0);
     atomic_store(&rt->nspinning, 0);
     atomic_store(&rt->nsleeping, 0);
     atomic_store(&rt->gq_len, 0);
-    atomic_store(&rt->foreign_spawned, 0);
     rt->gq_head = 0;
     for (int i = 0; i < nworkers; i++) {
         weft__worker *w = aligned_alloc(WEFT__CACHELINE, sizeof *w);
@@ -1427,18 +1433,17 @@ int weft__sched_start(int nworkers)
                 free(rt->workers[j]);
             free(rt->workers);
             rt->workers = NULL;
-            rt->nworkers = 0;
+            set_nworkers(0);
             return -ENOMEM;
         }
         memset(w, 0, sizeof *w);
-        w->index = i;
+        w->face.index = i;
         w->rng = (uint32_t)i * 2654435761u + 1;
         w->fair_at = FAIR_TICKS;
         w->futex = WAKE_AWAKE;
         atomic_init(&w->timer_first, -1);
         rt->workers[i] = w;
     }
-    atomic_store(&rt->orphans_exited, 0);
     atomic_store(&rt->deadlocks, 0);
     for (int i = 0; i < nworkers; i++) {
         weft__worker *w = rt->workers[i];
@@ -1451,7 +1456,7 @@ int weft__sched_start(int nworkers)
         if (r < 0) {
             for (int j = i; j < nworkers; j++)
                 free(rt->workers[j]); /* before sched_stop, which frees the table */
-            rt->nworkers = i;         /* stop the ones that did start */
+            set_nworkers(i); /* stop the ones that did start */
             weft__sched_stop();
             return r;
         }
@@ -1466,7 +1471,7 @@ void weft__sched_stop(void)
         weft__worker *w = rt->workers[i];
         atomic_store_explicit(&w->futex, WAKE_INBOX, memory_order_seq_cst);
         if (atomic_load_explicit(&w->in_poll, memory_order_seq_cst))
-            weft__poll_interrupt();
+            weft__io_interrupt();
         weft__futex_wake(&w->futex, 1);
     }
     for (int i = 0; i < rt->nworkers; i++)
@@ -1478,38 +1483,5 @@ void weft__sched_stop(void)
     free(rt->gq_ring);
     rt->gq_ring = NULL;
     rt->gq_cap = 0;
-    rt->nworkers = 0;
-}
-
-int64_t weft__live_fibers(void)
-{
-    /* exits first, then spawns: a fiber counted as exited was counted as spawned, so the difference
-     * never reads 0 while a fiber lives (see sched_stop in the essay of runtime.c) */
-    uint64_t exited = atomic_load_explicit(&rt->orphans_exited, memory_order_seq_cst), spawned = 0;
-    for (int i = 0; i < rt->nworkers; i++)
-        exited += atomic_load_explicit(&rt->workers[i]->nexited, memory_order_seq_cst);
-    for (int i = 0; i < rt->nworkers; i++)
-        spawned += atomic_load_explicit(&rt->workers[i]->nspawned, memory_order_seq_cst);
-    spawned += atomic_load_explicit(&rt->foreign_spawned, memory_order_seq_cst);
-    return (int64_t)(spawned - exited);
-}
-
-bool weft__quiescent(void)
-{
-    /* in-flight spawns first: a spawn that leaves has counted its fiber before it leaves */
-    if (atomic_load_explicit(&rt->foreign_inflight, memory_order_seq_cst) != 0)
-        return false;
-    return weft__live_fibers() == 0;
-}
-
-void weft__quiesce_poke(void)
-{
-    atomic_fetch_add_explicit(&rt->quiesce_futex, 1, memory_order_seq_cst);
-    weft__futex_wake(&rt->quiesce_futex, 1);
-}
-
-void weft__quiesce_check(void)
-{
-    if (weft__quiescent())
-        weft__quiesce_poke();
+    set_nworkers(0);
 }

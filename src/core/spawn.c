@@ -75,18 +75,10 @@ static inline int spawn(weft__worker *w, weft_fiber_t *out, const weft_attr_t *a
     weft__tsan_internal_end();
     weft__tsan_release(f); /* the spawner's past happens before the fiber */
     weft__tsan_internal_begin();
-    if (w)
-        atomic_store_explicit(&w->nspawned, atomic_load_explicit(&w->nspawned, memory_order_relaxed) + 1,
-                              memory_order_release);
-    else
-        atomic_fetch_add_explicit(&weft__rt_g.foreign_spawned, 1, memory_order_seq_cst);
+    weft__quiesce_spawned(w);
     int r = weft__submit_new(w, f);
     if (WEFT__UNLIKELY(r < 0)) { /* nothing was queued: undo, the fiber never existed */
-        if (w)
-            atomic_store_explicit(&w->nspawned, atomic_load_explicit(&w->nspawned, memory_order_relaxed) - 1,
-                                  memory_order_release);
-        else
-            atomic_fetch_sub_explicit(&weft__rt_g.foreign_spawned, 1, memory_order_seq_cst);
+        weft__quiesce_unspawned(w);
         weft__desc_free_inline(w, f);
     }
     weft__tsan_internal_end();

@@ -141,7 +141,7 @@ int weft_sleep_until(int64_t deadline)
         return 0;
     weft__tsan_internal_begin();
     weft__worker *w = weft__enter();
-    weft__fiber *self = w ? w->cur : NULL;
+    weft__fiber *self = w ? w->face.cur : NULL;
     bool fiber = self && self->kind == WEFT__KIND_FIBER;
     weft__leave();
     weft__tsan_internal_end();

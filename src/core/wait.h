@@ -41,12 +41,12 @@
  * that (weft__wnode_wait_released).
  *
  * The spin-wait. Every wait for another thread that holds a short lock or is a few instructions from a
- * store is weft__spin_backoff (internal.h): pauses that double, then sched_yield.
+ * store is weft__spin_backoff (platform/prim.h): pauses that double, then sched_yield.
  */
 #ifndef WEFT_CORE_WAIT_H
 #define WEFT_CORE_WAIT_H
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "obs/sanitize.h"
 
 #define WEFT__CLAIM_NONE 0u

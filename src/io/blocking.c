@@ -36,7 +36,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "core/wait.h"
 #include "io/io.h"
 #include "obs/sanitize.h"

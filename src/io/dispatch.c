@@ -4,7 +4,7 @@
  */
 #include <stdint.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "core/wait.h"
 #include "io/fd.h"
 #include "io/io.h"
@@ -51,6 +51,11 @@ uint64_t weft__io_polls(void)
 int64_t weft__io_waiting(void)
 {
     return atomic_load_explicit(&weft__io.waiting, memory_order_seq_cst);
+}
+
+void weft__io_interrupt(void)
+{
+    weft__poll_interrupt();
 }
 
 int weft__io_start(void)

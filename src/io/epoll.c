@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "io/poll.h"
 
 #ifndef SYS_epoll_pwait2

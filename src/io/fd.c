@@ -53,7 +53,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "core/wait.h"
 #include "io/fd.h"
 #include "io/io.h"

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "core/wait.h"
 
 enum { PD_UNUSED = 0, PD_OPEN = 1, PD_CLOSED = 2 };

@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <poll.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "core/wait.h"
 #include "io/fd.h"
 #include "io/io.h"

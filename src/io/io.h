@@ -1,5 +1,7 @@
 /*
- * The I/O layer's internal interface to the rest of the runtime (src/core) and between its own files.
+ * The I/O layer's face down to the scheduler: src/core calls io through this header alone (it never
+ * sees the poller contract, io/poll.h, nor the fd table, io/fd.h). It also holds the calls between
+ * io's own files. The other way, io blocks and wakes through core/park.h and core/wait.h only.
  */
 #ifndef WEFT_IO_IO_H
 #define WEFT_IO_IO_H
@@ -17,8 +19,9 @@ int weft__io_poll(int64_t deadline);
 int64_t weft__io_waiting(void);
 /* A count that moves whenever a worker looks at the poller (for the monitor). */
 uint64_t weft__io_polls(void);
-/* The scheduler's hook: a fiber just parked on an fd (sched.c makes sure some worker will poll). */
-void weft__io_waiter_added(void);
+/* Make a weft__io_poll that is blocked, or the next one to block, return at once (the poller's
+ * interruption, io/poll.h). Async-signal-safe. */
+void weft__io_interrupt(void);
 
 /* net.c: keep a spare fd for running out of them (runtime start) */
 void weft__net_init(void);

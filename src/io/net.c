@@ -34,7 +34,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "io/io.h"
 
 #define BACKOFF_FIRST_NS ((int64_t)1000000)

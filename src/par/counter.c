@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "par/counter.h"
 
 _Static_assert(sizeof(weft_counter_t) == WEFT__CACHELINE && _Alignof(weft_counter_t) == WEFT__CACHELINE,

@@ -8,7 +8,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 
 /* Slots for threads that are on no worker (plain threads, weft threads, a fiber whose thread lost its
  * worker to the monitor), picked by a hash of the thread. */

@@ -64,7 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 
 #define LEAVES_PER_WORKER 8
 /* Partial results a task keeps on its stack, bytes; beyond, it mallocs them. Enough for a few scalars

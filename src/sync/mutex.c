@@ -79,7 +79,7 @@ int weft_mutex_trylock(weft_mutex_t *mm)
 /* Spin while the holder may be about to let go on another worker; true when we took the lock. */
 static bool spin(mutex_impl *m)
 {
-    if (weft__rt_g.nworkers < 2)
+    if (weft__nworkers < 2)
         return false;
     for (int round = 0; round < SPIN_ROUNDS; round++) {
         for (int i = 0; i < SPIN_PAUSES; i++)

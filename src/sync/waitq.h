@@ -18,7 +18,7 @@
 #ifndef WEFT_SYNC_WAITQ_H
 #define WEFT_SYNC_WAITQ_H
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "core/wait.h"
 
 #define WQ_LOCK ((uint64_t)1)

@@ -28,7 +28,7 @@
 #include <sched.h>
 #include <string.h>
 
-#include "core/internal.h"
+#include "core/park.h"
 #include "obs/sanitize.h"
 #include "sync/waitq.h"
 
