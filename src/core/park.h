@@ -267,7 +267,7 @@ weft__tls_rt_t *weft__tls(void) __attribute__((noinline)); /* sched.c: a call no
 /* The depth word: weft__enter adds DEPTH_ENTRY + 1, weft__leave takes 1 away, so the bits above
  * DEPTH_MASK count every entry into the runtime (wrapping): the monitor tells from them that a fiber
  * which never switches still keeps calling weft (spawning in a loop, say), and so is not stuck. A
- * yield writes the word whole instead (1, then 0: sched.c, yield_enter), which starts the count again;
+ * yield writes the word whole instead (1, then 0: sched.c, weft_yield), which starts the count again;
  * it always counts a switch, which the monitor sees as well. */
 #define WEFT__DEPTH_MASK 0xffu
 #define WEFT__DEPTH_ENTRY 0x100u

@@ -370,18 +370,21 @@ static ssize_t op_accept(int fd, void *c, bool sock)
     return r;
 }
 
+int weft__accept_adopt(int c)
+{
+    int e = weft__fd_adopt(c);
+    if (e < 0) {
+        close(c);
+        return e;
+    }
+    return c;
+}
+
 int weft__accept_once(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline)
 {
     accept_args a = {addr, addrlen};
     ssize_t r = io_run(fd, 0, op_accept, &a, 0, 0, deadline);
-    if (r >= 0) {
-        int e = weft__fd_adopt((int)r);
-        if (e < 0) {
-            close((int)r);
-            return e;
-        }
-    }
-    return (int)r;
+    return r >= 0 ? weft__accept_adopt((int)r) : (int)r;
 }
 
 typedef struct {

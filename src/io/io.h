@@ -32,6 +32,9 @@ void weft__accept_gate_leave(void);
 /* fd.c, for net.c */
 int weft__fd_adopt(int fd);
 int weft__accept_once(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadline);
+/* A connection accept4 returned, adopted by the fd layer (as weft__accept_once does); closed when that
+ * fails. The connection, or a negative errno. */
+int weft__accept_adopt(int c);
 
 /* The blocking pool (blocking.c) */
 void weft__blocking_configure(int max_threads);

@@ -158,12 +158,9 @@ int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int64_t deadl
                     return c;
                 continue;
             }
-            c = weft__fd_adopt(got); /* what weft__accept_once does with a connection */
-            if (c < 0) {
-                close(got);
+            c = weft__accept_adopt(got);
+            if (c < 0)
                 return c;
-            }
-            c = got;
         }
         if (c >= 0) {
             if (WEFT__UNLIKELY(at != 0)) { /* fds again: the back-off is over */
